@@ -1,0 +1,471 @@
+"""Structured examples stored flat: one batch holds chains, grids, trees and loopy graphs.
+
+A :class:`GraphBatch` concatenates the nodes of all examples (features, labels)
+and all their edges (global node indices, optional edge features), with CSR-style
+offsets per example, so that one compiled kernel can sweep any mixture of
+graph shapes in a single pass.
+
+Builders: :func:`chain_edges`, :func:`grid_edges`, :func:`from_networkx`, and
+:func:`make_batch`, which converts the user-facing list-of-instances format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._validation import check_edges, check_features, check_labels
+
+__all__ = [
+    "GraphBatch",
+    "chain_edges",
+    "grid_edges",
+    "from_networkx",
+    "make_batch",
+    "is_forest",
+]
+
+
+def chain_edges(n_nodes: int) -> np.ndarray:
+    """Edges of a chain ``0 - 1 - ... - (n_nodes - 1)``.
+
+    Parameters
+    ----------
+    n_nodes : int
+        Number of nodes (>= 1).
+
+    Returns
+    -------
+    edges : ndarray of shape (n_nodes - 1, 2), int64
+        ``edges[i] = (i, i + 1)``.
+    """
+    n = _check_count(n_nodes, "n_nodes")
+    idx = np.arange(n - 1, dtype=np.int64)
+    return np.ascontiguousarray(np.stack([idx, idx + 1], axis=1))
+
+
+def grid_edges(height: int, width: int, connectivity: int = 4) -> np.ndarray:
+    """Edges of a ``height x width`` grid with nodes numbered row-major.
+
+    Parameters
+    ----------
+    height, width : int
+        Grid size (>= 1 each).
+    connectivity : {4, 8}
+        4: horizontal and vertical neighbours; 8: diagonals too.
+
+    Returns
+    -------
+    edges : ndarray of shape (n_edges, 2), int64
+        Each edge ``(s, t)`` has ``s < t``; node ``(r, c)`` has index ``r * width + c``.
+    """
+    h = _check_count(height, "height")
+    w = _check_count(width, "width")
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    ids = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    parts = [
+        np.stack([ids[:, :-1].ravel(), ids[:, 1:].ravel()], axis=1),   # right
+        np.stack([ids[:-1, :].ravel(), ids[1:, :].ravel()], axis=1),   # down
+    ]
+    if connectivity == 8:
+        parts.append(np.stack([ids[:-1, :-1].ravel(), ids[1:, 1:].ravel()], axis=1))  # down-right
+        parts.append(np.stack([ids[:-1, 1:].ravel(), ids[1:, :-1].ravel()], axis=1))  # down-left
+    edges = np.concatenate(parts, axis=0)
+    edges = np.sort(edges, axis=1)
+    return np.ascontiguousarray(edges, dtype=np.int64)
+
+
+def _check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def is_forest(edges: np.ndarray, n_nodes: int) -> bool:
+    """Whether the undirected graph has no cycle (union-find).
+
+    Parameters
+    ----------
+    edges : ndarray of shape (n_edges, 2)
+        Node indices in ``0..n_nodes-1``; assumed free of duplicates/self-loops.
+    n_nodes : int
+    """
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    if len(edges) >= n_nodes:
+        return False
+    parent = np.arange(n_nodes)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for s, t in edges:
+        rs, rt = find(int(s)), find(int(t))
+        if rs == rt:
+            return False
+        parent[rs] = rt
+    return True
+
+
+def from_networkx(graph, *, feature_attr: str = "x", label_attr: str = "y",
+                  edge_feature_attr: str = "x", require_labels: bool = False):
+    """Convert a networkx graph to arrays.
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        Undirected graph. Each node carries a feature vector in attribute
+        ``feature_attr`` (a 1-D array-like or a 1-row sparse matrix); optionally
+        a label in ``label_attr``; each edge optionally carries edge features
+        in ``edge_feature_attr`` (all edges or none). Node names can be any
+        hashable values; node order is ``list(graph.nodes)``.
+    require_labels : bool
+        Raise if some node has no label.
+
+    Returns
+    -------
+    features : ndarray (n_nodes, n_features) or csr_matrix
+    edges : ndarray (n_edges, 2) int64
+    edge_features : ndarray (n_edges, n_edge_features) or None
+    labels : list or None
+        Raw node labels in node order (not yet encoded), or None when no node has one.
+    nodes : list
+        Node names in the order used for rows of ``features``.
+    """
+    import networkx as nx
+
+    if not isinstance(graph, nx.Graph):
+        raise TypeError(f"expected a networkx graph, got {type(graph).__name__}")
+    if graph.is_directed():
+        raise ValueError("the CRF graph must be undirected; convert with graph.to_undirected()")
+    if graph.is_multigraph():
+        raise ValueError("multigraphs are not supported: merge parallel edges first")
+    nodes = list(graph.nodes)
+    if not nodes:
+        raise ValueError("the networkx graph has no nodes")
+    index = {node: i for i, node in enumerate(nodes)}
+    rows = []
+    for node in nodes:
+        data = graph.nodes[node]
+        if feature_attr not in data:
+            raise ValueError(f"node {node!r} has no feature attribute {feature_attr!r}")
+        value = data[feature_attr]
+        if sp.issparse(value):
+            rows.append(sp.csr_matrix(value).reshape(1, -1))
+        else:
+            vec = np.asarray(value, dtype=np.float64).ravel() if not isinstance(value, (str, bytes)) else None
+            if vec is None:
+                raise TypeError(f"node {node!r}: feature attribute {feature_attr!r} must be numeric")
+            rows.append(vec)
+    if any(sp.issparse(r) for r in rows):
+        features = sp.vstack([sp.csr_matrix(r).reshape(1, -1) for r in rows], format="csr")
+    else:
+        lengths = {len(r) for r in rows}
+        if len(lengths) != 1:
+            raise ValueError(f"node feature vectors have different lengths {sorted(lengths)}")
+        features = np.vstack(rows)
+    has_label = [label_attr in graph.nodes[n] for n in nodes]
+    if any(has_label) and not all(has_label):
+        missing = nodes[has_label.index(False)]
+        raise ValueError(f"node {missing!r} has no {label_attr!r} attribute while other nodes do")
+    if require_labels and not all(has_label):
+        raise ValueError(f"nodes need a {label_attr!r} attribute when y is not given")
+    labels = [graph.nodes[n][label_attr] for n in nodes] if all(has_label) else None
+
+    edge_list = []
+    edge_feats = []
+    for s, t, data in graph.edges(data=True):
+        if s == t:
+            raise ValueError(f"the networkx graph has a self-loop at node {s!r}")
+        edge_list.append((index[s], index[t]))
+        edge_feats.append(data.get(edge_feature_attr))
+    edges = np.asarray(edge_list, dtype=np.int64).reshape(-1, 2)
+    present = [f is not None for f in edge_feats]
+    if any(present) and not all(present):
+        raise ValueError(f"some edges have edge features {edge_feature_attr!r} and some do not")
+    edge_features = None
+    if edge_feats and all(present):
+        edge_features = np.vstack([np.asarray(f, dtype=np.float64).ravel() for f in edge_feats])
+    return features, edges, edge_features, labels, nodes
+
+
+@dataclass
+class GraphBatch:
+    """A batch of structured examples stored flat.
+
+    Attributes
+    ----------
+    node_features : ndarray of shape (n_nodes_total, n_features) float64, or csr_matrix
+        Features of all nodes, example after example.
+    node_offsets : ndarray of shape (n_examples + 1,) int64
+        Nodes of example ``i`` are rows ``node_offsets[i]:node_offsets[i+1]``.
+    edges : ndarray of shape (n_edges_total, 2) int64
+        Edges with **global** node indices (already offset), example after example.
+    edge_offsets : ndarray of shape (n_examples + 1,) int64
+        Edges of example ``i`` are rows ``edge_offsets[i]:edge_offsets[i+1]``.
+    edge_features : ndarray of shape (n_edges_total, n_edge_features) float64 or None
+        None means one pairwise matrix shared by all edges.
+    labels : ndarray of shape (n_nodes_total,) int64 or None
+        Encoded labels in ``0..n_states-1``.
+    node_names : list or None
+        Per example, the node names of networkx inputs (None for array inputs).
+    """
+
+    node_features: Any
+    node_offsets: np.ndarray
+    edges: np.ndarray
+    edge_offsets: np.ndarray
+    edge_features: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    node_names: list | None = field(default=None, repr=False)
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.node_offsets) - 1
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_offsets[-1])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_offsets[-1])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.node_features.shape[1])
+
+    @property
+    def n_edge_features(self) -> int | None:
+        return None if self.edge_features is None else int(self.edge_features.shape[1])
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.node_features)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Nodes per example."""
+        return np.diff(self.node_offsets)
+
+    def node_slice(self, i: int) -> slice:
+        return slice(int(self.node_offsets[i]), int(self.node_offsets[i + 1]))
+
+    def edge_slice(self, i: int) -> slice:
+        return slice(int(self.edge_offsets[i]), int(self.edge_offsets[i + 1]))
+
+    def local_edges(self, i: int) -> np.ndarray:
+        """Edges of example ``i`` with node indices local to that example."""
+        return self.edges[self.edge_slice(i)] - self.node_offsets[i]
+
+    def split_nodes(self, values: np.ndarray) -> list[np.ndarray]:
+        """Split a per-node array (first axis ``n_nodes``) into one array per example."""
+        return [values[self.node_slice(i)] for i in range(self.n_examples)]
+
+    def example_of_node(self) -> np.ndarray:
+        """Example index of every node, shape (n_nodes,)."""
+        return np.repeat(np.arange(self.n_examples, dtype=np.int64), self.lengths)
+
+    def degrees(self) -> np.ndarray:
+        """Degree of every node, shape (n_nodes,), int64."""
+        deg = np.zeros(self.n_nodes, dtype=np.int64)
+        if self.n_edges:
+            np.add.at(deg, self.edges[:, 0], 1)
+            np.add.at(deg, self.edges[:, 1], 1)
+        return deg
+
+    def is_forest(self) -> bool:
+        """Whether every example is a forest (exact inference applies)."""
+        return bool(self.n_edges < self.n_nodes and is_forest(self.edges, self.n_nodes))
+
+    def subset(self, indices: Sequence[int]) -> "GraphBatch":
+        """A new batch holding the examples ``indices`` in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        node_parts = [np.arange(self.node_offsets[i], self.node_offsets[i + 1]) for i in indices]
+        edge_parts = [np.arange(self.edge_offsets[i], self.edge_offsets[i + 1]) for i in indices]
+        node_idx = np.concatenate(node_parts) if node_parts else np.zeros(0, np.int64)
+        edge_idx = np.concatenate(edge_parts) if edge_parts else np.zeros(0, np.int64)
+        lengths = self.lengths[indices]
+        n_edges = np.diff(self.edge_offsets)[indices]
+        node_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        edge_offsets = np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64)
+        shift = np.repeat(node_offsets[:-1] - self.node_offsets[indices], n_edges)
+        edges = np.ascontiguousarray(self.edges[edge_idx] + shift[:, None], dtype=np.int64)
+        feats = self.node_features[node_idx]
+        return GraphBatch(
+            node_features=feats if sp.issparse(feats) else np.ascontiguousarray(feats),
+            node_offsets=node_offsets,
+            edges=edges.reshape(-1, 2),
+            edge_offsets=edge_offsets,
+            edge_features=None if self.edge_features is None
+            else np.ascontiguousarray(self.edge_features[edge_idx]),
+            labels=None if self.labels is None else self.labels[node_idx],
+            node_names=None if self.node_names is None else [self.node_names[i] for i in indices],
+        )
+
+    def with_bias(self) -> "GraphBatch":
+        """A copy whose node features carry an extra constant column of ones (last)."""
+        ones = np.ones((self.n_nodes, 1))
+        if self.is_sparse:
+            feats = sp.hstack([self.node_features, sp.csr_matrix(ones)], format="csr")
+        else:
+            feats = np.ascontiguousarray(np.hstack([self.node_features, ones]))
+        return GraphBatch(feats, self.node_offsets, self.edges, self.edge_offsets,
+                          self.edge_features, self.labels, self.node_names)
+
+
+def _split_instance(item, i: int):
+    """Return (features, edges or None, edge_features or None, raw_labels or None, names or None)."""
+    import networkx as nx
+
+    if isinstance(item, nx.Graph):
+        feats, edges, efeats, labels, nodes = from_networkx(item)
+        return feats, edges, efeats, labels, nodes
+    if isinstance(item, tuple):
+        if len(item) == 2:
+            return item[0], item[1], None, None, None
+        if len(item) == 3:
+            return item[0], item[1], item[2], None, None
+        raise ValueError(f"X[{i}] is a tuple of length {len(item)}; expected (features, edges) "
+                         "or (features, edges, edge_features)")
+    if isinstance(item, (str, bytes, dict)) or item is None:
+        raise TypeError(f"X[{i}] has unsupported type {type(item).__name__}; expected an array "
+                        "(n_nodes, n_features), a (features, edges[, edge_features]) tuple or a networkx graph")
+    return item, None, None, None, None
+
+
+def make_batch(X: Sequence, y: Sequence | None = None, *, n_features: int | None = None,
+               n_edge_features: int | None | str = "infer",
+               label_encoder=None) -> tuple[GraphBatch, list | None]:
+    """Validate a list of instances and convert it into a :class:`GraphBatch`.
+
+    Parameters
+    ----------
+    X : list
+        Each item is one of: an array or sparse matrix ``(n_nodes, n_features)``
+        (a chain); a tuple ``(features, edges)`` or ``(features, edges,
+        edge_features)`` (any graph; ``edges`` local to the example); a
+        networkx graph with node attribute ``"x"`` (and ``"y"``).
+    y : list of 1-D arrays, optional
+        Raw labels per example (any hashable values). When omitted, labels are
+        taken from networkx ``"y"`` attributes if every example has them.
+    n_features : int, optional
+        Expected number of node features (e.g. ``n_features_in_`` at predict time).
+    n_edge_features : int, None or "infer"
+        Expected number of edge features; None means "no edge features".
+    label_encoder : callable, optional
+        Maps a 1-D object array of raw labels to int64 codes (raising
+        ``ValueError`` for unknown labels). When None, raw labels must already be
+        non-negative integers.
+
+    Returns
+    -------
+    batch : GraphBatch
+        ``batch.labels`` holds encoded labels when labels were available.
+    raw_labels : list of ndarray or None
+        The raw labels per example (before encoding), or None.
+    """
+    if isinstance(X, (np.ndarray,)) and X.ndim == 2 and X.dtype != object:
+        raise TypeError("X must be a list of examples (one (n_nodes, n_features) array per sequence), "
+                        "not a single 2-D array; wrap it as [X] for one sequence")
+    if sp.issparse(X) or isinstance(X, (str, bytes, dict)):
+        raise TypeError(f"X must be a list of examples, got {type(X).__name__}")
+    try:
+        items = list(X)
+    except TypeError:
+        raise TypeError(f"X must be a list of examples, got {type(X).__name__}") from None
+    if not items:
+        raise ValueError("X is empty: at least one example is needed")
+    if y is not None:
+        if isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype != object and len(items) != len(y):
+            raise TypeError("y must be a list with one label array per example")
+        y_items = list(y)
+        if len(y_items) != len(items):
+            raise ValueError(f"X has {len(items)} examples but y has {len(y_items)}")
+
+    feats_list, edges_list, efeats_list, raw_labels, names = [], [], [], [], []
+    any_names = False
+    for i, item in enumerate(items):
+        feats, edges, efeats, labels, nodes = _split_instance(item, i)
+        feats = check_features(feats, f"X[{i}] features", n_columns=n_features)
+        if n_features is None:
+            n_features = feats.shape[1]
+        n = feats.shape[0]
+        if edges is None:
+            edges = chain_edges(n)
+        edges = check_edges(edges, n, f"X[{i}] edges")
+        if efeats is not None:
+            efeats = check_features(efeats, f"X[{i}] edge_features", allow_sparse=False, n_rows=len(edges)) \
+                if len(edges) else np.zeros((0, np.asarray(efeats).reshape(0, -1).shape[1]
+                                               if np.asarray(efeats).ndim == 2 else 0))
+        feats_list.append(feats)
+        edges_list.append(edges)
+        efeats_list.append(efeats)
+        names.append(nodes)
+        any_names = any_names or nodes is not None
+        if y is not None:
+            lab = y_items[i]
+            lab_arr = np.asarray(lab)
+            if lab_arr.ndim != 1:
+                raise ValueError(f"y[{i}] must be 1-D with one label per node, got shape {lab_arr.shape}")
+            if lab_arr.shape[0] != n:
+                raise ValueError(f"y[{i}] has {lab_arr.shape[0]} labels but X[{i}] has {n} nodes")
+            raw_labels.append(lab_arr)
+        elif labels is not None:
+            raw_labels.append(np.asarray(labels))
+        else:
+            raw_labels.append(None)
+
+    has_e = [e is not None for e in efeats_list]
+    if any(has_e) and not all(has_e):
+        raise ValueError("some examples have edge features and some do not; give all or none")
+    if all(has_e):
+        widths = {e.shape[1] for e in efeats_list if e.ndim == 2 and e.shape[0]}
+        if len(widths) > 1:
+            raise ValueError(f"edge feature widths differ between examples: {sorted(widths)}")
+        width = widths.pop() if widths else (efeats_list[0].shape[1] if efeats_list[0].ndim == 2 else 0)
+        if width == 0:
+            raise ValueError("edge features have no columns")
+        efeats_list = [e.reshape(-1, width) for e in efeats_list]
+    if n_edge_features != "infer":
+        got = efeats_list[0].shape[1] if all(has_e) else None
+        if got != n_edge_features:
+            raise ValueError(f"expected {n_edge_features if n_edge_features is not None else 'no'} edge "
+                             f"features, got {got if got is not None else 'none'}")
+
+    lengths = np.array([f.shape[0] for f in feats_list], dtype=np.int64)
+    n_edges = np.array([len(e) for e in edges_list], dtype=np.int64)
+    node_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    edge_offsets = np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64)
+    if any(sp.issparse(f) for f in feats_list):
+        node_features = sp.vstack([sp.csr_matrix(f) for f in feats_list], format="csr")
+    else:
+        node_features = np.ascontiguousarray(np.vstack(feats_list))
+    edges = np.concatenate([e + node_offsets[i] for i, e in enumerate(edges_list)]).reshape(-1, 2)
+    edge_features = np.ascontiguousarray(np.vstack(efeats_list)) if all(has_e) else None
+
+    encoded = None
+    have_labels = all(lab is not None for lab in raw_labels)
+    if have_labels:
+        parts = []
+        for i, lab in enumerate(raw_labels):
+            if label_encoder is not None:
+                codes = label_encoder(lab)
+            else:
+                codes = check_labels(lab, len(lab), None, name=f"y[{i}]")
+            parts.append(np.asarray(codes, dtype=np.int64))
+        encoded = np.ascontiguousarray(np.concatenate(parts))
+    elif y is None and any(lab is not None for lab in raw_labels):
+        raise ValueError("only some networkx graphs carry 'y' labels; give y explicitly or label all")
+
+    batch = GraphBatch(node_features, node_offsets, np.ascontiguousarray(edges, dtype=np.int64),
+                       edge_offsets, edge_features, encoded, names if any_names else None)
+    return batch, (raw_labels if have_labels else None)
