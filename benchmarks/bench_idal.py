@@ -1,0 +1,138 @@
+"""Benchmarks of the IDAL solver on OCR (chains) and snakes (loopy grids with edge features).
+
+Usage::
+
+    python benchmarks/bench_idal.py ocr [--alpha A] [--kappa K] [--rho R] [--inner-epochs M] [--max-iter T]
+    python benchmarks/bench_idal.py snakes [...]
+    python benchmarks/bench_idal.py sweep-ocr | sweep-grid
+
+Reports seconds per epoch (solver time, monitoring excluded), seconds until the relative
+gap reaches 1e-3 (and the residual 1e-3), and the test error of Viterbi / max-product
+predictions with the learned weights. Data are read with :mod:`crflearn.datasets`
+(``$CRFLEARN_DATA`` or ``../shared/datasets``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from crflearn.graphs import make_batch
+from crflearn.inference import decode_batch
+from crflearn.models import PairwiseModel
+from crflearn.solvers.idal import fit_idal
+
+
+def load_ocr_batches():
+    from crflearn.datasets import load_ocr
+
+    x_tr, y_tr, x_te, y_te = load_ocr(protocol="large")
+    train, _ = make_batch(x_tr, y_tr)
+    test, _ = make_batch(x_te, y_te)
+    return train.with_bias(), test.with_bias(), 26
+
+
+def load_snake_batches():
+    from crflearn.datasets import load_snakes
+
+    data = load_snakes()
+    x_tr, y_tr, x_te, y_te = data[:4]
+    train, _ = make_batch(x_tr, y_tr)
+    test, _ = make_batch(x_te, y_te)
+    k = int(max(train.labels.max(), test.labels.max())) + 1
+    return train, test, k
+
+
+def test_error(model, w, test, method="auto"):
+    unary, pairwise = model.potentials(w, test)
+    pred = decode_batch(unary, pairwise, test.edges, test.node_offsets, test.edge_offsets, method=method)
+    return float(np.mean(pred != test.labels))
+
+
+def time_to(history, tol):
+    rel = history["gap"] / np.maximum(np.abs(history["primal"]), 1e-12)
+    ok = np.flatnonzero((rel <= tol) & (history["residual"] <= tol))
+    return (float(history["time"][ok[0]]), int(history["iteration"][ok[0]])) if len(ok) else (np.nan, -1)
+
+
+def run(train, test, k, *, alpha, kappa=1.0, rho=None, inner_epochs=1, max_iter=200, tol=1e-3, seed=0,
+        verbose=0, method="auto", loss_augmented=False):
+    model = PairwiseModel(k, train.n_features, train.n_edge_features)
+    # warm-up call so that Numba compilation is not timed
+    fit_idal(train.subset([0]), model, alpha=alpha, max_iter=1, tol=0.0, kappa=kappa)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = fit_idal(train, model, alpha=alpha, kappa=kappa, rho=rho, inner_epochs=inner_epochs,
+                       max_iter=max_iter, tol=tol, random_state=seed, verbose=verbose,
+                       loss_augmented=loss_augmented)
+    wall = time.perf_counter() - t0
+    h = res.history
+    per_epoch = float(h["time"][-1] / (h["iteration"][-1] * inner_epochs))
+    t_tol, it_tol = time_to(h, tol)
+    err = test_error(model, res.w, test, method)
+    rel_gap = float(h["gap"][-1] / abs(h["primal"][-1]))
+    return dict(alpha=alpha, kappa=kappa, rho=res.info["rho"], inner_epochs=inner_epochs, epochs=int(h["iteration"][-1]),
+                sec_per_epoch=per_epoch, solver_time=float(h["time"][-1]), wall=wall, t_tol=t_tol, it_tol=it_tol,
+                rel_gap=rel_gap, residual=float(h["residual"][-1]), test_error=err, converged=res.converged)
+
+
+def fmt(r):
+    return (f"| {r['alpha']:.2e} | {r['kappa']:g} | {r['rho']:.3g} | {r['inner_epochs']} | {r['epochs']} | "
+            f"{r['sec_per_epoch']:.3f} | {r['t_tol']:.1f} | {r['rel_gap']:.1e} | {r['residual']:.1e} | "
+            f"{100 * r['test_error']:.2f} | {r['wall']:.1f} |")
+
+
+HEADER = ("| alpha | kappa | rho | inner | epochs | s/epoch | s to 1e-3 | final rel gap | residual | test err % | wall s |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["ocr", "snakes", "sweep-ocr", "sweep-grid"])
+    parser.add_argument("--alpha", type=float, nargs="*", default=None)
+    parser.add_argument("--kappa", type=float, nargs="*", default=[1.0])
+    parser.add_argument("--rho", type=float, nargs="*", default=[None])
+    parser.add_argument("--rho-factor", type=float, nargs="*", default=None,
+                        help="rho as multiples of the default")
+    parser.add_argument("--inner-epochs", type=int, nargs="*", default=[1])
+    parser.add_argument("--max-iter", type=int, default=200)
+    parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--loss-augmented", action="store_true")
+    parser.add_argument("--verbose", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.task in ("ocr", "sweep-ocr"):
+        train, test, k = load_ocr_batches()
+        default_alpha = [1.0 / train.n_examples]
+        method = "auto"
+    else:
+        train, test, k = load_snake_batches()
+        default_alpha = [1.0 / train.n_examples]
+        method = "auto"
+    alphas = args.alpha or default_alpha
+    print(f"# {args.task}: {train.n_examples} train examples, {train.n_nodes} nodes, {train.n_edges} edges, "
+          f"K={k}, p={train.n_features}, q={train.n_edge_features}")
+    print(HEADER)
+    from crflearn.solvers.idal import default_rho
+
+    model = PairwiseModel(k, train.n_features, train.n_edge_features)
+    for alpha in alphas:
+        for kappa in args.kappa:
+            rhos = args.rho
+            if args.rho_factor:
+                rhos = [f * default_rho(train, model, alpha, kappa) for f in args.rho_factor]
+            for rho in rhos:
+                for m in args.inner_epochs:
+                    r = run(train, test, k, alpha=alpha, kappa=kappa, rho=rho, inner_epochs=m,
+                            max_iter=args.max_iter, tol=args.tol, verbose=args.verbose, method=method,
+                            loss_augmented=args.loss_augmented)
+                    print(fmt(r), flush=True)
+
+
+if __name__ == "__main__":
+    main()

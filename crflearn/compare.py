@@ -1,0 +1,350 @@
+"""Run several solvers on the same split and compare their convergence and test error.
+
+:func:`compare_solvers` fits :class:`crflearn.CRF` once per solver with a shared
+time budget, evaluating the test error along the way through the estimator's
+``callback``; :func:`write_comparison` saves the records (JSON, CSV) and the
+plots (PNG). :func:`add_compare_arguments` / :func:`run_compare` are the glue of
+the ``crflearn compare`` command.
+
+The solvers do not share an objective: IDAL minimises the Gini-relaxed CRF
+loss, ``bcfw``/``subgradient``/``cutting_plane`` the structured-SVM hinge loss and
+``lbfgs`` the CRF negative log-likelihood. Each duality gap is relative to its
+own objective; only the test error is comparable across solvers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["compare_solvers", "write_comparison", "time_to_gap", "add_compare_arguments", "run_compare",
+           "OBJECTIVES"]
+
+OBJECTIVES = {
+    "idal": "Gini-relaxed CRF (local polytope)",
+    "bcfw": "structured SVM (margin rescaling, Hamming)",
+    "subgradient": "structured SVM (margin rescaling, Hamming)",
+    "cutting_plane": "structured SVM (margin rescaling, Hamming)",
+    "lbfgs": "CRF negative log-likelihood",
+}
+
+
+def time_to_gap(history: dict, threshold: float) -> float:
+    """First recorded time at which the relative gap ``gap / |primal|`` is <= ``threshold`` (NaN if never)."""
+    gap = np.asarray(history.get("gap", []), dtype=np.float64)
+    primal = np.asarray(history.get("primal", []), dtype=np.float64)
+    if gap.size == 0:
+        return math.nan
+    rel = gap / np.maximum(np.abs(primal), 1e-12)
+    hit = np.flatnonzero(rel <= threshold)
+    return float(np.asarray(history["time"])[hit[0]]) if hit.size else math.nan
+
+
+class _Evaluator:
+    """Test error of a weight vector (the estimator's layout: bias appended)."""
+
+    def __init__(self, X_test, y_test, classes):
+        from .graphs import make_batch
+
+        batch, _ = make_batch(X_test, None)
+        self.batch = batch.with_bias()
+        flat = np.concatenate([np.asarray(r) for r in y_test])
+        if len(flat) != self.batch.n_nodes:
+            raise ValueError(f"y_test has {len(flat)} labels in total but X_test has {self.batch.n_nodes} nodes")
+        idx = np.searchsorted(classes, flat)
+        idx = np.clip(idx, 0, len(classes) - 1)
+        self.codes = np.where(classes[idx] == flat, idx, -1)  # unseen labels always count as errors
+
+    def error(self, w: np.ndarray, model) -> float:
+        from .inference import decode_batch
+
+        b = self.batch
+        unary, pairwise = model.potentials(w, b)
+        pred = decode_batch(unary, pairwise, b.edges, b.node_offsets, b.edge_offsets, method="auto")
+        return float(np.mean(pred != self.codes))
+
+
+def _check_solvers(solvers) -> list[str]:
+    from .solvers import SOLVER_NAMES
+
+    if isinstance(solvers, str):
+        solvers = [s.strip() for s in solvers.split(",") if s.strip()]
+    solvers = list(solvers)
+    if not solvers:
+        raise ValueError("solvers is empty")
+    for name in solvers:
+        if name not in SOLVER_NAMES:
+            raise ValueError(f"solvers contains {name!r}; choose from {list(SOLVER_NAMES)}")
+    return solvers
+
+
+def compare_solvers(X_train: Sequence, y_train: Sequence, X_test: Sequence, y_test: Sequence, *,
+                    solvers: Sequence[str] | str = ("idal", "bcfw", "subgradient", "cutting_plane", "lbfgs"),
+                    max_time: float = 60.0, alpha: float = 1e-2, eval_every: int = 1, max_iter: int = 100000,
+                    tol: float = 1e-8, random_state: int | None = 0, solver_params: dict | None = None,
+                    verbose: int = 0) -> dict[str, dict[str, Any]]:
+    """Fit every solver on the same split with a time budget and track its test error.
+
+    Parameters
+    ----------
+    X_train, y_train, X_test, y_test : lists of examples / label arrays
+        The data contract of :class:`crflearn.CRF`.
+    solvers : sequence of str or comma-separated str
+        Solver names (see :data:`crflearn.solvers.SOLVER_NAMES`).
+    max_time : float
+        Seconds of solver time (monitoring excluded) after which each run is stopped.
+    alpha : float
+        L2 strength shared by all runs.
+    eval_every : int
+        Evaluate the test error every ``eval_every`` iterations (and at the last one).
+    max_iter, tol : int, float
+        Passed to every solver (``tol`` small so that the time budget usually decides).
+    random_state : int or None
+        Seed shared by all solvers.
+    solver_params : dict, optional
+        ``{solver_name: {option: value}}`` extra options per solver.
+    verbose : int
+        Passed to the solvers.
+
+    Returns
+    -------
+    dict
+        ``{solver: record}`` where a record holds ``history`` (dict of lists), ``eval``
+        (``iteration``, ``time``, ``test_error`` lists), ``final_test_error``,
+        ``time_to_rel_gap_1e-2`` / ``1e-3``, ``wall_time``, ``converged``, ``objective``,
+        ``info``; a solver that cannot run on the data (e.g. ``lbfgs`` on loopy graphs)
+        gets ``{"skipped": reason}``.
+    """
+    from . import CRF
+    from .models import PairwiseModel
+
+    names = _check_solvers(solvers)
+    if isinstance(max_time, bool) or not isinstance(max_time, (int, float)) or not max_time > 0:
+        raise ValueError(f"max_time must be a positive number of seconds, got {max_time!r}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer, got {eval_every!r}")
+    if solver_params is not None and not isinstance(solver_params, dict):
+        raise TypeError(f"solver_params must be a dict of dicts or None, got {type(solver_params).__name__}")
+    classes = np.unique(np.concatenate([np.asarray(lab) for lab in y_train]))
+    evaluator = _Evaluator(X_test, y_test, classes)
+    model = PairwiseModel(len(classes), evaluator.batch.n_features, evaluator.batch.n_edge_features)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        trace = {"iteration": [], "time": [], "test_error": []}
+
+        def callback(info, _trace=trace):
+            if info["iteration"] % eval_every == 0:
+                _trace["iteration"].append(int(info["iteration"]))
+                _trace["time"].append(float(info["time"]))
+                _trace["test_error"].append(evaluator.error(info["w"], model))
+            return info["time"] >= max_time
+
+        params = dict((solver_params or {}).get(name, {}))
+        est = CRF(alpha=alpha, solver=name, max_iter=max_iter, tol=tol, random_state=random_state,
+                  callback=callback, verbose=verbose, solver_params=params or None)
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est.fit(X_train, y_train)
+        except ValueError as exc:
+            if name == "lbfgs" and "cycle" in str(exc):
+                results[name] = {"skipped": str(exc), "objective": OBJECTIVES[name]}
+                continue
+            raise
+        wall = time.perf_counter() - start
+        history = {k: np.asarray(v).tolist() for k, v in est.history_.items()}
+        final_error = evaluator.error(est.coef_, est.model_)
+        if not trace["iteration"] or trace["iteration"][-1] != est.history_["iteration"][-1]:
+            trace["iteration"].append(int(est.history_["iteration"][-1]))
+            trace["time"].append(float(est.history_["time"][-1]))
+            trace["test_error"].append(final_error)
+        results[name] = {
+            "solver": name,
+            "objective": OBJECTIVES[name],
+            "history": history,
+            "eval": trace,
+            "final_test_error": final_error,
+            "time_to_rel_gap_1e-2": time_to_gap(est.history_, 1e-2),
+            "time_to_rel_gap_1e-3": time_to_gap(est.history_, 1e-3),
+            "final_rel_gap": float(est.history_["gap"][-1] / max(abs(est.history_["primal"][-1]), 1e-12)),
+            "solver_time": float(est.history_["time"][-1]),
+            "wall_time": wall,
+            "n_iter": int(est.n_iter_),
+            "converged": bool(est.converged_),
+            "info": {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
+                     for k, v in est.solver_info_.items()},
+        }
+    return results
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _clean(value):
+    """NaN/inf -> None so that the JSON file is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_comparison(results: dict, out_dir: str | os.PathLike, *, plots: bool = True,
+                     prefix: str = "") -> list[Path]:
+    """Save the records of :func:`compare_solvers`: JSON, CSV and PNG plots.
+
+    Parameters
+    ----------
+    results : dict
+        Output of :func:`compare_solvers`.
+    out_dir : str or path-like
+        Directory (created if needed).
+    plots : bool
+        Also write ``gap_vs_time.png``, ``gap_vs_passes.png`` and ``test_error_vs_time.png``
+        (needs matplotlib).
+    prefix : str
+        Prepended to every file name.
+
+    Returns
+    -------
+    list of Path
+        The files written: ``results.json`` (everything), ``history.csv`` (one row per
+        solver iteration), ``summary.csv`` (one row per solver) and the PNGs.
+    """
+    if not isinstance(results, dict):
+        raise TypeError(f"results must be the dict returned by compare_solvers, got {type(results).__name__}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = out / f"{prefix}results.json"
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(_clean(json.loads(json.dumps(results, default=_json_default))), fh, indent=1)
+    written.append(path)
+
+    ran = {k: v for k, v in results.items() if "history" in v}
+    path = out / f"{prefix}history.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        cols = ["iteration", "time", "primal", "dual", "gap", "residual", "oracle_calls"]
+        writer.writerow(["solver", *cols, "relative_gap"])
+        for name, rec in ran.items():
+            h = rec["history"]
+            for j in range(len(h["iteration"])):
+                row = [h[c][j] if c in h else "" for c in cols]
+                writer.writerow([name, *row, h["gap"][j] / max(abs(h["primal"][j]), 1e-12)])
+    written.append(path)
+
+    path = out / f"{prefix}summary.csv"
+    keys = ["objective", "solver_time", "n_iter", "time_to_rel_gap_1e-2", "time_to_rel_gap_1e-3",
+            "final_rel_gap", "final_test_error", "converged"]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["solver", *keys, "skipped"])
+        for name, rec in results.items():
+            writer.writerow([name, *[rec.get(k, "") for k in keys], rec.get("skipped", "")])
+    written.append(path)
+
+    if plots and ran:
+        from .plotting import _import_pyplot, plot_convergence
+
+        plt = _import_pyplot()
+        hists = {k: v["history"] for k, v in ran.items()}
+        for x, fname in (("time", "gap_vs_time.png"), ("iteration", "gap_vs_passes.png")):
+            fig = plot_convergence(hists, x=x, y="gap", relative=True,
+                                   title="relative duality gap (each solver on its own objective)")
+            path = out / f"{prefix}{fname}"
+            fig.savefig(path, dpi=80)
+            plt.close(fig)
+            written.append(path)
+        evals = {k: {"iteration": v["eval"]["iteration"], "time": v["eval"]["time"],
+                     "test_error": v["eval"]["test_error"]} for k, v in ran.items()}
+        fig = plot_convergence(evals, x="time", y="test_error", title="test error (node) vs time")
+        path = out / f"{prefix}test_error_vs_time.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``crflearn compare`` options to ``parser`` and return it."""
+    parser.add_argument("--dataset", choices=("ocr", "snakes", "synthetic"), default="synthetic",
+                        help="data set (ocr: large protocol by default; snakes: loopy grids; "
+                             "synthetic: chain HMM, no files needed)")
+    parser.add_argument("--solvers", default="idal,bcfw,subgradient,cutting_plane,lbfgs",
+                        help="comma-separated solver names")
+    parser.add_argument("--max-time", type=float, default=60.0, help="solver seconds per run")
+    parser.add_argument("--alpha", type=float, default=1e-2, help="L2 strength shared by all runs")
+    parser.add_argument("--eval-every", type=int, default=1, help="test error every N iterations")
+    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--protocol", choices=("large", "small"), default="large", help="OCR protocol")
+    parser.add_argument("--data-path", default=None, help="directory or file of the data set")
+    parser.add_argument("--n-sequences", type=int, default=200, help="synthetic: number of training chains")
+    parser.add_argument("--out", default="compare_out", help="output directory")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return parser
+
+
+def load_comparison_data(dataset: str, *, protocol: str = "large", data_path=None, n_sequences: int = 200,
+                         random_state: int | None = 0):
+    """``(X_train, y_train, X_test, y_test)`` for the ``crflearn compare`` data sets."""
+    from . import datasets
+
+    if dataset == "ocr":
+        return datasets.load_ocr(protocol, data_path)
+    if dataset == "snakes":
+        return datasets.load_snakes(data_path)
+    if dataset == "synthetic":
+        X, y = datasets.make_chain_hmm(n_sequences=int(n_sequences) + int(n_sequences) // 2,
+                                       random_state=random_state)[:2]
+        cut = int(n_sequences)
+        return X[:cut], y[:cut], X[cut:], y[cut:]
+    raise ValueError(f"dataset must be 'ocr', 'snakes' or 'synthetic', got {dataset!r}")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run ``crflearn compare`` from parsed arguments; print a summary table; return an exit code."""
+    X_train, y_train, X_test, y_test = load_comparison_data(
+        args.dataset, protocol=args.protocol, data_path=args.data_path, n_sequences=args.n_sequences,
+        random_state=args.random_state)
+    results = compare_solvers(X_train, y_train, X_test, y_test, solvers=args.solvers, max_time=args.max_time,
+                              alpha=args.alpha, eval_every=args.eval_every, random_state=args.random_state)
+    files = write_comparison(results, args.out, plots=not args.no_plots)
+    print(format_summary(results))  # CLI output
+    print(f"wrote {len(files)} files to {args.out}")
+    return 0
+
+
+def format_summary(results: dict) -> str:
+    """A markdown table: seconds to relative gap 1e-2 / 1e-3, final gap and test error per solver."""
+    lines = ["| solver | objective | s to rel. gap 1e-2 | s to rel. gap 1e-3 | final rel. gap | "
+             "solver s | test error |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+
+    def fmt(v, spec):
+        return "not reached" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+    for name, rec in results.items():
+        if "skipped" in rec:
+            lines.append(f"| {name} | {rec['objective']} | skipped | | | | |")
+            continue
+        lines.append(f"| {name} | {rec['objective']} | {fmt(rec['time_to_rel_gap_1e-2'], '.2f')} | "
+                     f"{fmt(rec['time_to_rel_gap_1e-3'], '.2f')} | {rec['final_rel_gap']:.2e} | "
+                     f"{rec['solver_time']:.1f} | {rec['final_test_error']:.4f} |")
+    return "\n".join(lines)

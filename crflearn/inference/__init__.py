@@ -1,0 +1,61 @@
+"""Inference for pairwise CRFs: marginals, log-partition, MAP and loss-augmented decoding.
+
+Exact on forests (sum-product / max-product along a BFS schedule), approximate
+on loopy graphs (tree-reweighted or loopy BP for marginals, TRW-S or damped
+max-product for MAP), brute force for tiny graphs. Every function has a batched
+twin that sweeps all examples of a flat batch (:class:`crflearn.graphs.GraphBatch`
+layout) in one compiled call; :func:`make_schedule` precomputes the graph work
+for solvers that call inference repeatedly on the same graphs.
+
+``gini_infer`` (relaxed inference over the local polytope with a Gini entropy)
+lives in :mod:`crflearn.inference.gini` and is loaded on first access.
+"""
+
+from __future__ import annotations
+
+from .api import (
+    BatchInferenceResult,
+    BatchMAPResult,
+    InferenceResult,
+    MAPResult,
+    decode,
+    decode_batch,
+    infer,
+    infer_batch,
+    labeling_score,
+    loss_augmented_decode,
+    loss_augmented_decode_batch,
+    map_inference,
+    map_inference_batch,
+)
+from .schedule import InferenceSchedule, edge_appearance_probabilities, make_schedule
+
+__all__ = [
+    "InferenceResult",
+    "MAPResult",
+    "BatchInferenceResult",
+    "BatchMAPResult",
+    "InferenceSchedule",
+    "infer",
+    "decode",
+    "map_inference",
+    "loss_augmented_decode",
+    "infer_batch",
+    "decode_batch",
+    "map_inference_batch",
+    "loss_augmented_decode_batch",
+    "labeling_score",
+    "make_schedule",
+    "edge_appearance_probabilities",
+    "gini_infer",
+]
+
+_LAZY_GINI = ("gini_infer",)
+
+
+def __getattr__(name):
+    if name in _LAZY_GINI:
+        from . import gini
+
+        return getattr(gini, name)
+    raise AttributeError(f"module 'crflearn.inference' has no attribute {name!r}")

@@ -1,0 +1,280 @@
+"""Structured-SVM baselines and L-BFGS against brute force and independent optimisers."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.special import logsumexp
+from sklearn.exceptions import ConvergenceWarning
+
+from crflearn.graphs import grid_edges, make_batch
+from crflearn.models import PairwiseModel
+from crflearn.solvers import COLUMNS, get_solver
+from crflearn.solvers.lbfgs import crf_objective
+
+SSVM_SOLVERS = ("bcfw", "subgradient", "cutting_plane")
+ALPHA = 0.1
+
+
+def _labelings(n_nodes, k):
+    return np.array(list(itertools.product(range(k), repeat=n_nodes)), dtype=np.int64)
+
+
+def _chain_problem(edge_features=False, seed=0):
+    rng = np.random.default_rng(seed)
+    k, p = 3, 2
+    X, y = [], []
+    for length in (2, 3, 3, 2, 3):
+        feats = rng.normal(size=(length, p))
+        edges = np.array([[i, i + 1] for i in range(length - 1)], dtype=np.int64)
+        if edge_features:
+            X.append((feats, edges, rng.normal(size=(len(edges), 2))))
+        else:
+            X.append((feats, edges))
+        y.append(rng.integers(0, k, size=length))
+    batch, _ = make_batch(X, y)
+    batch = batch.with_bias()
+    model = PairwiseModel(k, p + 1, 2 if edge_features else None)
+    return batch, model
+
+
+def _ssvm_reference(batch, model, alpha):
+    """Solve the n-slack SSVM QP with every labeling enumerated (SLSQP): (P*, w*)."""
+    n, d = batch.n_examples, model.size
+    rows, rhs = [], []
+    for i in range(n):
+        sub = batch.subset([i])
+        y_i = sub.labels
+        psi_true = model.joint_feature(sub)
+        for lab in _labelings(len(y_i), model.n_states):
+            row = np.zeros(d + n)
+            row[:d] = psi_true - model.joint_feature(sub, lab)
+            row[d + i] = 1.0
+            rows.append(row)
+            rhs.append(float(np.sum(lab != y_i)))
+    A, b = np.array(rows), np.array(rhs)
+
+    def obj(z):
+        return 0.5 * alpha * z[:d] @ z[:d] + z[d:].mean()
+
+    def jac(z):
+        g = np.full_like(z, 1.0 / n)
+        g[:d] = alpha * z[:d]
+        return g
+
+    z0 = np.concatenate([np.zeros(d), np.full(n, b.max())])
+    res = minimize(obj, z0, jac=jac, method="SLSQP", options={"ftol": 1e-13, "maxiter": 2000},
+                   constraints=[{"type": "ineq", "fun": lambda z: A @ z - b, "jac": lambda z: A}])
+    # SLSQP may end on "positive directional derivative" at machine precision: check feasibility
+    assert res.status in (0, 8), res.message
+    assert np.max(b - A @ res.x) <= 1e-8
+    return float(res.fun), res.x[:d]
+
+
+@pytest.fixture(scope="module")
+def chain():
+    batch, model = _chain_problem()
+    p_star, w_star = _ssvm_reference(batch, model, ALPHA)
+    return batch, model, p_star, w_star
+
+
+@pytest.fixture(scope="module")
+def chain_edge_features():
+    batch, model = _chain_problem(edge_features=True, seed=1)
+    p_star, w_star = _ssvm_reference(batch, model, ALPHA)
+    return batch, model, p_star, w_star
+
+
+def _fit(name, batch, model, **kw):
+    kw.setdefault("alpha", ALPHA)
+    kw.setdefault("random_state", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return get_solver(name)(batch, model, **kw)
+
+
+def _check_certified(result, p_star, w_star, alpha=ALPHA):
+    h = result.history
+    assert np.all(h["gap"] >= 0)
+    assert np.all(h["dual"] <= p_star + 1e-9), "dual above the optimum: not a lower bound"
+    assert np.all(h["primal"] >= p_star - 1e-9), "primal below the optimum"
+    # the last row describes the returned w: P(w) - P* <= gap and, by strong convexity,
+    # ||w - w*||^2 <= 2 (P(w) - P*) / alpha <= 2 gap / alpha
+    assert h["primal"][-1] - p_star <= h["gap"][-1] + 1e-9
+    assert np.sum((result.w - w_star) ** 2) <= 2 * h["gap"][-1] / alpha + 1e-7
+
+
+def test_cutting_plane_reaches_qp_optimum(chain):
+    batch, model, p_star, w_star = chain
+    res = _fit("cutting_plane", batch, model, max_iter=100, tol=1e-9)
+    assert res.converged
+    assert res.history["primal"][-1] == pytest.approx(p_star, rel=1e-7)
+    np.testing.assert_allclose(res.w, w_star, atol=1e-3)
+    _check_certified(res, p_star, w_star)
+
+
+def test_cutting_plane_edge_features(chain_edge_features):
+    batch, model, p_star, w_star = chain_edge_features
+    res = _fit("cutting_plane", batch, model, max_iter=200, tol=1e-8)
+    assert res.converged
+    assert res.history["primal"][-1] == pytest.approx(p_star, rel=1e-6)
+    _check_certified(res, p_star, w_star)
+
+
+@pytest.mark.parametrize("averaging", ["none", "weighted"])
+def test_bcfw_gap_certified_and_small(chain, averaging):
+    batch, model, p_star, w_star = chain
+    res = _fit("bcfw", batch, model, max_iter=300, tol=0.0, averaging=averaging)
+    _check_certified(res, p_star, w_star)
+    assert res.history["gap"][-1] / res.history["primal"][-1] < 1e-2
+    assert res.history["primal"][-1] == pytest.approx(p_star, rel=1e-2)
+    if averaging == "none":  # exact line search: the BCFW dual never decreases
+        assert np.all(np.diff(res.history["dual"]) >= -1e-12)
+    assert res.n_iter == 300 and res.info["exact_oracle"]
+
+
+def test_bcfw_edge_features(chain_edge_features):
+    batch, model, p_star, w_star = chain_edge_features
+    res = _fit("bcfw", batch, model, max_iter=150, tol=0.0)
+    _check_certified(res, p_star, w_star)
+    assert res.history["gap"][-1] / res.history["primal"][-1] < 3e-2
+
+
+@pytest.mark.parametrize("averaging", ["none", "uniform"])
+def test_subgradient_dual_certificate(chain, averaging):
+    batch, model, p_star, w_star = chain
+    res = _fit("subgradient", batch, model, max_iter=300, tol=0.0, averaging=averaging)
+    _check_certified(res, p_star, w_star)
+    assert res.history["primal"][-1] == pytest.approx(p_star, rel=3e-2)
+    assert res.history["gap"][-1] < res.history["gap"][0] / 5
+
+
+def test_ssvm_solvers_agree(chain):
+    batch, model, p_star, _ = chain
+    cp = _fit("cutting_plane", batch, model, max_iter=100, tol=1e-9)
+    bc = _fit("bcfw", batch, model, max_iter=400, tol=1e-4)
+    assert bc.history["primal"][-1] == pytest.approx(cp.history["primal"][-1], rel=1e-2)
+
+
+@pytest.mark.parametrize("name", SSVM_SOLVERS + ("lbfgs",))
+def test_common_record(chain, name):
+    batch, model, _, _ = chain
+    res = _fit(name, batch, model, max_iter=5, tol=0.0)
+    h = res.history
+    for col in COLUMNS:
+        assert col in h and len(h[col]) == len(h["iteration"]) > 0
+    assert np.all(np.diff(h["time"]) >= 0) and np.all(np.diff(h["iteration"]) > 0)
+    assert np.all(np.diff(h["oracle_calls"]) >= 0)
+    np.testing.assert_allclose(h["gap"], np.maximum(h["primal"] - h["dual"], 0), atol=1e-12)
+    assert res.w.shape == (model.size,) and res.n_iter == h["iteration"][-1]
+
+
+@pytest.mark.parametrize("name", SSVM_SOLVERS + ("lbfgs",))
+def test_callback_stops_and_max_iter_warns(chain, name):
+    batch, model, _, _ = chain
+    seen = []
+
+    def stop_now(info):
+        seen.append(info)
+        return True
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = get_solver(name)(batch, model, alpha=ALPHA, max_iter=50, tol=0.0, callback=stop_now)
+    assert len(seen) == 1 and "w" in seen[0] and res.n_iter == 1
+    with pytest.warns(ConvergenceWarning):
+        get_solver(name)(batch, model, alpha=ALPHA, max_iter=2, tol=0.0)
+
+
+@pytest.mark.parametrize("name", SSVM_SOLVERS)
+def test_warm_start_continues(chain, name):
+    batch, model, p_star, w_star = chain
+    first = _fit(name, batch, model, max_iter=3, tol=0.0)
+    second = _fit(name, batch, model, max_iter=3, tol=0.0, warm_start=first.state)
+    h = second.history
+    assert len(h["iteration"]) == len(first.history["iteration"]) + 3
+    assert second.n_iter == first.n_iter + 3
+    assert np.all(np.diff(h["time"]) >= 0)
+    _check_certified(second, p_star, w_star)
+    with pytest.raises(ValueError, match="warm_start"):
+        _fit(name, batch, model, max_iter=1, tol=0.0, warm_start={"w": first.w})
+
+
+def test_loopy_graphs_flagged(chain):
+    rng = np.random.default_rng(3)
+    X = [(rng.normal(size=(4, 2)), grid_edges(2, 2)) for _ in range(3)]
+    y = [rng.integers(0, 2, size=4) for _ in range(3)]
+    batch, _ = make_batch(X, y)
+    model = PairwiseModel(2, 2)
+    for name in SSVM_SOLVERS:
+        res = _fit(name, batch, model, max_iter=2, tol=0.0)
+        assert not res.info["exact_oracle"]
+        assert "approximate" in res.info["inference"]
+        assert np.all(res.history["exact_oracle"] == 0.0)
+    with pytest.raises(ValueError, match="cycle"):
+        get_solver("lbfgs")(batch, model, alpha=ALPHA, max_iter=5, tol=1e-6)
+    ok = _fit("bcfw", *_chain_problem()[:2], max_iter=1, tol=0.0)
+    assert np.all(ok.history["exact_oracle"] == 1.0)
+
+
+def _enumerate_features(batch, model, loss_augmented):
+    """Per example: joint features of every labeling (rows), their losses, and the truth's features."""
+    out = []
+    for i in range(batch.n_examples):
+        sub = batch.subset([i])
+        labs = _labelings(sub.n_nodes, model.n_states)
+        feats = np.array([model.joint_feature(sub, lab) for lab in labs])
+        loss = np.sum(labs != sub.labels, axis=1) if loss_augmented else np.zeros(len(labs))
+        out.append((feats, loss, model.joint_feature(sub)))
+    return out
+
+
+def _nll_bruteforce(w, table, alpha):
+    total = sum(logsumexp(feats @ w + loss) - truth @ w for feats, loss, truth in table)
+    return 0.5 * alpha * w @ w + total / len(table)
+
+
+@pytest.mark.parametrize("edge_features,loss_augmented", [(False, False), (True, False), (False, True)])
+def test_lbfgs_matches_bruteforce_likelihood(edge_features, loss_augmented):
+    batch, model = _chain_problem(edge_features=edge_features, seed=2)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=model.size)
+    table = _enumerate_features(batch, model, loss_augmented)
+    value, grad = crf_objective(w, batch, model, ALPHA, loss_augmented)
+    assert value == pytest.approx(_nll_bruteforce(w, table, ALPHA), rel=1e-10)
+    eps = 1e-6
+    num = np.array([(_nll_bruteforce(w + eps * e, table, ALPHA) - _nll_bruteforce(w - eps * e, table, ALPHA))
+                    / (2 * eps) for e in np.eye(model.size)])
+    np.testing.assert_allclose(grad, num, atol=1e-6)
+    ref = minimize(_nll_bruteforce, np.zeros(model.size), args=(table, ALPHA), method="BFGS",
+                   options={"gtol": 1e-9})
+    res = _fit("lbfgs", batch, model, max_iter=500, tol=1e-12, loss_augmented=loss_augmented)
+    np.testing.assert_allclose(res.w, ref.x, atol=1e-4)
+    h = res.history
+    # certified: primal - gap <= P* (gap = ||grad||^2 / (2 alpha))
+    assert np.all(h["dual"] <= ref.fun + 1e-9)
+    assert h["primal"][-1] == pytest.approx(ref.fun, rel=1e-8)
+
+
+@pytest.mark.parametrize("name", SSVM_SOLVERS + ("lbfgs",))
+def test_bad_arguments(chain, name):
+    batch, model, _, _ = chain
+    fit = get_solver(name)
+    with pytest.raises(ValueError, match="alpha"):
+        fit(batch, model, alpha=-1.0, max_iter=1, tol=0.0)
+    with pytest.raises(TypeError, match="max_iter"):
+        fit(batch, model, alpha=1.0, max_iter=1.5, tol=0.0)
+    with pytest.raises(TypeError, match="batch"):
+        fit([np.zeros((2, 2))], model, alpha=1.0, max_iter=1, tol=0.0)
+    with pytest.raises(TypeError, match="warm_start"):
+        fit(batch, model, alpha=1.0, max_iter=1, tol=0.0, warm_start=[1, 2])
+    if name in ("bcfw", "subgradient"):
+        with pytest.raises(ValueError, match="averaging"):
+            fit(batch, model, alpha=1.0, max_iter=1, tol=0.0, averaging="last")
+    if name != "lbfgs":
+        with pytest.raises(ValueError, match="inference"):
+            fit(batch, model, alpha=1.0, max_iter=1, tol=0.0, inference="magic")

@@ -1,0 +1,326 @@
+"""Tests of the IDAL solver against an independent smooth-primal L-BFGS solve.
+
+The reference minimises the relaxed primal of DESIGN-idal section 5,
+
+    P(w, zeta) = alpha/2 ||w||^2 + 1/n sum_i [ sum_c h_c*(theta_c(w, zeta)) - <w, psi*_i> ],
+
+over ``(w, zeta)`` with scipy's L-BFGS, where ``h*`` and its gradient (a simplex
+projection) are written here in plain NumPy with a sort-based projection, independent
+of the Numba kernels. Its minimiser in ``w`` is unique (the relaxed dual is strongly
+concave), so the solver's ``w`` must agree with it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import minimize
+from sklearn.exceptions import ConvergenceWarning
+
+from crflearn.graphs import GraphBatch, chain_edges, grid_edges, make_batch
+from crflearn.models import PairwiseModel, hamming_loss_vectors
+from crflearn.solvers.idal import OTRW_FRACTION, default_rho, fit_idal
+
+
+# ---------------------------------------------------------------- independent reference
+def _proj(v):
+    """Sort-based Euclidean projection onto the simplex (plain NumPy)."""
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1.0
+    idx = np.arange(1, len(v) + 1)
+    r = idx[u - css / idx > 0][-1]
+    return np.maximum(v - css[r - 1] / r, 0.0)
+
+
+def _gini_conj(theta, kappa):
+    p = _proj(theta / (2 * kappa))
+    return theta @ p + kappa * (1 - p @ p), p
+
+
+def _otrw_conj(theta, kappa, a, k):
+    """max_p <theta, p> + kappa (G(p) - a G(rowsum p)) by accelerated projected gradient."""
+    p = _proj(theta / (2 * kappa))
+    y = p.copy()
+    t = 1.0
+    for _ in range(3000):
+        r = y.reshape(k, k).sum(1)
+        g = theta - 2 * kappa * y + 2 * kappa * a * np.repeat(r, k)
+        p_new = _proj(y + g / (2 * kappa))
+        t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        y = p_new + (t - 1) / t_new * (p_new - p)
+        if np.abs(p_new - p).max() < 1e-15:
+            p = p_new
+            break
+        p, t = p_new, t_new
+    r = p.reshape(k, k).sum(1)
+    val = theta @ p + kappa * (1 - p @ p) - kappa * a * (1 - r @ r)
+    return val, p
+
+
+def reference_w(batch, model, alpha, kappa, loss_augmented=False, entropy="gini"):
+    """Minimise the relaxed primal P(w, zeta) with L-BFGS; return w."""
+    k = model.n_states
+    n = batch.n_examples
+    edges = batch.edges
+    n_edges = len(edges)
+    x = batch.node_features.toarray() if sp.issparse(batch.node_features) else batch.node_features
+    loss = hamming_loss_vectors(batch, k) if loss_augmented else np.zeros((batch.n_nodes, k))
+    psi_star = model.joint_feature(batch)
+    ef = np.ones((n_edges, 1)) if batch.edge_features is None else batch.edge_features
+    a = OTRW_FRACTION / k if entropy == "gini_otrw" else 0.0
+    size = model.size
+
+    def fun(z):
+        w, zeta = z[:size], z[size:].reshape(n_edges, 2, k)
+        wu = w[: model.size_unary].reshape(k, -1)
+        wp = w[model.size_unary:].reshape(-1, k * k)
+        th_n = x @ wu.T + loss
+        np.add.at(th_n, edges[:, 0], zeta[:, 0])
+        np.add.at(th_n, edges[:, 1], zeta[:, 1])
+        th_e = ef @ wp - (zeta[:, 0][:, :, None] + zeta[:, 1][:, None, :]).reshape(n_edges, k * k)
+        total = 0.5 * alpha * w @ w - w @ psi_star / n
+        mu_n = np.empty_like(th_n)
+        mu_e = np.empty_like(th_e)
+        for v in range(len(th_n)):
+            val, mu_n[v] = _gini_conj(th_n[v], kappa)
+            total += val / n
+        for e in range(n_edges):
+            if a > 0:
+                val, mu_e[e] = _otrw_conj(th_e[e], kappa, a, k)
+            else:
+                val, mu_e[e] = _gini_conj(th_e[e], kappa)
+            total += val / n
+        gw_u = (mu_n.T @ x).ravel()
+        gw_p = (ef.T @ mu_e).ravel()
+        grad_w = alpha * w + (np.concatenate([gw_u, gw_p]) - psi_star) / n
+        me = mu_e.reshape(n_edges, k, k)
+        g_zeta = np.empty((n_edges, 2, k))
+        g_zeta[:, 0] = (mu_n[edges[:, 0]] - me.sum(2)) / n
+        g_zeta[:, 1] = (mu_n[edges[:, 1]] - me.sum(1)) / n
+        return total, np.concatenate([grad_w, g_zeta.ravel()])
+
+    z0 = np.zeros(size + n_edges * 2 * k)
+    res = minimize(fun, z0, jac=True, method="L-BFGS-B",
+                   options=dict(maxiter=20000, maxcor=30, ftol=1e-16, gtol=1e-11))
+    return res.x[:size], res.fun
+
+
+# ---------------------------------------------------------------- tiny problems
+def _random_batch(kind, n_examples=3, k=3, p=3, q=None, sparse=False, seed=0):
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for i in range(n_examples):
+        if kind == "chain":
+            n = 3 + i % 2
+            edges = chain_edges(n)
+        elif kind == "cycle":
+            n = 3
+            edges = np.array([[0, 1], [1, 2], [0, 2]])
+        else:  # 2x2 grid
+            n = 4
+            edges = grid_edges(2, 2)
+        feats = rng.normal(size=(n, p))
+        if sparse:
+            feats[rng.random(size=feats.shape) < 0.5] = 0.0
+            feats = sp.csr_matrix(feats)
+        y = rng.integers(0, k, size=n)
+        if q is None:
+            xs.append((feats, edges))
+        else:
+            xs.append((feats, edges, rng.normal(size=(len(edges), q))))
+        ys.append(y)
+    batch, _ = make_batch(xs, ys)
+    model = PairwiseModel(k, p, q)
+    return batch, model
+
+
+def _fit(batch, model, **kw):
+    opts = dict(alpha=0.5, max_iter=3000, tol=1e-10, random_state=0)
+    opts.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit_idal(batch, model, **opts)
+
+
+CASES = [
+    dict(kind="chain"),
+    dict(kind="cycle"),
+    dict(kind="grid"),
+    dict(kind="grid", q=2),
+    dict(kind="chain", sparse=True),
+    dict(kind="cycle", loss_augmented=True),
+    dict(kind="chain", q=2, sparse=True, loss_augmented=True),
+    dict(kind="grid", k=2, entropy="gini_otrw"),
+    dict(kind="chain", entropy="gini_otrw", loss_augmented=True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_w_matches_independent_lbfgs(case):
+    case = dict(case)
+    loss_augmented = case.pop("loss_augmented", False)
+    entropy = case.pop("entropy", "gini")
+    batch, model = _random_batch(**case)
+    res = _fit(batch, model, kappa=0.7, loss_augmented=loss_augmented, entropy=entropy)
+    w_ref, p_ref = reference_w(batch, model, 0.5, 0.7, loss_augmented, entropy)
+    assert res.converged
+    assert np.linalg.norm(res.w - w_ref) <= 1e-5 * np.linalg.norm(w_ref)
+    # both objectives meet at the relaxed optimum
+    assert res.history["primal"][-1] == pytest.approx(p_ref, rel=1e-6, abs=1e-9)
+    assert res.history["relaxed_dual"][-1] == pytest.approx(p_ref, rel=1e-6, abs=1e-9)
+
+
+def test_gap_equals_primal_minus_dual_and_is_nonnegative():
+    batch, model = _random_batch("grid", n_examples=4, k=3, q=2)
+    res = _fit(batch, model, max_iter=60, tol=0.0, kappa=0.5)
+    h = res.history
+    assert np.all(h["gap"] >= 0)
+    np.testing.assert_allclose(h["gap"], h["primal"] - h["dual"], rtol=1e-7, atol=1e-11)
+
+
+@pytest.mark.parametrize("kind", ["chain", "grid"])
+def test_gap_decays_geometrically(kind):
+    batch, model = _random_batch(kind, n_examples=5, k=3, seed=3)
+    res = _fit(batch, model, max_iter=80, tol=0.0, alpha=0.1)
+    gap = res.history["gap"]
+    assert np.all(gap >= 0)
+    it = res.history["iteration"].astype(float)
+    keep = gap > 1e-13
+    slope, intercept = np.polyfit(it[keep], np.log(gap[keep]), 1)
+    fit = slope * it[keep] + intercept
+    ss_res = np.sum((np.log(gap[keep]) - fit) ** 2)
+    ss_tot = np.sum((np.log(gap[keep]) - np.log(gap[keep]).mean()) ** 2)
+    assert slope < -0.05
+    assert 1 - ss_res / ss_tot > 0.8
+    assert gap[keep][-1] < 1e-6 * gap[0]
+
+
+def test_same_seed_same_history_and_different_seed_differs():
+    batch, model = _random_batch("grid", n_examples=3)
+    runs = [_fit(batch, model, max_iter=15, tol=0.0, random_state=s) for s in (7, 7, 8)]
+    for col in runs[0].history:
+        if col == "time":
+            continue
+        np.testing.assert_array_equal(runs[0].history[col], runs[1].history[col])
+    np.testing.assert_array_equal(runs[0].w, runs[1].w)
+    assert not np.array_equal(runs[0].history["gap"], runs[2].history["gap"])
+
+
+def test_gap_sampling_converges_to_same_optimum():
+    batch, model = _random_batch("cycle", n_examples=3)
+    a = _fit(batch, model)
+    b = _fit(batch, model, sampling="gap")
+    assert b.converged
+    np.testing.assert_allclose(a.w, b.w, rtol=1e-6, atol=1e-9)
+
+
+def test_warm_start_continues():
+    batch, model = _random_batch("grid", n_examples=3)
+    full = _fit(batch, model, max_iter=40, tol=0.0, random_state=1)
+    first = _fit(batch, model, max_iter=20, tol=0.0, random_state=1)
+    second = _fit(batch, model, max_iter=20, tol=0.0, random_state=2, warm_start=first.state)
+    # the record continues (iterations and oracle calls), and so does the optimisation
+    assert list(second.history["iteration"]) == list(range(1, 41))
+    assert second.n_iter == 40
+    assert second.history["oracle_calls"][-1] == full.history["oracle_calls"][-1]
+    assert second.history["gap"][-1] < first.history["gap"][-1]
+    assert second.history["gap"][-1] < 1e-2 * second.history["gap"][0]
+    # a warm start at the optimum stays there
+    opt = _fit(batch, model)
+    again = _fit(batch, model, max_iter=3, warm_start=opt.state)
+    assert again.converged and again.n_iter == opt.n_iter + 1
+    np.testing.assert_allclose(again.w, opt.w, rtol=1e-8, atol=1e-10)
+
+
+def test_convergence_warning_callback_and_stop():
+    batch, model = _random_batch("chain")
+    with pytest.warns(ConvergenceWarning):
+        res = fit_idal(batch, model, alpha=0.5, max_iter=2, tol=1e-12, random_state=0)
+    assert not res.converged and res.n_iter == 2
+    seen = []
+
+    def cb(info):
+        seen.append(info)
+        return info["iteration"] >= 3
+
+    res = fit_idal(batch, model, alpha=0.5, max_iter=50, tol=1e-12, random_state=0, callback=cb)
+    assert res.n_iter == 3 and len(seen) == 3
+    assert seen[-1]["w"].shape == (model.size,)
+
+
+def test_monitor_every_and_history_columns():
+    batch, model = _random_batch("chain")
+    res = _fit(batch, model, max_iter=10, tol=0.0, monitor_every=3)
+    assert list(res.history["iteration"]) == [3, 6, 9, 10]
+    for col in ("iteration", "time", "primal", "dual", "gap", "residual", "oracle_calls", "relaxed_dual"):
+        assert len(res.history[col]) == 4
+    assert np.all(np.diff(res.history["time"]) >= 0)
+    assert res.history["oracle_calls"][-1] == 10 * batch.n_examples
+
+
+def test_keyboard_interrupt_keeps_last_iterate():
+    batch, model = _random_batch("chain")
+
+    def cb(info):
+        if info["iteration"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        res = fit_idal(batch, model, alpha=0.5, max_iter=50, tol=1e-12, random_state=0, callback=cb)
+    assert res.interrupted and not res.converged
+    assert np.all(np.isfinite(res.w)) and np.linalg.norm(res.w) > 0
+    assert res.n_iter == 4
+
+
+def test_graph_without_edges():
+    """No edges: the relaxed problem is a multiclass Gini-regularised problem; check primal-dual."""
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(size=(2, 3)) for _ in range(3)]
+    ys = [rng.integers(0, 3, size=2) for _ in range(3)]
+    batch = GraphBatch(np.vstack(xs), np.array([0, 2, 4, 6]), np.zeros((0, 2), np.int64),
+                       np.zeros(4, np.int64), None, np.concatenate(ys))
+    model = PairwiseModel(3, 3)
+    res = _fit(batch, model, tol=1e-15)
+    w_ref, _ = reference_w(batch, model, 0.5, 1.0)
+    assert res.converged
+    assert np.linalg.norm(res.w - w_ref) <= 1e-6 * np.linalg.norm(w_ref)
+    assert res.history["residual"][-1] == 0.0
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(alpha=0.0), ValueError), (dict(alpha="a"), TypeError), (dict(max_iter=0), ValueError),
+    (dict(max_iter=1.5), TypeError), (dict(tol=-1.0), ValueError), (dict(kappa=-1.0), ValueError),
+    (dict(rho=0.0), ValueError), (dict(inner_epochs=0), ValueError), (dict(entropy="shannon"), ValueError),
+    (dict(sampling="importance"), ValueError), (dict(monitor_every=0), ValueError),
+    (dict(warm_start={"mu_nodes": np.zeros(3)}), ValueError), (dict(warm_start=[1]), TypeError),
+    (dict(callback=3), TypeError), (dict(loss_augmented="yes"), TypeError),
+])
+def test_bad_arguments_raise_before_compute(kwargs, exc):
+    batch, model = _random_batch("chain")
+    with pytest.raises(exc) as info:
+        fit_idal(batch, model, **kwargs)
+    name = next(iter(kwargs))
+    assert name in str(info.value)
+
+
+def test_bad_batch_and_model():
+    batch, model = _random_batch("chain")
+    with pytest.raises(TypeError, match="batch"):
+        fit_idal("x", model)
+    with pytest.raises(TypeError, match="model"):
+        fit_idal(batch, "m")
+    with pytest.raises(ValueError, match="features"):
+        fit_idal(batch, PairwiseModel(3, 5))
+    unlabeled = GraphBatch(batch.node_features, batch.node_offsets, batch.edges, batch.edge_offsets)
+    with pytest.raises(ValueError, match="labels"):
+        fit_idal(unlabeled, model)
+
+
+def test_default_rho_is_positive_and_scales_with_alpha():
+    batch, model = _random_batch("grid")
+    r1 = default_rho(batch, model, 1e-3)
+    r2 = default_rho(batch, model, 1e-1)
+    assert r1 > r2 > 0
