@@ -324,3 +324,28 @@ def test_default_rho_is_positive_and_scales_with_alpha():
     r1 = default_rho(batch, model, 1e-3)
     r2 = default_rho(batch, model, 1e-1)
     assert r1 > r2 > 0
+
+
+def test_exact_primal_monitoring_on_chains_matches_brute_force():
+    pytest.importorskip("crflearn.inference", reason="inference module not available")
+    import itertools
+
+    batch, model = _random_batch("chain", n_examples=2, k=2)
+    res = _fit(batch, model, max_iter=10, tol=0.0, loss_augmented=True)
+    col = res.history.get("exact_primal")
+    if col is None:
+        pytest.skip("exact inference not available")
+    assert np.isnan(col[:4]).all() and np.isfinite(col[4]) and np.isfinite(col[9])
+    # brute-force softmax-margin objective at the final w
+    w = res.w
+    unary, pairwise = model.potentials(w, batch)
+    unary = unary + hamming_loss_vectors(batch, 2)
+    total = 0.0
+    for i in range(batch.n_examples):
+        sl = batch.node_slice(i)
+        u, e, y = unary[sl], batch.local_edges(i), batch.labels[sl]
+        scores = [u[np.arange(len(u)), lab].sum() + sum(pairwise[lab[a], lab[b]] for a, b in e)
+                  for lab in itertools.product(range(2), repeat=len(u))]
+        total += np.logaddexp.reduce(scores)
+    expected = 0.5 * 0.5 * w @ w + (total - model.score(w, batch).sum()) / batch.n_examples
+    assert col[9] == pytest.approx(expected, rel=1e-9)

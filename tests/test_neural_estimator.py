@@ -266,3 +266,10 @@ def test_fit_on_cuda():
         warnings.simplefilter("error")
         pred = clf.predict(X)
     assert len(pred) == len(X)
+
+
+def test_clear_import_error_without_torch():
+    code = ("import sys\nsys.modules['torch'] = None\ntry:\n    import crflearn.neural\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install crflearn[neural]" in out.stdout
