@@ -207,7 +207,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     loss_augmented : bool, default=False
         Add the unnormalised Hamming loss to the node scores (softmax-margin CRF).
     sampling : {"uniform", "gap"}, default="uniform"
-        ``"uniform"``: a random permutation of all cliques per sweep. ``"gap"``: cliques
+        ``"uniform"``: every clique once per sweep, examples in random order and each
+        example's nodes and edges in random order (cache friendly). ``"gap"``: cliques
         drawn with probability half uniform, half proportional to their Fenchel-Young gap
         at the last monitoring (as many draws as cliques).
     monitor_every : int, default=1
