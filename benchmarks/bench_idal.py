@@ -60,7 +60,7 @@ def time_to(history, tol):
 
 
 def run(train, test, k, *, alpha, kappa=1.0, rho=None, inner_epochs=1, max_iter=200, tol=1e-3, seed=0,
-        verbose=0, method="auto", loss_augmented=False):
+        verbose=0, method="auto", loss_augmented=False, rho_schedule="adaptive"):
     model = PairwiseModel(k, train.n_features, train.n_edge_features)
     # warm-up call so that Numba compilation is not timed
     fit_idal(train.subset([0]), model, alpha=alpha, max_iter=1, tol=0.0, kappa=kappa)
@@ -69,26 +69,27 @@ def run(train, test, k, *, alpha, kappa=1.0, rho=None, inner_epochs=1, max_iter=
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = fit_idal(train, model, alpha=alpha, kappa=kappa, rho=rho, inner_epochs=inner_epochs,
                        max_iter=max_iter, tol=tol, random_state=seed, verbose=verbose,
-                       loss_augmented=loss_augmented)
+                       loss_augmented=loss_augmented, rho_schedule=rho_schedule)
     wall = time.perf_counter() - t0
     h = res.history
     per_epoch = float(h["time"][-1] / (h["iteration"][-1] * inner_epochs))
     t_tol, it_tol = time_to(h, tol)
     err = test_error(model, res.w, test, method)
     rel_gap = float(h["gap"][-1] / abs(h["primal"][-1]))
-    return dict(alpha=alpha, kappa=kappa, rho=res.info["rho"], inner_epochs=inner_epochs, epochs=int(h["iteration"][-1]),
+    return dict(alpha=alpha, kappa=kappa, rho=res.info["rho"], schedule=rho_schedule, inner_epochs=inner_epochs, epochs=int(h["iteration"][-1]),
                 sec_per_epoch=per_epoch, solver_time=float(h["time"][-1]), wall=wall, t_tol=t_tol, it_tol=it_tol,
                 rel_gap=rel_gap, residual=float(h["residual"][-1]), test_error=err, converged=res.converged)
 
 
 def fmt(r):
-    return (f"| {r['alpha']:.2e} | {r['kappa']:g} | {r['rho']:.3g} | {r['inner_epochs']} | {r['epochs']} | "
+    return (f"| {r['alpha']:.2e} | {r['kappa']:g} | {r['schedule']} | {r['rho']:.3g} | {r['inner_epochs']} | {r['epochs']} | "
             f"{r['sec_per_epoch']:.3f} | {r['t_tol']:.1f} | {r['rel_gap']:.1e} | {r['residual']:.1e} | "
             f"{100 * r['test_error']:.2f} | {r['wall']:.1f} |")
 
 
-HEADER = ("| alpha | kappa | rho | inner | epochs | s/epoch | s to 1e-3 | final rel gap | residual | test err % | wall s |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| alpha | kappa | rho schedule | final rho | inner | epochs | s/epoch | s to 1e-3 | final rel gap | residual "
+          "| test err % | wall s |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv=None):
@@ -100,6 +101,7 @@ def main(argv=None):
     parser.add_argument("--rho-factor", type=float, nargs="*", default=None,
                         help="rho as multiples of the default")
     parser.add_argument("--inner-epochs", type=int, nargs="*", default=[1])
+    parser.add_argument("--rho-schedule", nargs="*", default=["adaptive"], choices=["adaptive", "fixed"])
     parser.add_argument("--max-iter", type=int, default=200)
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--loss-augmented", action="store_true")
@@ -128,10 +130,11 @@ def main(argv=None):
                 rhos = [f * default_rho(train, model, alpha, kappa) for f in args.rho_factor]
             for rho in rhos:
                 for m in args.inner_epochs:
-                    r = run(train, test, k, alpha=alpha, kappa=kappa, rho=rho, inner_epochs=m,
-                            max_iter=args.max_iter, tol=args.tol, verbose=args.verbose, method=method,
-                            loss_augmented=args.loss_augmented)
-                    print(fmt(r), flush=True)
+                    for schedule in args.rho_schedule:
+                        r = run(train, test, k, alpha=alpha, kappa=kappa, rho=rho, inner_epochs=m,
+                                max_iter=args.max_iter, tol=args.tol, verbose=args.verbose, method=method,
+                                loss_augmented=args.loss_augmented, rho_schedule=schedule)
+                        print(fmt(r), flush=True)
 
 
 if __name__ == "__main__":

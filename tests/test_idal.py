@@ -182,9 +182,10 @@ def test_gap_equals_primal_minus_dual_and_is_nonnegative():
 
 
 @pytest.mark.parametrize("kind", ["chain", "grid"])
-def test_gap_decays_geometrically(kind):
+@pytest.mark.parametrize("schedule", ["fixed", "adaptive"])
+def test_gap_decays_geometrically(kind, schedule):
     batch, model = _random_batch(kind, n_examples=5, k=3, seed=3)
-    res = _fit(batch, model, max_iter=80, tol=0.0, alpha=0.1)
+    res = _fit(batch, model, max_iter=80, tol=0.0, alpha=0.1, rho_schedule=schedule)
     gap = res.history["gap"]
     assert np.all(gap >= 0)
     it = res.history["iteration"].astype(float)
@@ -195,7 +196,10 @@ def test_gap_decays_geometrically(kind):
     ss_tot = np.sum((np.log(gap[keep]) - np.log(gap[keep]).mean()) ** 2)
     assert slope < -0.05
     assert 1 - ss_res / ss_tot > 0.8
-    assert gap[keep][-1] < 1e-6 * gap[0]
+    # fixed rho: the linear rate of the theory; adaptive rho: rebalancing steps perturb the
+    # inner problem, so the decay is slightly slower over the same number of epochs
+    assert gap[keep][-1] < (1e-6 if schedule == "fixed" else 1e-5) * gap[0]
+    assert res.history["residual"][-1] < 1e-3 * res.history["residual"][0]
 
 
 def test_same_seed_same_history_and_different_seed_differs():

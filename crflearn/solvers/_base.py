@@ -50,9 +50,16 @@ def report_progress(verbose: int, row: dict, solver: str) -> None:
           f"dual={row['dual']:.6e}  gap={row['gap']:.3e}  residual={row['residual']:.3e}", flush=True)
 
 
-def warn_not_converged(solver: str, max_iter: int, gap: float, tol: float) -> None:
-    warnings.warn(f"{solver} stopped at max_iter={max_iter} with relative gap {gap:.3e} > tol={tol:g}; "
-                  "increase max_iter or tol", ConvergenceWarning, stacklevel=3)
+def warn_not_converged(solver: str, max_iter: int, gap: float, tol: float, residual: float | None = None) -> None:
+    """Warn that ``max_iter`` ended before ``tol`` was met, naming the criterion that failed."""
+    if residual is not None and gap <= tol:
+        what = f"constraint residual {residual:.3e} > tol={tol:g} (relative gap {gap:.3e} is below tol)"
+    elif residual is not None and residual > tol:
+        what = f"relative gap {gap:.3e} and constraint residual {residual:.3e} > tol={tol:g}"
+    else:
+        what = f"relative gap {gap:.3e} > tol={tol:g}"
+    warnings.warn(f"{solver} stopped at max_iter={max_iter} with {what}; increase max_iter or tol",
+                  ConvergenceWarning, stacklevel=3)
 
 
 def warn_interrupted(solver: str, n_iter: int) -> None:

@@ -53,6 +53,9 @@ try:  # exact CRF objective on forests, monitoring only
 except ImportError:  # pragma: no cover - depends on the inference module being present
     _infer_batch = None
 
+RHO_BALANCE = 10.0  # adaptive rho: rebalance when residual and relative gap differ 10x
+RHO_RANGE = 64.0  # ... within [rho0 / 64, 64 rho0]; round-off floors must not drive rho off
+
 __all__ = ["fit_idal", "default_rho", "ENTROPIES"]
 
 ENTROPIES = ("gini", "gini_otrw")
@@ -167,7 +170,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
              tol: float = 1e-3, verbose: int = 0, random_state=None, warm_start: dict | None = None,
              callback=None, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
              entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
-             monitor_every: int = 1) -> SolverResult:
+             monitor_every: int = 1, rho_schedule: str = "adaptive") -> SolverResult:
     """Train a pairwise CRF with IDAL (dual augmented Lagrangian over the local polytope).
 
     Parameters
@@ -213,6 +216,11 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         at the last monitoring (as many draws as cliques).
     monitor_every : int, default=1
         Compute the gap (and test ``tol``) every this many outer steps.
+    rho_schedule : {"adaptive", "fixed"}, default="adaptive"
+        ``"adaptive"``: residual balancing at each monitored step: ``rho`` is doubled when
+        the RMS residual exceeds both ``tol`` and ``RHO_BALANCE`` times the relative gap,
+        halved in the opposite case, within ``[rho0 / 64, 64 rho0]`` (then ``zeta`` is
+        rebuilt; the saddle point does not depend on ``rho``). ``"fixed"`` keeps ``rho``.
 
     Returns
     -------
@@ -247,6 +255,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     verbose = _check_int(verbose, "verbose", 0)
     if entropy not in ENTROPIES:
         raise ValueError(f"entropy must be one of {list(ENTROPIES)}, got {entropy!r}")
+    if rho_schedule not in ("fixed", "adaptive"):
+        raise ValueError(f"rho_schedule must be 'fixed' or 'adaptive', got {rho_schedule!r}")
     if sampling not in _SAMPLINGS:
         raise ValueError(f"sampling must be one of {list(_SAMPLINGS)}, got {sampling!r}")
     if not isinstance(loss_augmented, (bool, np.bool_)):
@@ -268,6 +278,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         mu_n, mu_e, xi = prob.init_state()
     if rho is None:
         rho = default_rho(batch, model, alpha, kappa)
+    rho0 = rho
     otrw_a = OTRW_FRACTION / prob.k if entropy == "gini_otrw" else 0.0
     rng = np.random.default_rng(random_state)
     wuT, wp = prob.weights_of(model, batch, mu_n, mu_e, alpha)
@@ -325,6 +336,13 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
                 rel_gap = row["gap"] / max(abs(row["primal"]), 1e-12)
                 if rel_gap <= tol and row["residual"] <= tol:
                     converged = True
+                elif rho_schedule == "adaptive":
+                    res = row["residual"]
+                    if res > tol and res > RHO_BALANCE * rel_gap and rho < RHO_RANGE * rho0:
+                        rho *= 2.0
+                    elif rel_gap > tol and rel_gap > RHO_BALANCE * res and rho > rho0 / RHO_RANGE:
+                        rho *= 0.5
+                    idal_outer(prob.k, prob.edges, mu_n, mu_e, xi, zeta, rho, 0.0, outer)
                 if callback is not None:
                     info = dict(row)
                     info["w"] = w
@@ -341,7 +359,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     n_iter = history.last_iteration if len(history) else it
     if not converged and not interrupted and not stop:
         gap_rel = np.inf if last is None else last["gap"] / max(abs(last["primal"]), 1e-12)
-        warn_not_converged("idal", max_iter, gap_rel, tol)
+        warn_not_converged("idal", max_iter, gap_rel, tol, None if last is None else last["residual"])
     hist = history.to_dict()
     state = {"mu_nodes": mu_n, "mu_edges": mu_e.reshape(prob.n_edges, prob.k, prob.k), "xi": xi, "w": w.copy(),
              "rho": float(rho), "kappa": float(kappa), "entropy": entropy, "history": hist}
