@@ -20,12 +20,22 @@ __all__ = [
     "check_potentials",
     "check_positive",
     "check_nonnegative",
+    "check_int",
 ]
 
 
 def _describe(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking it is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
 
 
 def check_positive(value, name: str, *, allow_none: bool = False) -> float | None:

@@ -39,13 +39,16 @@ OBJECTIVES = {
 
 
 def time_to_gap(history: dict, threshold: float) -> float:
-    """First recorded time at which the relative gap ``gap / |primal|`` is <= ``threshold`` (NaN if never)."""
+    """First recorded time at which the relative gap ``gap / |primal|`` **and** the constraint
+    residual (IDAL's agreement residual; 0 for the other solvers) are both <= ``threshold``
+    (NaN if never)."""
     gap = np.asarray(history.get("gap", []), dtype=np.float64)
     primal = np.asarray(history.get("primal", []), dtype=np.float64)
     if gap.size == 0:
         return math.nan
+    residual = np.asarray(history.get("residual", np.zeros_like(gap)), dtype=np.float64)
     rel = gap / np.maximum(np.abs(primal), 1e-12)
-    hit = np.flatnonzero(rel <= threshold)
+    hit = np.flatnonzero((rel <= threshold) & (residual <= threshold))
     return float(np.asarray(history["time"])[hit[0]]) if hit.size else math.nan
 
 

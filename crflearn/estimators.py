@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
-from ._validation import check_nonnegative, check_positive
+from ._validation import check_int, check_nonnegative, check_positive
 from .graphs import GraphBatch, make_batch
 from .models import PairwiseModel
 
@@ -39,13 +39,6 @@ def _ignore_labels(labels) -> np.ndarray:
     """Label encoder used where labels are not needed (they are handled by the caller)."""
     return np.zeros(len(labels), dtype=np.int64)
 
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r:.80}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_bool(value, name: str) -> bool:
@@ -288,18 +281,18 @@ class CRF(BaseEstimator):
 
         check_positive(self.alpha, "alpha")
         _check_choice(self.solver, "solver", SOLVER_NAMES)
-        _check_int(self.max_iter, "max_iter", 1)
+        check_int(self.max_iter, "max_iter", 1)
         check_nonnegative(self.tol, "tol")
         check_positive(self.kappa, "kappa")
         check_positive(self.rho, "rho", allow_none=True)
-        _check_int(self.inner_epochs, "inner_epochs", 1)
+        check_int(self.inner_epochs, "inner_epochs", 1)
         _check_choice(self.entropy, "entropy", _ENTROPIES)
         _check_bool(self.loss_augmented, "loss_augmented")
         _check_choice(self.sampling, "sampling", _SAMPLINGS)
         _check_bool(self.fit_intercept, "fit_intercept")
         _check_choice(self.inference, "inference", _INFERENCE_METHODS)
         if not isinstance(self.verbose, bool):
-            _check_int(self.verbose, "verbose", 0)
+            check_int(self.verbose, "verbose", 0)
         _check_bool(self.warm_start, "warm_start")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None, got {self.callback!r:.80}")

@@ -12,12 +12,12 @@ Builders: :func:`chain_edges`, :func:`grid_edges`, :func:`from_networkx`, and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import check_edges, check_features, check_labels
+from ._validation import check_edges, check_features, check_int, check_labels
 
 __all__ = [
     "GraphBatch",
@@ -42,7 +42,7 @@ def chain_edges(n_nodes: int) -> np.ndarray:
     edges : ndarray of shape (n_nodes - 1, 2), int64
         ``edges[i] = (i, i + 1)``.
     """
-    n = _check_count(n_nodes, "n_nodes")
+    n = check_int(n_nodes, "n_nodes")
     idx = np.arange(n - 1, dtype=np.int64)
     return np.ascontiguousarray(np.stack([idx, idx + 1], axis=1))
 
@@ -62,8 +62,8 @@ def grid_edges(height: int, width: int, connectivity: int = 4) -> np.ndarray:
     edges : ndarray of shape (n_edges, 2), int64
         Each edge ``(s, t)`` has ``s < t``; node ``(r, c)`` has index ``r * width + c``.
     """
-    h = _check_count(height, "height")
-    w = _check_count(width, "width")
+    h = check_int(height, "height")
+    w = check_int(width, "width")
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
     ids = np.arange(h * w, dtype=np.int64).reshape(h, w)
@@ -77,14 +77,6 @@ def grid_edges(height: int, width: int, connectivity: int = 4) -> np.ndarray:
     edges = np.concatenate(parts, axis=0)
     edges = np.sort(edges, axis=1)
     return np.ascontiguousarray(edges, dtype=np.int64)
-
-
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def is_forest(edges: np.ndarray, n_nodes: int) -> bool:

@@ -30,6 +30,9 @@ def test_time_to_gap():
          "primal": np.array([2.0, 2.0, 2.0])}
     assert time_to_gap(h, 1e-2) == 3.0 and time_to_gap(h, 3e-2) == 2.0
     assert np.isnan(time_to_gap(h, 1e-6))
+    # IDAL: the agreement residual must be below the threshold too
+    h_res = dict(h, residual=np.array([1.0, 1.0, 1e-2]))
+    assert time_to_gap(h_res, 1e-2) == 3.0 and time_to_gap(h_res, 3e-2) == 3.0
 
 
 def test_compare_and_write(tmp_path):

@@ -7,24 +7,15 @@ features, so that a CRF clearly beats per-node classification.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.utils import check_random_state
 
-from .._validation import check_nonnegative
+from .._validation import check_int, check_nonnegative
 from ..graphs import grid_edges
 
 __all__ = ["make_chain_hmm", "make_grid_potts", "make_random_graphs"]
 
-
-def _check_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_range(value, name: str, minimum: int = 1) -> tuple[int, int]:
@@ -32,12 +23,12 @@ def _check_range(value, name: str, minimum: int = 1) -> tuple[int, int]:
     if isinstance(value, tuple | list):
         if len(value) != 2:
             raise ValueError(f"{name} must be an integer or a (min, max) pair, got {value!r}")
-        lo = _check_int(value[0], f"{name}[0]", minimum)
-        hi = _check_int(value[1], f"{name}[1]", minimum)
+        lo = check_int(value[0], f"{name}[0]", minimum)
+        hi = check_int(value[1], f"{name}[1]", minimum)
         if lo > hi:
             raise ValueError(f"{name} must have min <= max, got {value!r}")
         return lo, hi
-    v = _check_int(value, name, minimum)
+    v = check_int(value, name, minimum)
     return v, v
 
 
@@ -87,10 +78,10 @@ def make_chain_hmm(n_sequences: int = 100, length=(10, 30), n_states: int = 5, n
     y : list of ndarray (length_i,) int64
         Labels in ``0..n_states-1``.
     """
-    n_sequences = _check_int(n_sequences, "n_sequences")
+    n_sequences = check_int(n_sequences, "n_sequences")
     lo, hi = _check_range(length, "length")
-    n_states = _check_int(n_states, "n_states", 2)
-    n_features = _check_int(n_features, "n_features")
+    n_states = check_int(n_states, "n_states", 2)
+    n_features = check_int(n_features, "n_features")
     noise = check_nonnegative(noise, "noise")
     stickiness = _check_probability(stickiness, "stickiness")
     rng = check_random_state(random_state)
@@ -150,12 +141,12 @@ def make_grid_potts(n_images: int = 20, shape=(12, 12), n_states: int = 3, noise
         ``edges`` (n_edges, 2) int64 from :func:`crflearn.graphs.grid_edges`.
     y : list of ndarray (height * width,) int64
     """
-    n_images = _check_int(n_images, "n_images")
+    n_images = check_int(n_images, "n_images")
     if not isinstance(shape, tuple | list) or len(shape) != 2:
         raise ValueError(f"shape must be (height, width) or ((min_h, max_h), (min_w, max_w)), got {shape!r}")
     h_range = _check_range(shape[0], "shape[0]")
     w_range = _check_range(shape[1], "shape[1]")
-    n_states = _check_int(n_states, "n_states", 2)
+    n_states = check_int(n_states, "n_states", 2)
     noise = check_nonnegative(noise, "noise")
     smoothness = check_nonnegative(smoothness, "smoothness")
     if smoothness == 0:
@@ -212,12 +203,12 @@ def make_random_graphs(n_graphs: int = 30, n_nodes=(10, 30), n_states: int = 3, 
     graphs : list of networkx.Graph
         Only when ``return_networkx`` is true.
     """
-    n_graphs = _check_int(n_graphs, "n_graphs")
+    n_graphs = check_int(n_graphs, "n_graphs")
     lo, hi = _check_range(n_nodes, "n_nodes", 2)
-    n_states = _check_int(n_states, "n_states", 2)
-    n_features = _check_int(n_features, "n_features")
-    n_neighbors = _check_int(n_neighbors, "n_neighbors")
-    n_regions = _check_int(n_regions, "n_regions")
+    n_states = check_int(n_states, "n_states", 2)
+    n_features = check_int(n_features, "n_features")
+    n_neighbors = check_int(n_neighbors, "n_neighbors")
+    n_regions = check_int(n_regions, "n_regions")
     noise = check_nonnegative(noise, "noise")
     rng = check_random_state(random_state)
 

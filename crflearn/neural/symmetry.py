@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import check_int
+
 __all__ = [
     "SYMMETRY_MODES",
     "SymmetricLinear",
@@ -64,13 +66,6 @@ __all__ = [
 
 SYMMETRY_MODES = ("triangular", "average", "block", "channel")
 
-
-def _check_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 class _SymmetricWeight(nn.Module):
@@ -107,7 +102,7 @@ class _SymmetricWeight(nn.Module):
             else:
                 self.raw = nn.Parameter(torch.empty(s, out_features, in_features).uniform_(-bound, bound))
         elif mode == "block":
-            g = _check_int(groups, "groups")
+            g = check_int(groups, "groups")
             if out_features % g or in_features % g:
                 raise ValueError(f"groups={g} must divide both the input ({in_features}) and the output "
                                  f"({out_features}) channels")
@@ -117,7 +112,7 @@ class _SymmetricWeight(nn.Module):
             i = torch.arange(g)
             self.register_buffer("_shift", (i[None, :] - i[:, None]) % g, persistent=False)
         else:  # channel
-            r = _check_int(factor, "factor")
+            r = check_int(factor, "factor")
             if out_features % r:
                 raise ValueError(f"factor={r} must divide the output channels ({out_features})")
             if kernel and r not in (1, 2, 4):
@@ -190,8 +185,8 @@ class SymmetricLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, mode: str = "triangular", bias: bool = True,
                  *, groups: int = 2, factor: int = 2):
         super().__init__()
-        self.in_features = _check_int(in_features, "in_features")
-        self.out_features = _check_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
         self.mode = mode
         self._param = _SymmetricWeight(self.out_features, self.in_features, (), mode, groups, factor)
         bound = 1.0 / math.sqrt(self.in_features)
@@ -237,8 +232,8 @@ class SymmetricConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, mode: str = "triangular",
                  stride=1, padding=0, bias: bool = True, *, groups: int = 2, factor: int = 2):
         super().__init__()
-        self.in_channels = _check_int(in_channels, "in_channels")
-        self.out_channels = _check_int(out_channels, "out_channels")
+        self.in_channels = check_int(in_channels, "in_channels")
+        self.out_channels = check_int(out_channels, "out_channels")
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         if len(ks) != 2 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"kernel_size must be a positive int or a pair of them, got {kernel_size!r}")
@@ -274,9 +269,9 @@ class FactorizedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
         super().__init__()
-        self.in_features = _check_int(in_features, "in_features")
-        self.out_features = _check_int(out_features, "out_features")
-        self.rank = _check_int(rank, "rank")
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
+        self.rank = check_int(rank, "rank")
         # spectral init: the product has roughly the scale of a default dense init
         scale = (1.0 / in_features) ** 0.25 / rank ** 0.25
         self.U = nn.Parameter(torch.empty(out_features, rank).uniform_(-scale, scale))
@@ -316,9 +311,9 @@ class FactorizedConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, rank: int, stride=1, padding=0,
                  bias: bool = True):
         super().__init__()
-        self.in_channels = _check_int(in_channels, "in_channels")
-        self.out_channels = _check_int(out_channels, "out_channels")
-        self.rank = _check_int(rank, "rank")
+        self.in_channels = check_int(in_channels, "in_channels")
+        self.out_channels = check_int(out_channels, "out_channels")
+        self.rank = check_int(rank, "rank")
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.kernel_size, self.stride, self.padding = ks, stride, padding
         fan_in = in_channels * ks[0] * ks[1]

@@ -16,14 +16,13 @@ added without calling the oracle.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ._base import SolverResult, warn_interrupted, warn_not_converged
 from ._history import ConvergenceHistory, Stopwatch
 from ._ssvm import Monitor, SSVMProblem, check_common, check_warm_state
 from .._kernels.qp import simplex_qp
+from .._validation import check_int
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
 
@@ -31,13 +30,6 @@ __all__ = ["fit_cutting_plane"]
 
 _STATE_KEYS = ("constraints", "offsets", "beta", "cache", "history")
 
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter: int = 100,
@@ -88,9 +80,9 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
        SVMs", Machine Learning 77(1), 2009.
     """
     alpha, max_iter, tol = check_common(batch, model, alpha, max_iter, tol, callback, verbose)
-    cache_size = _check_int(cache_size, "cache_size", 0)
-    max_cache_steps = _check_int(max_cache_steps, "max_cache_steps", 0)
-    qp_max_iter = _check_int(qp_max_iter, "qp_max_iter", 1)
+    cache_size = check_int(cache_size, "cache_size", 0)
+    max_cache_steps = check_int(max_cache_steps, "max_cache_steps", 0)
+    qp_max_iter = check_int(qp_max_iter, "qp_max_iter", 1)
     warm = check_warm_state(warm_start, _STATE_KEYS, "cutting_plane")
     prob = SSVMProblem(batch, model, alpha, inference)
     n, d = prob.n, model.size

@@ -36,13 +36,12 @@ ascent for conditional random fields. UAI.
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from .._kernels.idal import clique_order, idal_monitor, idal_outer, idal_sweep
 from .._kernels.idal_engine import csr_arrays, incidence
-from .._validation import check_nonnegative, check_positive
+from .._validation import check_int, check_nonnegative, check_positive
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 from ._base import SolverResult, report_progress, warn_interrupted, warn_not_converged
@@ -65,13 +64,6 @@ OTRW_FRACTION = 0.5
 #: the exact CRF primal is computed on every ``_EXACT_EVERY``-th monitored iteration
 _EXACT_EVERY = 5
 
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def default_rho(batch: GraphBatch, model: PairwiseModel, alpha: float, kappa: float = 1.0) -> float:
@@ -246,13 +238,13 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         raise ValueError("batch.labels must be set to train")
     model.check_batch(batch)
     alpha = check_positive(alpha, "alpha")
-    max_iter = _check_int(max_iter, "max_iter", 1)
+    max_iter = check_int(max_iter, "max_iter", 1)
     tol = check_nonnegative(tol, "tol")
     kappa = check_positive(kappa, "kappa")
     rho = check_positive(rho, "rho", allow_none=True)
-    inner_epochs = _check_int(inner_epochs, "inner_epochs", 1)
-    monitor_every = _check_int(monitor_every, "monitor_every", 1)
-    verbose = _check_int(verbose, "verbose", 0)
+    inner_epochs = check_int(inner_epochs, "inner_epochs", 1)
+    monitor_every = check_int(monitor_every, "monitor_every", 1)
+    verbose = check_int(verbose, "verbose", 0)
     if entropy not in ENTROPIES:
         raise ValueError(f"entropy must be one of {list(ENTROPIES)}, got {entropy!r}")
     if rho_schedule not in ("fixed", "adaptive"):
