@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-path", default=None,
                       help="file or directory holding the real data set (overrides the search)")
     demo.add_argument("--out", default="crflearn-demo", help="output directory for the plot (default: %(default)s)")
-    _add_training_arguments(demo, max_iter=50)
+    _add_training_arguments(demo, max_iter=300)
     # hidden knobs (tests and quick runs)
     demo.add_argument("--n-train", type=_positive_int, default=None, help=argparse.SUPPRESS)
     demo.add_argument("--n-test", type=_positive_int, default=None, help=argparse.SUPPRESS)

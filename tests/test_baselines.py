@@ -278,3 +278,58 @@ def test_bad_arguments(chain, name):
     if name != "lbfgs":
         with pytest.raises(ValueError, match="inference"):
             fit(batch, model, alpha=1.0, max_iter=1, tol=0.0, inference="magic")
+
+
+def _random_forest_batch(edge_features, sparse, seed):
+    """Random trees and forests (some edges dropped, random edge directions), 4 states."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    k, p, q = 4, 3, 2
+    X, y = [], []
+    for _ in range(25):
+        n = int(rng.integers(2, 8))
+        feats = rng.normal(size=(n, p))
+        if sparse:
+            feats[rng.random(size=feats.shape) < 0.5] = 0.0
+        edges = np.array([[rng.integers(0, v), v] for v in range(1, n)], dtype=np.int64)
+        if not edge_features:
+            edges = edges[rng.random(len(edges)) < 0.8]
+        flip = rng.random(len(edges)) < 0.5
+        edges[flip] = edges[flip][:, ::-1]
+        X.append((feats, edges, rng.normal(size=(len(edges), q))) if edge_features else (feats, edges))
+        y.append(rng.integers(0, k, size=n))
+    batch, _ = make_batch(X, y)
+    if sparse:
+        batch = type(batch)(sp.csr_matrix(batch.node_features), batch.node_offsets, batch.edges,
+                            batch.edge_offsets, batch.edge_features, batch.labels)
+    return batch.with_bias(), PairwiseModel(k, p + 1, q if edge_features else None)
+
+
+@pytest.mark.parametrize("name,averaging", [("bcfw", "none"), ("bcfw", "weighted"), ("subgradient", "uniform")])
+@pytest.mark.parametrize("edge_features,sparse,csr_density", [(False, False, 0.0), (True, False, 0.0),
+                                                            (False, True, 0.0), (True, False, 1.0)])
+def test_compiled_epochs_match_python_path(monkeypatch, name, averaging, edge_features, sparse, csr_density):
+    """The compiled epoch kernels reproduce the per-example Python path (same seed) up to round-off.
+
+    Continuous random features, so that no loss-augmented MAP is tied (ties are broken by round-off).
+    ``csr_density = 1`` sends dense features to the kernels in CSR form.
+    """
+    from crflearn.solvers import _ssvm
+
+    monkeypatch.setattr(_ssvm, "_CSR_DENSITY", csr_density)
+    batch, model = _random_forest_batch(edge_features, sparse, seed=7)
+    kw = dict(alpha=0.05, max_iter=15, tol=0.0, averaging=averaging, random_state=3)
+    fast = _fit(name, batch, model, **kw)
+    monkeypatch.setattr(_ssvm, "_COMPILED_EPOCHS", False)
+    ref = _fit(name, batch, model, **kw)
+    for key, value in ref.state.items():
+        if key != "history":
+            np.testing.assert_allclose(fast.state[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(fast.w, ref.w, rtol=1e-10, atol=1e-12)
+    for col in ("primal", "dual", "oracle_calls"):
+        np.testing.assert_allclose(fast.history[col], ref.history[col], rtol=1e-10, atol=1e-12)
+    # warm starts cross between the two paths
+    monkeypatch.setattr(_ssvm, "_COMPILED_EPOCHS", True)
+    cont = _fit(name, batch, model, **{**kw, "max_iter": 2}, warm_start=ref.state)
+    assert cont.n_iter == 17

@@ -42,6 +42,13 @@ __all__ = ["SSVMProblem", "Monitor", "check_common", "check_warm_state", "relati
 
 INFERENCE_METHODS = ("auto", "exact", "trws", "maxproduct", "bruteforce")
 
+#: Run whole BCFW / subgradient epochs in one compiled kernel when the oracle is exact
+#: max-product on forests (private switch: tests set it to False to reach the per-example
+#: Python reference path, which computes the same iterates up to round-off).
+_COMPILED_EPOCHS = True
+#: Dense node features with at most this fraction of non-zeros are passed to the kernels as CSR.
+_CSR_DENSITY = 0.5
+
 
 def _decode(unary, pairwise, edges, method):
     """MAP labeling of one graph (lazy import: the inference layer is optional at import time)."""
@@ -125,6 +132,9 @@ class SSVMProblem:
         Number of examples.
     exact_oracle : bool
         Whether the loss-augmented oracle is exact (forests with an exact method).
+    compiled : bool
+        Whether whole epochs run in the compiled kernels of :mod:`crflearn._kernels.ssvm`
+        (forests decoded by exact max-product); otherwise the per-example Python path.
     inference_note : str
         Human-readable description for ``SolverResult.info["inference"]``.
     """
@@ -141,6 +151,8 @@ class SSVMProblem:
         if self.method == "exact" and not forest:
             raise ValueError("inference='exact' needs forests (chains/trees); the batch has a cycle")
         self.exact_oracle = bool(forest and self.method in ("auto", "exact")) or self.method == "bruteforce"
+        self.compiled = bool(_COMPILED_EPOCHS and forest and self.method in ("auto", "exact"))
+        self._kernel_args = None
         self.inference_note = ("exact" if self.exact_oracle else
                                f"approximate loss-augmented MAP ({self.method}); the duality gap is not certified")
         self.labels = batch.labels
@@ -153,6 +165,53 @@ class SSVMProblem:
         self._y = [self.labels[batch.node_slice(i)] for i in range(self.n)]
         self.psi_true = model.joint_feature(batch)
         self.oracle_calls = 0
+
+    # -- compiled epochs ----------------------------------------------------------------------
+    def kernel_args(self) -> tuple:
+        """Leading arguments of the epoch kernels of :mod:`crflearn._kernels.ssvm` (built once).
+
+        ``(x, indptr, indices, data, sparse, ef, shared, edges, node_offsets, edge_offsets, labels,
+        K, p, order_loc, parent_loc, pedge_loc, parent_first)``: node features dense or CSR (the
+        other form empty), edge features (empty when shared), and the BFS schedule of every
+        example with example-local node and edge indices.
+        """
+        if self._kernel_args is None:
+            from ..inference import make_schedule
+
+            b = self.batch
+            x = b.node_features
+            # mostly-zero dense features go to the kernels as CSR: skipping zeros changes no sum
+            use_csr = sp.issparse(x) or (x.size > 0 and np.count_nonzero(x) <= _CSR_DENSITY * x.size)
+            if use_csr:
+                csr = sp.csr_matrix(x, dtype=np.float64, copy=True)  # sorting its indices leaves b alone
+                csr.sort_indices()
+                dense = np.zeros((0, 1))
+                indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
+                indices = np.ascontiguousarray(csr.indices, dtype=np.int64)
+                data = np.ascontiguousarray(csr.data, dtype=np.float64)
+            else:
+                dense = np.ascontiguousarray(x, dtype=np.float64)
+                indptr = np.zeros(1, dtype=np.int64)
+                indices = np.zeros(0, dtype=np.int64)
+                data = np.zeros(0)
+            ef = (np.zeros((0, 1)) if self.shared else
+                  np.ascontiguousarray(b.edge_features, dtype=np.float64))
+            sched = make_schedule(b)
+            lengths = np.diff(sched.node_offsets)
+            node_base = np.repeat(sched.node_offsets[:-1], lengths)
+            edge_base = np.repeat(sched.edge_offsets[:-1], lengths)
+            order_loc = sched.order - node_base  # order[lo:hi] holds the nodes of the example of row lo
+            parent_loc = np.where(sched.parent >= 0, sched.parent - node_base, -1)
+            pedge_loc = np.where(sched.parent_edge >= 0, sched.parent_edge - edge_base, -1)
+            self._kernel_args = (dense, indptr, indices, data, bool(use_csr), ef, self.shared,
+                                 sched.edges, sched.node_offsets, sched.edge_offsets,
+                                 np.ascontiguousarray(self.labels, dtype=np.int64),
+                                 self.k, self.model.n_features,
+                                 np.ascontiguousarray(order_loc, dtype=np.int64),
+                                 np.ascontiguousarray(parent_loc, dtype=np.int64),
+                                 np.ascontiguousarray(pedge_loc, dtype=np.int64),
+                                 np.ascontiguousarray(sched.parent_first, dtype=np.uint8))
+        return self._kernel_args
 
     # -- joint features of one example ---------------------------------------------------
     def edge_stat(self, i: int, labels_i: np.ndarray) -> np.ndarray:

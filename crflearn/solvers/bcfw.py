@@ -7,6 +7,11 @@ variables are stored compactly as per-example "marginals" (convex combinations
 of one-hot labelings: node statistics ``(n_i, K)`` and pairwise statistics), so
 memory is ``sum_i (n_i K + |E_i| K^2)`` floats, not ``n * dim(w)``.
 
+On forests with exact inference each epoch runs in one compiled kernel
+(:func:`crflearn._kernels.ssvm.bcfw_epoch`: loss-augmented max-product, block
+update and line search per example); other graphs use the per-example Python
+path with the approximate oracle.
+
 Every epoch the exact duality gap is computed by one batched pass of
 loss-augmented decoding (monitoring: excluded from the recorded time).
 """
@@ -18,12 +23,14 @@ import numpy as np
 from ._base import SolverResult, warn_interrupted, warn_not_converged
 from ._history import ConvergenceHistory, Stopwatch
 from ._ssvm import Monitor, SSVMProblem, check_common, check_warm_state
+from .._kernels.ssvm import bcfw_epoch
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
 
 __all__ = ["fit_bcfw"]
 
 _AVERAGING = ("none", "uniform", "weighted")
+_AVERAGING_CODES = {"none": 0, "uniform": 1, "weighted": 2}
 _STATE_KEYS = ("w", "ell", "node_stats", "edge_stats", "block_losses", "w_avg", "ell_avg", "n_steps",
                "history")
 
@@ -103,9 +110,18 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
         node_stats = np.array(warm["node_stats"], dtype=np.float64)
         edge_stats = np.array(warm["edge_stats"], dtype=np.float64)
         block_losses = np.array(warm["block_losses"], dtype=np.float64)
-        w_avg, ell_avg, n_steps = np.array(warm["w_avg"]), float(warm["ell_avg"]), int(warm["n_steps"])
+        w_avg = np.array(warm["w_avg"], dtype=np.float64)
+        ell_avg, n_steps = float(warm["ell_avg"]), int(warm["n_steps"])
+        k = model.n_states
+        n_blocks = n if prob.shared else batch.n_edges
+        if (edge_stats.shape != (n_blocks, k, k) or block_losses.shape != (n,)
+                or w_avg.shape != (model.size,)):
+            raise ValueError("warm_start does not match this batch and model")
         history = ConvergenceHistory(extra=("exact_oracle",), start=warm["history"])
 
+    if prob.compiled:  # build the kernel arguments and load (or compile) the kernel, untimed
+        bcfw_epoch(*prob.kernel_args(), np.zeros(0, dtype=np.int64), lam, _AVERAGING_CODES[averaging], w,
+                   node_stats, edge_stats, block_losses, w_avg, np.zeros(2), np.zeros(2, dtype=np.int64))
     monitor = Monitor("bcfw", history, tol, verbose, callback)
     watch = Stopwatch(offset=history.last_time)
     epoch = history.last_iteration
@@ -114,34 +130,45 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
     w_rep = w_avg if averaging != "none" else w
     try:
         for _ in range(max_iter):
-            for i in rng.permutation(n):
-                y_star = prob.oracle_one(w, i)
-                train_calls += 1
-                sl = batch.node_slice(i)
-                es_idx = i if prob.shared else batch.edge_slice(i)
-                s_node = prob.node_stat(y_star)
-                s_edge = prob.edge_stat(i, y_star)
-                diff = scale * (prob.feature(i, s_node, s_edge)
-                                - prob.feature(i, node_stats[sl], edge_stats[es_idx]))  # w_i - w_s
-                l_s = prob.hamming(i, y_star) / n
-                denom = lam * float(diff @ diff)
-                if denom > 0.0:
-                    gamma = (lam * float(diff @ w) - block_losses[i] + l_s) / denom
-                    gamma = min(max(gamma, 0.0), 1.0)
-                else:
-                    gamma = 1.0 if l_s > block_losses[i] else 0.0
-                if gamma > 0.0:
-                    w -= gamma * diff
-                    d_ell = gamma * (l_s - block_losses[i])
-                    ell += d_ell
-                    block_losses[i] += d_ell
-                    node_stats[sl] += gamma * (s_node - node_stats[sl])
-                    edge_stats[es_idx] += gamma * (s_edge - edge_stats[es_idx])
-                if averaging != "none":
-                    rho = 2.0 / (n_steps + 2.0) if averaging == "weighted" else 1.0 / (n_steps + 1.0)
-                    w_avg = (1.0 - rho) * w_avg + rho * w
-                    ell_avg = (1.0 - rho) * ell_avg + rho * ell
-                n_steps += 1
+            perm = rng.permutation(n)
+            if prob.compiled:  # w, the dual blocks and w_avg are updated in place
+                scalars = np.array([ell, ell_avg])
+                counters = np.array([n_steps, 0], dtype=np.int64)
+                bcfw_epoch(*prob.kernel_args(), np.ascontiguousarray(perm, dtype=np.int64), lam,
+                           _AVERAGING_CODES[averaging], w, node_stats, edge_stats, block_losses, w_avg,
+                           scalars, counters)
+                ell, ell_avg, n_steps = float(scalars[0]), float(scalars[1]), int(counters[0])
+                train_calls += int(counters[1])
+                prob.oracle_calls += int(counters[1])
+            else:
+                for i in perm:
+                    y_star = prob.oracle_one(w, i)
+                    train_calls += 1
+                    sl = batch.node_slice(i)
+                    es_idx = i if prob.shared else batch.edge_slice(i)
+                    s_node = prob.node_stat(y_star)
+                    s_edge = prob.edge_stat(i, y_star)
+                    diff = scale * (prob.feature(i, s_node, s_edge)
+                                    - prob.feature(i, node_stats[sl], edge_stats[es_idx]))  # w_i - w_s
+                    l_s = prob.hamming(i, y_star) / n
+                    denom = lam * float(diff @ diff)
+                    if denom > 0.0:
+                        gamma = (lam * float(diff @ w) - block_losses[i] + l_s) / denom
+                        gamma = min(max(gamma, 0.0), 1.0)
+                    else:
+                        gamma = 1.0 if l_s > block_losses[i] else 0.0
+                    if gamma > 0.0:
+                        w -= gamma * diff
+                        d_ell = gamma * (l_s - block_losses[i])
+                        ell += d_ell
+                        block_losses[i] += d_ell
+                        node_stats[sl] += gamma * (s_node - node_stats[sl])
+                        edge_stats[es_idx] += gamma * (s_edge - edge_stats[es_idx])
+                    if averaging != "none":
+                        rho = 2.0 / (n_steps + 2.0) if averaging == "weighted" else 1.0 / (n_steps + 1.0)
+                        w_avg = (1.0 - rho) * w_avg + rho * w
+                        ell_avg = (1.0 - rho) * ell_avg + rho * ell
+                    n_steps += 1
             epoch += 1
             with watch.paused():
                 w_rep, ell_rep = (w_avg, ell_avg) if averaging != "none" else (w, ell)

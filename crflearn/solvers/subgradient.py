@@ -12,6 +12,10 @@ of the decoded labelings), a valid lower bound on the optimum; the gap
 ``P(w) - D`` recorded at epoch boundaries is therefore a certified bound on
 ``P(w) - P*`` when the oracle is exact. Averages of epoch-end iterates are
 averages of dual-feasible points and are certified the same way.
+
+On forests with exact inference each epoch runs in one compiled kernel
+(:func:`crflearn._kernels.ssvm.subgradient_epoch`); other graphs use the
+per-example Python path with the approximate oracle.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from ._base import SolverResult, warn_interrupted, warn_not_converged
 from ._history import ConvergenceHistory, Stopwatch
 from ._ssvm import Monitor, SSVMProblem, check_common, check_warm_state
+from .._kernels.ssvm import subgradient_epoch
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
 
@@ -98,7 +103,11 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
         w_avg, ell_avg, avg_weight = np.array(warm["w_avg"]), float(warm["ell_avg"]), float(warm["avg_weight"])
         history = ConvergenceHistory(extra=("exact_oracle",), start=warm["history"])
 
-    psi_true = [prob.feature(i, prob.node_stat(prob._y[i]), prob.edge_stat(i, prob._y[i])) for i in range(n)]
+    if prob.compiled:
+        psi_true = None
+        _warm_up(prob, w)
+    else:
+        psi_true = [prob.feature(i, prob.node_stat(prob._y[i]), prob.edge_stat(i, prob._y[i])) for i in range(n)]
     monitor = Monitor("subgradient", history, tol, verbose, callback)
     watch = Stopwatch(offset=history.last_time)
     epoch = history.last_iteration
@@ -110,16 +119,26 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
             # the dual certificate needs whole epochs: an interrupt mid-epoch rolls back to its start
             w_start, t_start, loss_start = w.copy(), t, loss_sum
             try:
-                for i in rng.permutation(n):
-                    y_star = prob.oracle_one(w, i)
-                    train_calls += 1
-                    loss = prob.hamming(i, y_star)
-                    w *= 1.0 - 1.0 / t
-                    if loss > 0:
-                        dpsi = psi_true[i] - prob.feature(i, prob.node_stat(y_star), prob.edge_stat(i, y_star))
-                        w += dpsi / (alpha * t)
-                    loss_sum += loss
-                    t += 1
+                perm = rng.permutation(n)
+                if prob.compiled:  # w is updated in place
+                    counters = np.array([t, 0], dtype=np.int64)
+                    sums = np.array([loss_sum])
+                    subgradient_epoch(*prob.kernel_args(), np.ascontiguousarray(perm, dtype=np.int64), alpha, w,
+                                      counters, sums)
+                    t, loss_sum = int(counters[0]), float(sums[0])
+                    train_calls += int(counters[1])
+                    prob.oracle_calls += int(counters[1])
+                else:
+                    for i in perm:
+                        y_star = prob.oracle_one(w, i)
+                        train_calls += 1
+                        loss = prob.hamming(i, y_star)
+                        w *= 1.0 - 1.0 / t
+                        if loss > 0:
+                            dpsi = psi_true[i] - prob.feature(i, prob.node_stat(y_star), prob.edge_stat(i, y_star))
+                            w += dpsi / (alpha * t)
+                        loss_sum += loss
+                        t += 1
             except KeyboardInterrupt:
                 w, t, loss_sum = w_start, t_start, loss_start
                 raise
@@ -154,3 +173,9 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
                         converged=monitor.converged, interrupted=interrupted,
                         info={"inference": prob.inference_note, "averaging": averaging,
                               "exact_oracle": prob.exact_oracle})
+
+
+def _warm_up(prob: SSVMProblem, w: np.ndarray) -> None:
+    """Build the kernel arguments and load (or compile) the epoch kernel with an empty pass, untimed."""
+    subgradient_epoch(*prob.kernel_args(), np.zeros(0, dtype=np.int64), 1.0, w,
+                      np.array([1, 0], dtype=np.int64), np.zeros(1))
