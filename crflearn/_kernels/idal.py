@@ -24,11 +24,103 @@ the oriented tree-reweighted one (``gini_otrw``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .simplex import project_simplex
 
-__all__ = ["idal_sweep", "idal_monitor", "idal_outer", "clique_order"]
+__all__ = ["idal_sweep", "idal_sweep_warm", "idal_monitor", "idal_outer", "clique_order"]
+
+
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Hint the cache to load ``arr[index]`` (``index`` a tuple); no effect on results.
+
+    A prefetch never faults, so ``index`` needs no bounds check.
+    """
+    if not isinstance(arr, types.Array) or not isinstance(index, types.UniTuple) or index.count != arr.ndim:
+        return None
+
+    def codegen(context, builder, sig, args):
+        aty, ity = sig.args
+        ary = context.make_array(aty)(context, builder, args[0])
+        idx = cgutils.unpack_tuple(builder, args[1], ity.count)
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, idx, wraparound=False)
+        i8p = ir.PointerType(ir.IntType(8))
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)  # mangles per LLVM version
+        # read access, high temporal locality, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, index), codegen
+
+
+@njit(cache=True)
+def _prefetch_clique(c, N, K, x_ptr, x_idx, x_val, base_n, mu_n, mu_e, zeta, inc_ptr, inc_slot):
+    """Prefetch what the update of clique ``c`` will read (cliques are visited in random order,
+    which defeats the hardware prefetcher); 8 float64 per cache line."""
+    if c < N:
+        lo = x_ptr[c]
+        hi = x_ptr[c + 1]
+        for j in range(lo, hi, 8):
+            _prefetch(x_idx, (j,))
+            _prefetch(x_val, (j,))
+        if hi > lo:
+            _prefetch(x_idx, (hi - 1,))
+            _prefetch(x_val, (hi - 1,))
+        for k in range(0, K, 8):
+            _prefetch(base_n, (c, k))
+            _prefetch(mu_n, (c, k))
+        _prefetch(base_n, (c, K - 1))
+        _prefetch(mu_n, (c, K - 1))
+        for j in range(inc_ptr[c], inc_ptr[c + 1]):
+            slot = inc_slot[j]
+            e = slot // 2
+            side = slot - 2 * e
+            for k in range(0, K, 8):
+                _prefetch(zeta, (e, side, k))
+            _prefetch(zeta, (e, side, K - 1))
+    else:
+        e = c - N
+        for i in range(0, K * K, 8):
+            _prefetch(mu_e, (e, i))
+        _prefetch(mu_e, (e, K * K - 1))
+        for side in range(2):
+            for k in range(0, K, 8):
+                _prefetch(zeta, (e, side, k))
+            _prefetch(zeta, (e, side, K - 1))
+
+
+@njit(cache=True)
+def _michelot_support(buf, cidx, n):
+    """Michelot's fixed point on the candidates ``buf[:n]`` (indices ``cidx[:n]``), which must
+    contain the support and be in index order. Compacts the support into ``buf[:ns]``,
+    ``cidx[:ns]`` and returns ``(tau, ns)``; same threshold as
+    :func:`~crflearn._kernels.simplex.michelot_threshold`.
+    """
+    total = 0.0
+    for j in range(n):
+        total += buf[j]
+    tau = (total - 1.0) / n
+    while True:
+        kept = 0
+        new_total = 0.0
+        for j in range(n):
+            x = buf[j]
+            buf[kept] = x
+            cidx[kept] = cidx[j]
+            keep = x > tau
+            kept += keep
+            new_total += x if keep else 0.0
+        if kept == n:
+            break
+        n = kept
+        tau = (new_total - 1.0) / n
+    return tau, n
 
 
 @njit(cache=True)
@@ -71,6 +163,12 @@ def _edge_theta(e, th, K, base_e, efeat, wp, zeta):
             th[a * K + b] -= za + zeta[e, 1, b]
 
 
+#: the warm-started projection of an edge keeps the entries above ``tau_prev - WARM_DELTA``
+#: (in units of the simplex) as candidates; the threshold moves by less than this between
+#: two visits of an edge except in the first epochs (then the cold path is taken)
+WARM_DELTA = 0.1
+
+
 @njit(cache=True)
 def idal_sweep(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
                edges, inc_ptr, inc_slot, wuT, wp, mu_n, mu_e, zeta,
@@ -79,6 +177,25 @@ def idal_sweep(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
 
     ``order[j] < N`` is node ``order[j]``, otherwise edge ``order[j] - N``. Updates
     ``mu_n``, ``mu_e``, ``zeta`` and (when ``inv_lam_n > 0``) ``wuT``, ``wp`` in place.
+    Returns the number of cliques whose step was non-zero. Same as :func:`idal_sweep_warm`
+    without remembered thresholds.
+    """
+    tau_e = np.full(mu_e.shape[0], np.nan)
+    return idal_sweep_warm(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
+                           edges, inc_ptr, inc_slot, wuT, wp, mu_n, mu_e, zeta,
+                           kappa, otrw_a, rho, inv_lam_n, tau_e)
+
+
+@njit(cache=True)
+def idal_sweep_warm(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
+                    edges, inc_ptr, inc_slot, wuT, wp, mu_n, mu_e, zeta,
+                    kappa, otrw_a, rho, inv_lam_n, tau_e):
+    """:func:`idal_sweep` with the simplex thresholds of the edge projections remembered.
+
+    ``tau_e`` (E,) holds the threshold of the last projection of every edge (NaN: none yet)
+    and is updated in place. It only selects the candidates of the next projection of that
+    edge (entries above ``tau_e - WARM_DELTA``, checked to contain the support, otherwise the
+    cold candidates above ``max - 1`` are used): results do not depend on it up to round-off.
     Returns the number of cliques whose step was non-zero.
     """
     N = mu_n.shape[0]
@@ -90,10 +207,18 @@ def idal_sweep(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
     rd = np.empty(K)
     cd = np.empty(K)
     rmu = np.empty(K)
+    idx = np.empty(KK, dtype=np.int64)
+    cidx = np.empty(KK, dtype=np.int64)
+    tg = np.zeros(KK)
     two_k = 2.0 * kappa
+    inv_2k = 1.0 / two_k
     moved = 0
-    for jj in range(order.shape[0]):
+    n_order = order.shape[0]
+    for jj in range(n_order):
         c = order[jj]
+        if jj + 1 < n_order:
+            _prefetch_clique(order[jj + 1], N, K, x_ptr, x_idx, x_val, base_n, mu_n, mu_e, zeta,
+                             inc_ptr, inc_slot)
         if c < N:
             v = c
             thv = th[:K]
@@ -136,6 +261,7 @@ def idal_sweep(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
         else:
             e = c - N
             _edge_theta(e, th, K, base_e, efeat, wp, zeta)
+            src = th
             if otrw_a > 0.0:
                 # linearised target: (theta + 2 kappa a M^T M mu) / (2 kappa)
                 for a in range(K):
@@ -147,27 +273,86 @@ def idal_sweep(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
                     shift = two_k * otrw_a * rmu[a]
                     for b in range(K):
                         d[a * K + b] = th[a * K + b] + shift
-                shift0 = two_k * project_simplex(d, 1.0 / two_k, tgt, buf)
-            else:
-                shift0 = two_k * project_simplex(th, 1.0 / two_k, tgt, buf)
-            num = 0.0
-            dd = 0.0
+                src = d
+            # projection threshold of src / (2 kappa): Michelot on candidates that contain the
+            # support, taken above the previous threshold of this edge when that is provably
+            # low enough (sum of (x - low)_+ >= 1), else above max - 1
+            low = tau_e[e] - WARM_DELTA
+            n = 0
             for i in range(KK):
-                di = tgt[i] - mu_e[e, i]
+                x = src[i] * inv_2k
+                buf[n] = x
+                cidx[n] = i
+                n += x > low
+            excess = 0.0
+            for j in range(n):
+                excess += buf[j] - low
+            if not excess >= 1.0:
+                m0 = -np.inf
+                m1 = -np.inf
+                m2 = -np.inf
+                m3 = -np.inf
+                for i in range(0, KK - 3, 4):
+                    x0 = src[i]
+                    x1 = src[i + 1]
+                    x2 = src[i + 2]
+                    x3 = src[i + 3]
+                    if x0 > m0:
+                        m0 = x0
+                    if x1 > m1:
+                        m1 = x1
+                    if x2 > m2:
+                        m2 = x2
+                    if x3 > m3:
+                        m3 = x3
+                for i in range(KK - KK % 4, KK):
+                    if src[i] > m0:
+                        m0 = src[i]
+                if m1 > m0:
+                    m0 = m1
+                if m3 > m2:
+                    m2 = m3
+                if m2 > m0:
+                    m0 = m2
+                low = m0 * inv_2k - 1.0
+                n = 0
+                for i in range(KK):
+                    x = src[i] * inv_2k
+                    buf[n] = x
+                    cidx[n] = i
+                    n += x > low
+            tau, ns = _michelot_support(buf, cidx, n)
+            tau_e[e] = tau
+            shift0 = two_k * tau
+            # target (non-zero on the support only) and the direction on its support (entries
+            # where target or mu is non-zero)
+            for j in range(ns):
+                tg[cidx[j]] = buf[j] - tau
+            nz = 0
+            for i in range(KK):
+                di = tg[i] - mu_e[e, i]
                 d[i] = di
-                if di != 0.0:
-                    num += (th[i] - two_k * mu_e[e, i] - shift0) * di
-                    dd += di * di
-            if dd <= 0.0:
+                idx[nz] = i
+                nz += di != 0.0
+            for j in range(ns):
+                tg[cidx[j]] = 0.0
+            if nz == 0:
                 continue
             for a in range(K):
                 rd[a] = 0.0
                 cd[a] = 0.0
-            for a in range(K):
-                for b in range(K):
-                    di = d[a * K + b]
-                    rd[a] += di
-                    cd[b] += di
+            num = 0.0
+            dd = 0.0
+            for j in range(nz):
+                i = idx[j]
+                di = d[i]
+                num += (th[i] - two_k * mu_e[e, i] - shift0) * di
+                dd += di * di
+                a = i // K
+                rd[a] += di
+                cd[i - a * K] += di
+            if dd <= 0.0:
+                continue
             rr = 0.0
             cc = 0.0
             for a in range(K):
@@ -185,13 +370,15 @@ def idal_sweep(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
             if gamma > 1.0:
                 gamma = 1.0
             moved += 1
-            for i in range(KK):
+            for j in range(nz):
+                i = idx[j]
                 mu_e[e, i] += gamma * d[i]
             if inv_lam_n > 0.0:
                 for f in range(efeat.shape[1]):
                     s = gamma * inv_lam_n * efeat[e, f]
                     if s != 0.0:
-                        for i in range(KK):
+                        for j in range(nz):
+                            i = idx[j]
                             wp[f, i] -= s * d[i]
             gr = gamma * rho
             for a in range(K):
@@ -354,11 +541,36 @@ def idal_outer(K, edges, mu_n, mu_e, xi, zeta, rho, eta, out):
         for a in range(K):
             r[a] = -mu_n[s, a]
             c[a] = -mu_n[t, a]
-        for a in range(K):
+        # four rows at a time: independent accumulation chains, same summation order
+        a = 0
+        while a + 4 <= K:
+            r0 = r[a]
+            r1 = r[a + 1]
+            r2 = r[a + 2]
+            r3 = r[a + 3]
+            o = a * K
+            for b in range(K):
+                m0 = mu_e[e, o + b]
+                m1 = mu_e[e, o + K + b]
+                m2 = mu_e[e, o + 2 * K + b]
+                m3 = mu_e[e, o + 3 * K + b]
+                r0 += m0
+                r1 += m1
+                r2 += m2
+                r3 += m3
+                c[b] = (((c[b] + m0) + m1) + m2) + m3
+            r[a] = r0
+            r[a + 1] = r1
+            r[a + 2] = r2
+            r[a + 3] = r3
+            a += 4
+        for a in range(a, K):
+            ra = r[a]
             for b in range(K):
                 m = mu_e[e, a * K + b]
-                r[a] += m
+                ra += m
                 c[b] += m
+            r[a] = ra
         for a in range(K):
             x0 = xi[e, 0, a] + eta * r[a]
             x1 = xi[e, 1, a] + eta * c[a]

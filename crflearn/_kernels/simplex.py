@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["project_simplex", "simplex_threshold"]
+__all__ = ["project_simplex", "simplex_threshold", "michelot_threshold"]
 
 
 @njit(cache=True)
@@ -41,17 +41,27 @@ def simplex_threshold(v, scale, buf):
         x = v[i]
         if x > vmax:
             vmax = x
-    vmax *= scale
-    low = vmax - 1.0
+    low = vmax * scale - 1.0
     # candidates: only entries above max - 1 can be in the support (branch-free compaction)
     n = 0
-    total = 0.0
     for i in range(m):
         x = v[i] * scale
         buf[n] = x
-        keep = x > low
-        n += keep
-        total += x if keep else 0.0
+        n += x > low
+    return michelot_threshold(buf, n)
+
+
+@njit(cache=True)
+def michelot_threshold(buf, n):
+    """Michelot's fixed point on the candidates ``buf[:n]`` (overwritten).
+
+    The candidates must contain every entry of the support (e.g. all entries above
+    ``max - 1``) and be in their original order; the threshold then does not depend on
+    which superset was passed. Returns ``tau``.
+    """
+    total = 0.0
+    for j in range(n):
+        total += buf[j]
     tau = (total - 1.0) / n
     while True:
         kept = 0

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels.idal import clique_order, idal_monitor, idal_outer, idal_sweep
+from .._kernels.idal import clique_order, idal_monitor, idal_outer, idal_sweep_warm
 from .._kernels.idal_engine import csr_arrays, incidence
 from .._validation import check_int, check_nonnegative, check_positive
 from ..graphs import GraphBatch
@@ -282,6 +282,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     gaps = np.zeros(n_cliques)
     have_gaps = False
     order = np.empty(n_cliques, dtype=np.int64)
+    tau_e = np.full(prob.n_edges, np.nan)  # last simplex threshold of every edge (warm starts)
     sums = np.empty(4)
     exact_ok = _infer_batch is not None and batch.is_forest()
 
@@ -303,9 +304,9 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
                 else:
                     clique_order(rng.permutation(prob.n).astype(np.int64), rng.random(n_cliques),
                                  batch.node_offsets, batch.edge_offsets, prob.n_nodes, order)
-                idal_sweep(order, prob.k, prob.base_n, prob.base_e, prob.x_ptr, prob.x_idx, prob.x_val,
-                           prob.x_sq, prob.efeat, prob.e_sq, prob.edges, prob.inc_ptr, prob.inc_slot,
-                           wuT, wp, mu_n, mu_e, zeta, kappa, otrw_a, rho, inv_lam_n)
+                idal_sweep_warm(order, prob.k, prob.base_n, prob.base_e, prob.x_ptr, prob.x_idx, prob.x_val,
+                                prob.x_sq, prob.efeat, prob.e_sq, prob.edges, prob.inc_ptr, prob.inc_slot,
+                                wuT, wp, mu_n, mu_e, zeta, kappa, otrw_a, rho, inv_lam_n, tau_e)
             idal_outer(prob.k, prob.edges, mu_n, mu_e, xi, zeta, rho, rho, outer)
             if (it - it0) % monitor_every and it != it0 + max_iter:
                 continue
