@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_compare.py [--ocr-time 40] [--snakes-time 15] [--out docs/_bench_compare.md]
+    python benchmarks/bench_compare.py [--ocr-time 30] [--snakes-time 12] [--out FILE.md]
 
 Writes the markdown tables to ``--out`` and the plots to ``docs/img/compare_<dataset>_*.png``.
 Needs the shared data sets (``$CRFLEARN_DATA`` or ``../shared/datasets``).
@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ocr-time", type=float, default=40.0, help="solver seconds per OCR run")
-    parser.add_argument("--snakes-time", type=float, default=15.0, help="solver seconds per snakes run")
-    parser.add_argument("--alpha-ocr", type=float, default=1e-2)
-    parser.add_argument("--alpha-snakes", type=float, default=1e-2)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "_bench_compare.md"))
+    parser.add_argument("--ocr-time", type=float, default=30.0, help="solver seconds per OCR run")
+    parser.add_argument("--snakes-time", type=float, default=12.0, help="solver seconds per snakes run")
+    parser.add_argument("--alpha-ocr", type=float, default=5e-4)
+    parser.add_argument("--alpha-snakes", type=float, default=5e-3)
+    parser.add_argument("--out", default="-", help="markdown output file (default: standard output)")
     parser.add_argument("--img", default=str(ROOT / "docs" / "img"))
     args = parser.parse_args(argv)
     command = "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -63,7 +63,11 @@ def main(argv=None) -> int:
               "Each gap is relative to the solver's own objective: IDAL = Gini-relaxed CRF, "
               "bcfw/subgradient/cutting_plane = structured SVM (hinge), lbfgs = CRF likelihood; "
               "only the test error (fraction of wrong nodes) compares the solvers directly.\n\n")
-    Path(args.out).write_text(header + "\n".join(sections), encoding="utf-8")
+    text = header + "\n".join(sections)
+    if args.out == "-":
+        print(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
     return 0
 
 

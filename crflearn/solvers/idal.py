@@ -71,9 +71,9 @@ def default_rho(batch: GraphBatch, model: PairwiseModel, alpha: float, kappa: fl
 
     ``rho * mean_degree = max(2 kappa, median_v ||x_v||^2 / (alpha n))``: the penalty's
     curvature on a node block balances the larger of the entropy curvature and the
-    curvature of the regulariser term, as suggested by DESIGN-idal section 4. The
-    sweeps in ``docs/_bench_idal.md`` show this within a factor ~2 of the best value on
-    OCR and on grids.
+    curvature of the regulariser term, as suggested by DESIGN-idal section 4. It is the
+    starting value: with ``rho_schedule="adaptive"`` (the default) the solver rebalances it;
+    on OCR it settles 4-8x higher (``docs/benchmarks.md``, section 2).
 
     Parameters
     ----------
