@@ -21,6 +21,7 @@ __all__ = [
     "check_positive",
     "check_nonnegative",
     "check_int",
+    "check_batch_structure",
 ]
 
 
@@ -218,3 +219,43 @@ def check_potentials(unary, pairwise, edges):
     if np.isnan(p).any() or np.isposinf(p).any():
         raise ValueError("pairwise contains NaN or +inf (-inf is allowed and forbids a pair)")
     return u, p, e
+
+
+def _check_offsets(offsets, name: str, total: int) -> np.ndarray:
+    arr = np.asarray(offsets)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] < 2:
+        raise ValueError(f"{name} must be 1-D with n_examples + 1 >= 2 entries, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr[0] != 0:
+        raise ValueError(f"{name}[0] must be 0, got {int(arr[0])}")
+    if (np.diff(arr) < 0).any():
+        raise ValueError(f"{name} must be non-decreasing")
+    if arr[-1] != total:
+        raise ValueError(f"{name}[-1] = {int(arr[-1])} but there are {total} rows")
+    return arr
+
+
+def check_batch_structure(edges, node_offsets, edge_offsets, n_nodes: int):
+    """Validate a flat batch's graph arrays; return ``(edges, node_offsets, edge_offsets)`` as int64.
+
+    Edges must use global node indices, stay inside their own example, and
+    contain no self-loops or duplicates.
+    """
+    e = check_edges(edges, n_nodes, "edges")
+    no = _check_offsets(node_offsets, "node_offsets", n_nodes)
+    eo = _check_offsets(edge_offsets, "edge_offsets", len(e))
+    if len(no) != len(eo):
+        raise ValueError(f"node_offsets has {len(no)} entries but edge_offsets has {len(eo)}; "
+                         "both must have n_examples + 1")
+    if len(e):
+        ex = np.repeat(np.arange(len(no) - 1), np.diff(eo))
+        lo = no[ex]
+        hi = no[ex + 1]
+        bad = (e[:, 0] < lo) | (e[:, 0] >= hi) | (e[:, 1] < lo) | (e[:, 1] >= hi)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"edges[{row}] = {e[row].tolist()} leaves its example {int(ex[row])} "
+                             f"(nodes {int(lo[row])}..{int(hi[row]) - 1})")
+    return e, no, eo

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._validation import check_batch_structure, check_labels
 from .graphs import GraphBatch
 
 __all__ = ["PairwiseModel", "hamming_loss_vectors"]
@@ -88,9 +89,15 @@ class PairwiseModel:
         if batch.n_edge_features != self.n_edge_features:
             raise ValueError(f"the data has {batch.n_edge_features} edge features, "
                              f"the model expects {self.n_edge_features}")
-        if batch.labels is not None and batch.labels.size and batch.labels.max() >= self.n_states:
-            raise ValueError(f"labels go up to {int(batch.labels.max())} but the model has "
-                             f"{self.n_states} states")
+        check_batch_structure(batch.edges, batch.node_offsets, batch.edge_offsets, batch.n_nodes)
+        if batch.node_features.shape[0] != batch.n_nodes:
+            raise ValueError(f"the batch has {batch.node_features.shape[0]} feature rows but "
+                             f"node_offsets[-1] = {batch.n_nodes}")
+        if batch.edge_features is not None and batch.edge_features.shape[0] != batch.n_edges:
+            raise ValueError(f"the batch has {batch.edge_features.shape[0]} edge feature rows but "
+                             f"{batch.n_edges} edges")
+        if batch.labels is not None:
+            check_labels(batch.labels, batch.n_nodes, self.n_states, name="batch.labels")
 
     # -- potentials -----------------------------------------------------------------------
     def potentials(self, w: np.ndarray, batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:

@@ -88,7 +88,7 @@ def test_check_batch_mismatch():
         PairwiseModel(3, 4).check_batch(batch)
     with pytest.raises(ValueError, match="edge features"):
         PairwiseModel(3, 3, 2).check_batch(batch)
-    with pytest.raises(ValueError, match="states"):
+    with pytest.raises(ValueError, match="outside 0..1"):
         PairwiseModel(2, 3).check_batch(batch)
 
 
@@ -99,3 +99,36 @@ def test_hamming_loss_counts_wrong_nodes():
     for labels in itertools.islice(itertools.product(range(3), repeat=batch.n_nodes), 0, 50):
         labels = np.array(labels)
         assert loss[np.arange(batch.n_nodes), labels].sum() == np.sum(labels != batch.labels)
+
+
+def test_check_batch_rejects_corrupt_batches():
+    rng = np.random.default_rng(5)
+    batch = _batch(rng)
+    model = PairwiseModel(3, 3)
+    model.check_batch(batch)
+    bad_labels = batch.subset(range(batch.n_examples))
+    bad_labels.labels = bad_labels.labels.copy()
+    bad_labels.labels[0] = -1
+    with pytest.raises(ValueError, match="outside 0..2"):
+        model.check_batch(bad_labels)
+    short = batch.subset(range(batch.n_examples))
+    short.labels = short.labels[:-1]
+    with pytest.raises(ValueError, match="labels"):
+        model.check_batch(short)
+    crossing = batch.subset(range(batch.n_examples))
+    crossing.edges = crossing.edges.copy()
+    crossing.edges[0, 1] = batch.n_nodes - 1  # an edge of example 0 into the last example
+    with pytest.raises(ValueError, match="leaves its example"):
+        model.check_batch(crossing)
+
+
+def test_solvers_reject_negative_labels():
+    from crflearn.solvers import get_solver
+
+    rng = np.random.default_rng(6)
+    batch = _batch(rng)
+    batch.labels = batch.labels.copy()
+    batch.labels[2] = -1
+    for name in ("idal", "bcfw", "subgradient", "cutting_plane", "lbfgs"):
+        with pytest.raises(ValueError, match="-1|negative|outside"):
+            get_solver(name)(batch, PairwiseModel(3, 3), alpha=1.0, max_iter=1, tol=0.0)
