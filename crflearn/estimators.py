@@ -324,9 +324,13 @@ class CRF(BaseEstimator):
 
     def _potentials(self, batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
         """Log-potentials of a batch without the bias column (the intercept is added, not a copied column)."""
+        wu, wp = self.model_.split(self.coef_)  # coef_ is the single source of truth
         model = PairwiseModel(len(self.classes_), self.n_features_in_, self.n_edge_features_in_)
-        unary, pairwise = model.potentials(model.join(self.unary_coef_, self.pairwise_coef_), batch)
-        unary += self.intercept_
+        if self._fit_intercept_used:
+            unary, pairwise = model.potentials(model.join(wu[:, :-1], wp), batch)
+            unary += wu[:, -1]
+        else:
+            unary, pairwise = model.potentials(model.join(wu, wp), batch)
         return unary, pairwise
 
     def _set_coef(self, w: np.ndarray, model: PairwiseModel, fit_intercept: bool) -> None:
@@ -335,13 +339,16 @@ class CRF(BaseEstimator):
         wu, wp = model.split(w)
         self.coef_ = w
         self.model_ = model
+        # read-only views of coef_: one source of truth for predict, save and the readable attributes
         if fit_intercept:
-            self.unary_coef_ = wu[:, :-1].copy()
-            self.intercept_ = wu[:, -1].copy()
+            self.unary_coef_ = wu[:, :-1]
+            self.intercept_ = wu[:, -1]
         else:
-            self.unary_coef_ = wu.copy()
+            self.unary_coef_ = wu
             self.intercept_ = np.zeros(model.n_states)
-        self.pairwise_coef_ = wp.copy()
+        self.pairwise_coef_ = wp
+        for view in (self.unary_coef_, self.intercept_, self.pairwise_coef_):
+            view.flags.writeable = False
 
     # -- fit ----------------------------------------------------------------------------
     def fit(self, X: Sequence, y: Sequence | None = None) -> "CRF":
@@ -379,6 +386,8 @@ class CRF(BaseEstimator):
 
         warm_state = None
         signature = (self.solver, batch.n_examples, batch.n_nodes, batch.n_edges)
+        if self.solver in ("bcfw", "subgradient"):  # their state is scaled by 1 / alpha
+            signature += (float(self.alpha),)
         if self.warm_start and getattr(self, "_solver_state", None) is not None:
             if (classes.dtype.kind != self.classes_.dtype.kind or not np.array_equal(classes, self.classes_)
                     or n_features != self.n_features_in_ or n_edge_features != self.n_edge_features_in_
@@ -388,7 +397,8 @@ class CRF(BaseEstimator):
             if signature == self._warm_signature:
                 warm_state = self._solver_state
             else:
-                warnings.warn("warm_start=True but the solver or the training set changed shape; "
+                warnings.warn("warm_start=True but the solver, the training set or (bcfw, subgradient) alpha "
+                              "changed; "
                               "starting afresh", UserWarning, stacklevel=2)
 
         seed = self.random_state

@@ -333,3 +333,32 @@ def test_compiled_epochs_match_python_path(monkeypatch, name, averaging, edge_fe
     monkeypatch.setattr(_ssvm, "_COMPILED_EPOCHS", True)
     cont = _fit(name, batch, model, **{**kw, "max_iter": 2}, warm_start=ref.state)
     assert cont.n_iter == 17
+
+
+@pytest.mark.parametrize("name", ["bcfw", "subgradient"])
+def test_warm_start_with_another_alpha_is_refused(name):
+    # their state (weights, dual bookkeeping) is scaled by 1/alpha: reusing it would report invalid bounds
+    batch, model = _chain_problem()
+    first = _fit(name, batch, model, alpha=1.0, max_iter=3)
+    with pytest.raises(ValueError, match="alpha"):
+        _fit(name, batch, model, alpha=0.01, max_iter=1, warm_start=first.state)
+    again = _fit(name, batch, model, alpha=1.0, max_iter=1, warm_start=first.state)
+    assert again.n_iter == first.n_iter + 1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimator_warm_start_after_alpha_change_starts_afresh():
+    from crflearn import CRF
+
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(n, 2)) for n in (3, 4, 2, 3)]
+    y = [rng.integers(0, 2, size=len(x)) for x in X]
+    crf = CRF(solver="bcfw", alpha=1.0, max_iter=3, warm_start=True, random_state=0).fit(X, y)
+    crf.set_params(alpha=0.01, max_iter=2)
+    with pytest.warns(UserWarning, match="starting afresh"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            crf.fit(X, y)
+    h = crf.history_
+    assert h["iteration"][0] == 1
+    assert np.all(h["dual"] <= h["primal"] + 1e-12)

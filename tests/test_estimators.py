@@ -354,3 +354,16 @@ def test_warm_start_with_other_classes_or_data(chain_data):
     assert crf.n_iter_ == 3
     cold = CRF(alpha=0.1, max_iter=3, tol=0.0, random_state=0).fit(X[:5], y[:5])
     np.testing.assert_allclose(crf.coef_, cold.coef_)
+
+
+def test_readable_coefficients_are_read_only_views_of_coef(chain_data):
+    X, y = chain_data[:2]
+    crf = CRF(max_iter=5, tol=0.0, random_state=0).fit(X, y)
+    for name in ("unary_coef_", "intercept_", "pairwise_coef_"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(crf, name)[...] = 0.0
+    before = crf.predict(X)
+    crf.coef_[:] = 0.0  # coef_ drives predict: all-zero weights give a constant labelling
+    after = crf.predict(X)
+    assert all(np.all(p == p[0]) for p in after)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))

@@ -91,8 +91,13 @@ def check_common(batch, model, alpha, max_iter, tol, callback, verbose) -> tuple
     return alpha, int(max_iter), tol
 
 
-def check_warm_state(warm_start, keys: tuple[str, ...], solver: str) -> dict | None:
-    """Return ``warm_start`` (a previous ``SolverResult.state``) after checking it has ``keys``."""
+def check_warm_state(warm_start, keys: tuple[str, ...], solver: str, alpha: float | None = None) -> dict | None:
+    """Return ``warm_start`` (a previous ``SolverResult.state``) after checking it has ``keys``.
+
+    With ``alpha`` given, the state must have been computed with the same ``alpha`` (its
+    weights and dual bookkeeping are scaled by ``1 / alpha``; reusing them with another
+    ``alpha`` would report invalid bounds).
+    """
     if warm_start is None:
         return None
     if not isinstance(warm_start, dict):
@@ -102,6 +107,10 @@ def check_warm_state(warm_start, keys: tuple[str, ...], solver: str) -> dict | N
     if missing:
         raise ValueError(f"warm_start lacks {missing}: {solver} can only warm start from the state of a "
                          f"previous {solver} run on the same data")
+    if alpha is not None and "alpha" in warm_start and not np.isclose(float(warm_start["alpha"]), alpha,
+                                                                          rtol=1e-12, atol=0.0):
+        raise ValueError(f"warm_start was computed with alpha={float(warm_start['alpha']):g} but alpha={alpha:g}: "
+                         f"{solver} can only warm start with the same alpha")
     return warm_start
 
 

@@ -87,7 +87,7 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
     alpha, max_iter, tol = check_common(batch, model, alpha, max_iter, tol, callback, verbose)
     if averaging not in _AVERAGING:
         raise ValueError(f"averaging must be one of {list(_AVERAGING)}, got {averaging!r}")
-    warm = check_warm_state(warm_start, _STATE_KEYS, "bcfw")
+    warm = check_warm_state(warm_start, _STATE_KEYS, "bcfw", alpha)
     prob = SSVMProblem(batch, model, alpha, inference)
     rng = np.random.default_rng(random_state)
     n, lam = prob.n, alpha
@@ -187,7 +187,7 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
     if not (monitor.converged or interrupted or stopped):
         warn_not_converged("bcfw", max_iter, monitor.last_rel_gap, tol)
     hist = history.to_dict()
-    state = dict(w=w.copy(), ell=ell, node_stats=node_stats, edge_stats=edge_stats, block_losses=block_losses,
+    state = dict(alpha=alpha, w=w.copy(), ell=ell, node_stats=node_stats, edge_stats=edge_stats, block_losses=block_losses,
                  w_avg=np.array(w_avg), ell_avg=ell_avg, n_steps=n_steps, history=hist)
     return SolverResult(w=np.array(w_rep, dtype=np.float64), n_iter=epoch, state=state, history=hist,
                         converged=monitor.converged, interrupted=interrupted,

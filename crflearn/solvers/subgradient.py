@@ -83,7 +83,7 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
     alpha, max_iter, tol = check_common(batch, model, alpha, max_iter, tol, callback, verbose)
     if averaging not in _AVERAGING:
         raise ValueError(f"averaging must be one of {list(_AVERAGING)}, got {averaging!r}")
-    warm = check_warm_state(warm_start, _STATE_KEYS, "subgradient")
+    warm = check_warm_state(warm_start, _STATE_KEYS, "subgradient", alpha)
     prob = SSVMProblem(batch, model, alpha, inference)
     rng = np.random.default_rng(random_state)
     n = prob.n
@@ -167,7 +167,7 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
     if not (monitor.converged or interrupted or stopped):
         warn_not_converged("subgradient", max_iter, monitor.last_rel_gap, tol)
     hist = history.to_dict()
-    state = dict(w=w.copy(), t=t, loss_sum=loss_sum, w_avg=np.array(w_avg), ell_avg=ell_avg,
+    state = dict(alpha=alpha, w=w.copy(), t=t, loss_sum=loss_sum, w_avg=np.array(w_avg), ell_avg=ell_avg,
                  avg_weight=avg_weight, history=hist)
     return SolverResult(w=np.array(w_rep, dtype=np.float64), n_iter=epoch, state=state, history=hist,
                         converged=monitor.converged, interrupted=interrupted,
