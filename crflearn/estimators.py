@@ -146,7 +146,7 @@ class CRF(BaseEstimator):
     entropy : {"gini", "gini_otrw"}, default="gini"
         IDAL only: entropy surrogate.
     loss_augmented : bool, default=False
-        IDAL only: add the Hamming loss to the scores (softmax-margin training).
+        IDAL and lbfgs: add the Hamming loss to the scores (softmax-margin training).
     sampling : {"uniform", "gap"}, default="uniform"
         IDAL only: order of the clique updates (uniform random or proportional
         to the per-clique duality gaps).
@@ -303,6 +303,8 @@ class CRF(BaseEstimator):
             options.update(kappa=float(self.kappa), rho=None if self.rho is None else float(self.rho),
                            inner_epochs=int(self.inner_epochs), entropy=self.entropy,
                            loss_augmented=bool(self.loss_augmented), sampling=self.sampling)
+        elif self.solver == "lbfgs":  # softmax-margin CRF with exact inference
+            options.update(loss_augmented=bool(self.loss_augmented))
         if self.solver_params is not None:
             if not isinstance(self.solver_params, dict):
                 raise TypeError(f"solver_params must be a dict or None, got {type(self.solver_params).__name__}")

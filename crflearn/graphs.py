@@ -80,7 +80,10 @@ def grid_edges(height: int, width: int, connectivity: int = 4) -> np.ndarray:
 
 
 def is_forest(edges: np.ndarray, n_nodes: int) -> bool:
-    """Whether the undirected graph has no cycle (union-find).
+    """Whether the undirected graph has no cycle.
+
+    A graph without duplicate edges is a forest exactly when
+    ``n_edges == n_nodes - n_connected_components``.
 
     Parameters
     ----------
@@ -88,23 +91,14 @@ def is_forest(edges: np.ndarray, n_nodes: int) -> bool:
         Node indices in ``0..n_nodes-1``; assumed free of duplicates/self-loops.
     n_nodes : int
     """
+    from scipy.sparse.csgraph import connected_components
+
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     if len(edges) >= n_nodes:
         return False
-    parent = np.arange(n_nodes)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for s, t in edges:
-        rs, rt = find(int(s)), find(int(t))
-        if rs == rt:
-            return False
-        parent[rs] = rt
-    return True
+    adjacency = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_nodes, n_nodes))
+    n_components = connected_components(adjacency, directed=False, return_labels=False)
+    return len(edges) == n_nodes - n_components
 
 
 def from_networkx(graph, *, feature_attr: str = "x", label_attr: str = "y",

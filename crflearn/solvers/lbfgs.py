@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
+from .._validation import check_int
 from ._base import SolverResult, warn_interrupted, warn_not_converged
 from ._history import ConvergenceHistory, Stopwatch
 from ._ssvm import Monitor, check_common
@@ -123,8 +124,7 @@ def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter
     alpha, max_iter, tol = check_common(batch, model, alpha, max_iter, tol, callback, verbose)
     if not isinstance(loss_augmented, (bool, np.bool_)):
         raise TypeError(f"loss_augmented must be a bool, got {loss_augmented!r}")
-    if isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1:
-        raise ValueError(f"memory must be a positive integer, got {memory!r}")
+    memory = check_int(memory, "memory", 1)
     if not batch.is_forest():
         raise ValueError("fit_lbfgs needs exact inference, which is only available on forests "
                          "(chains/trees); the batch has a cycle: use solver='idal' or an SSVM baseline")
