@@ -26,7 +26,6 @@ from .models import PairwiseModel
 
 __all__ = ["CRF"]
 
-_IDAL_PARAMS = ("kappa", "rho", "inner_epochs", "entropy", "loss_augmented", "sampling")
 _COMMON_SOLVER_ARGS = ("alpha", "max_iter", "tol", "verbose", "random_state", "warm_start", "callback")
 _ENTROPIES = ("gini", "gini_otrw")
 _SAMPLINGS = ("uniform", "gap")
