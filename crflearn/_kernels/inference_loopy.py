@@ -29,6 +29,23 @@ from .inference_tree import exp_form, lse_message, lse_vector
 
 
 @njit(cache=True)
+def _store_message(new, msgs, idx, k, delta):
+    """Write ``new[:k]`` into ``msgs[idx]``; return ``max(delta, largest change)`` (inf if a
+    message entry switches between finite and -inf)."""
+    for y in range(k):
+        old = msgs[idx, y]
+        if new[y] != old:
+            if new[y] == -np.inf or old == -np.inf:
+                delta = np.inf
+            else:
+                d = abs(new[y] - old)
+                if d > delta:
+                    delta = d
+        msgs[idx, y] = new[y]
+    return delta
+
+
+@njit(cache=True)
 def _msg_index(edges, e, source):
     return 2 * e if edges[e, 0] == source else 2 * e + 1
 
@@ -208,16 +225,7 @@ def loopy_sum_product(unary, pw3, shared, edges, node_offsets, edge_offsets, act
                                     z = new[y]
                             for y in range(k):
                                 new[y] -= z
-                        for y in range(k):
-                            old = logm[idx, y]
-                            if new[y] != old:
-                                if new[y] == -np.inf or old == -np.inf:
-                                    delta = np.inf
-                                else:
-                                    d = abs(new[y] - old)
-                                    if d > delta:
-                                        delta = d
-                            logm[idx, y] = new[y]
+                        delta = _store_message(new, logm, idx, k, delta)
                         _node_belief(t, unary, logm, edges, adj_ptr, adj_edge, rho, belief[t])
                     if collapsed:
                         break
@@ -562,16 +570,7 @@ def loopy_max_product(unary, pw3, shared, edges, node_offsets, edge_offsets, act
                                     new[y] = -np.inf
                                 else:
                                     new[y] = (1.0 - damping) * new[y] + damping * msg[idx, y]
-                        for y in range(k):
-                            old = msg[idx, y]
-                            if new[y] != old:
-                                if new[y] == -np.inf or old == -np.inf:
-                                    delta = np.inf
-                                else:
-                                    d = abs(new[y] - old)
-                                    if d > delta:
-                                        delta = d
-                            msg[idx, y] = new[y]
+                        delta = _store_message(new, msg, idx, k, delta)
             # decode in node order: earlier neighbours by their labels, later ones by their messages
             for s in range(lo, hi):
                 for a in range(k):
