@@ -273,3 +273,17 @@ def test_clear_import_error_without_torch():
             "except ImportError as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install crflearn[neural]" in out.stdout
+
+
+def test_fit_leaves_the_global_torch_seed_alone():
+    torch = pytest.importorskip("torch")
+    from crflearn.neural import NeuralCRF
+
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(4, 3)) for _ in range(6)]
+    y = [rng.integers(0, 2, size=4) for _ in range(6)]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    NeuralCRF(module="linear", max_epochs=1, random_state=0).fit(X, y)
+    assert torch.equal(torch.rand(3), expected)

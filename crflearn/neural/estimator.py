@@ -309,7 +309,17 @@ class NeuralCRF(BaseEstimator):
         Returns
         -------
         self
+
+        Notes
+        -----
+        Training seeds torch from ``random_state`` inside :func:`torch.random.fork_rng`, so the
+        caller's global torch random state is left as it was.
         """
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            return self._fit(X, y)
+
+    def _fit(self, X, y) -> "NeuralCRF":
         self._check_params()
         if y is None:
             raise ValueError("y is required: NeuralCRF is supervised")
