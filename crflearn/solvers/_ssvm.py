@@ -344,3 +344,10 @@ class Monitor:
         if self.callback is not None and self.callback({**rec, "w": w.copy()}):
             stop = True
         return stop
+
+    def record_ssvm(self, prob: "SSVMProblem", w: np.ndarray, ell: float, **row) -> bool:
+        """Record the SSVM primal at ``w`` and the dual value of the point ``(w, ell)``
+        (weights and averaged loss of a dual-feasible point); return True to stop."""
+        primal, _ = prob.primal(w)
+        return self.record(w, primal=primal, dual=prob.dual_value(w, ell),
+                           exact_oracle=float(prob.exact_oracle), **row)

@@ -172,10 +172,8 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
             epoch += 1
             with watch.paused():
                 w_rep, ell_rep = (w_avg, ell_avg) if averaging != "none" else (w, ell)
-                primal, _ = prob.primal(w_rep)
-                dual = prob.dual_value(w_rep, ell_rep)
-                stop = monitor.record(w_rep, iteration=epoch, time=watch.elapsed(), primal=primal, dual=dual,
-                                      oracle_calls=train_calls, exact_oracle=float(prob.exact_oracle))
+                stop = monitor.record_ssvm(prob, w_rep, ell_rep, iteration=epoch, time=watch.elapsed(),
+                                           oracle_calls=train_calls)
             if stop:
                 stopped = True
                 break
@@ -187,8 +185,8 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
     if not (monitor.converged or interrupted or stopped):
         warn_not_converged("bcfw", max_iter, monitor.last_rel_gap, tol)
     hist = history.to_dict()
-    state = dict(alpha=alpha, w=w.copy(), ell=ell, node_stats=node_stats, edge_stats=edge_stats, block_losses=block_losses,
-                 w_avg=np.array(w_avg), ell_avg=ell_avg, n_steps=n_steps, history=hist)
+    state = dict(alpha=alpha, w=w.copy(), ell=ell, node_stats=node_stats, edge_stats=edge_stats,
+                 block_losses=block_losses, w_avg=np.array(w_avg), ell_avg=ell_avg, n_steps=n_steps, history=hist)
     return SolverResult(w=np.array(w_rep, dtype=np.float64), n_iter=epoch, state=state, history=hist,
                         converged=monitor.converged, interrupted=interrupted,
                         info={"inference": prob.inference_note, "averaging": averaging,

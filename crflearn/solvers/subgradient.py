@@ -152,10 +152,8 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
                 ell_avg = (1.0 - rho) * ell_avg + rho * ell
             with watch.paused():
                 w_rep, ell_rep = (w_avg, ell_avg) if averaging != "none" else (w, ell)
-                primal, _ = prob.primal(w_rep)
-                dual = prob.dual_value(w_rep, ell_rep)
-                stop = monitor.record(w_rep, iteration=epoch, time=watch.elapsed(), primal=primal, dual=dual,
-                                      oracle_calls=train_calls, exact_oracle=float(prob.exact_oracle))
+                stop = monitor.record_ssvm(prob, w_rep, ell_rep, iteration=epoch, time=watch.elapsed(),
+                                           oracle_calls=train_calls)
             if stop:
                 stopped = True
                 break
