@@ -6,16 +6,21 @@ labelings or marginals). Learners touch a model only through these methods.
 
 Weight layout (``w`` is flat, length :attr:`PairwiseModel.size`):
 
-* unary block ``W_u`` of shape ``(n_states, n_features)``: ``unary[v, k] = W_u[k] . x_v``;
+* unary block ``W_u`` of shape ``(n_states, n_features + fit_intercept)``:
+  ``unary[v, k] = W_u[k, :p] . x_v + W_u[k, p]`` (the last column is the per-label intercept
+  when ``fit_intercept=True``; only this module knows that);
 * pairwise block ``W_p`` of shape ``(n_states, n_states)`` when there are no edge
   features (one matrix shared by all edges), or ``(n_edge_features, n_states, n_states)``
   with ``pairwise[e] = sum_f x_e[f] W_p[f]``.
 
 ``pairwise[e, a, b]`` scores ``y_s = a, y_t = b`` for ``edges[e] = (s, t)``.
-A bias is not special: append a constant feature (:meth:`GraphBatch.with_bias`).
+Kernels read features through one bundled :class:`FeatureView` (:meth:`PairwiseModel.feature_view`)
+and weights in the kernel layout of :meth:`PairwiseModel.to_kernel` / :meth:`PairwiseModel.from_kernel`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,7 +28,45 @@ import scipy.sparse as sp
 from ._validation import check_batch_structure, check_labels
 from .graphs import GraphBatch
 
-__all__ = ["PairwiseModel", "hamming_loss_vectors"]
+__all__ = ["PairwiseModel", "FeatureView", "hamming_loss_vectors"]
+
+#: dense node features with at most this fraction of non-zeros go to the kernels as CSR (``form="auto"``)
+CSR_DENSITY = 0.5
+
+
+class FeatureView(NamedTuple):
+    """Node and edge features of a batch as the kernels read them (built once per fit).
+
+    Node features include the intercept column (last) when the model fits one.
+
+    Attributes
+    ----------
+    dense : ndarray (n_nodes, n_inputs) or (0, 1)
+        Dense node features, or an empty placeholder when ``sparse``.
+    indptr, indices, data : ndarray
+        CSR node features (sorted indices, explicit zeros removed), or empty placeholders
+        (``indptr`` of length 1) when not ``sparse``.
+    sparse : bool
+        Whether the kernels should read the CSR form.
+    sq_norms : ndarray (n_nodes,)
+        ``||x_v||^2`` of every node (intercept included).
+    edge_features : ndarray (n_edges, q)
+        Edge features; a column of ones (``q = 1``) when pairwise potentials are shared.
+    edge_sq_norms : ndarray (n_edges,)
+        ``||x_e||^2`` of every edge.
+    shared : bool
+        Whether one ``(K, K)`` pairwise matrix is shared by all edges.
+    """
+
+    dense: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    sparse: bool
+    sq_norms: np.ndarray
+    edge_features: np.ndarray
+    edge_sq_norms: np.ndarray
+    shared: bool
 
 
 class PairwiseModel:
@@ -37,9 +80,12 @@ class PairwiseModel:
         Node feature dimension ``p``.
     n_edge_features : int or None
         Edge feature dimension ``q``; None for a single shared ``K x K`` matrix.
+    fit_intercept : bool, default=False
+        Add a per-label intercept to the unary scores (stored as the last column of ``W_u``).
     """
 
-    def __init__(self, n_states: int, n_features: int, n_edge_features: int | None = None):
+    def __init__(self, n_states: int, n_features: int, n_edge_features: int | None = None, *,
+                 fit_intercept: bool = False):
         if n_states < 1:
             raise ValueError(f"n_states must be >= 1, got {n_states}")
         if n_features < 1:
@@ -49,15 +95,21 @@ class PairwiseModel:
         self.n_states = int(n_states)
         self.n_features = int(n_features)
         self.n_edge_features = None if n_edge_features is None else int(n_edge_features)
+        self.fit_intercept = bool(fit_intercept)
 
     def __repr__(self) -> str:
         return (f"PairwiseModel(n_states={self.n_states}, n_features={self.n_features}, "
-                f"n_edge_features={self.n_edge_features})")
+                f"n_edge_features={self.n_edge_features}, fit_intercept={self.fit_intercept})")
 
     # -- layout -------------------------------------------------------------------------
     @property
+    def n_inputs(self) -> int:
+        """Columns of ``W_u``: the node features plus the intercept column when fitted."""
+        return self.n_features + int(self.fit_intercept)
+
+    @property
     def size_unary(self) -> int:
-        return self.n_states * self.n_features
+        return self.n_states * self.n_inputs
 
     @property
     def pairwise_shape(self) -> tuple[int, ...]:
@@ -74,13 +126,88 @@ class PairwiseModel:
         w = np.asarray(w, dtype=np.float64)
         if w.shape != (self.size,):
             raise ValueError(f"w must have shape ({self.size},), got {w.shape}")
-        return (w[: self.size_unary].reshape(self.n_states, self.n_features),
+        return (w[: self.size_unary].reshape(self.n_states, self.n_inputs),
                 w[self.size_unary:].reshape(self.pairwise_shape))
 
     def join(self, unary_weights: np.ndarray, pairwise_weights: np.ndarray) -> np.ndarray:
-        """Flat weight vector from ``(W_u, W_p)``."""
+        """Flat weight vector from ``(W_u, W_p)`` (``W_u`` with the intercept column when fitted)."""
         return np.concatenate([np.asarray(unary_weights, dtype=np.float64).ravel(),
                                np.asarray(pairwise_weights, dtype=np.float64).ravel()])
+
+    def unary_coef(self, w: np.ndarray) -> np.ndarray:
+        """View ``(n_states, n_features)`` of the unary weights, intercept excluded."""
+        return self.split(w)[0][:, : self.n_features]
+
+    def intercept(self, w: np.ndarray) -> np.ndarray:
+        """Per-label intercept ``(n_states,)``: a view of ``w``, or zeros when not fitted."""
+        wu = self.split(w)[0]
+        return wu[:, self.n_features] if self.fit_intercept else np.zeros(self.n_states)
+
+    def pairwise_coef(self, w: np.ndarray) -> np.ndarray:
+        """View of the pairwise weights, shape :attr:`pairwise_shape`."""
+        return self.split(w)[1]
+
+    def to_kernel(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights in the kernel layout: ``wuT (n_inputs, K)`` and ``wp (q, K*K)`` (copies, C order).
+
+        ``q`` is 1 for shared pairwise potentials (matching the ones column of
+        :attr:`FeatureView.edge_features`).
+        """
+        wu, wp = self.split(w)
+        k = self.n_states
+        return np.ascontiguousarray(wu.T), np.ascontiguousarray(wp.reshape(-1, k * k))
+
+    def from_kernel(self, wuT: np.ndarray, wp: np.ndarray) -> np.ndarray:
+        """Flat weight vector from the kernel layout of :meth:`to_kernel`."""
+        return self.join(np.asarray(wuT).T, np.asarray(wp).reshape(self.pairwise_shape))
+
+    def design(self, batch: GraphBatch):
+        """Node features with the intercept column of ones appended (last) when fitted."""
+        x = batch.node_features
+        if not self.fit_intercept:
+            return x
+        ones = np.ones((x.shape[0], 1))
+        if sp.issparse(x):
+            return sp.hstack([x, sp.csr_matrix(ones)], format="csr")
+        return np.hstack([x, ones])
+
+    def feature_view(self, batch: GraphBatch, form: str = "auto") -> FeatureView:
+        """The batch's features bundled for the kernels (see :class:`FeatureView`).
+
+        Parameters
+        ----------
+        batch : GraphBatch
+        form : {"auto", "csr", "dense"}
+            ``"csr"``: always CSR; ``"dense"``: always dense; ``"auto"``: CSR for sparse input
+            or dense input with at most ``CSR_DENSITY`` non-zeros, dense otherwise.
+        """
+        if form not in ("auto", "csr", "dense"):
+            raise ValueError(f"form must be 'auto', 'csr' or 'dense', got {form!r}")
+        x = self.design(batch)
+        if form == "auto":
+            use_csr = sp.issparse(x) or (x.size > 0 and np.count_nonzero(x) <= CSR_DENSITY * x.size)
+        else:
+            use_csr = form == "csr"
+        if use_csr:
+            mat = sp.csr_matrix(x, dtype=np.float64, copy=True)
+            mat.eliminate_zeros()
+            mat.sort_indices()
+            dense = np.zeros((0, 1))
+            indptr = np.ascontiguousarray(mat.indptr, dtype=np.int64)
+            indices = np.ascontiguousarray(mat.indices, dtype=np.int64)
+            data = np.ascontiguousarray(mat.data, dtype=np.float64)
+            sq = np.asarray(mat.multiply(mat).sum(axis=1), dtype=np.float64).ravel()
+        else:
+            dense = np.ascontiguousarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+            indptr, indices, data = np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+            sq = np.einsum("ij,ij->i", dense, dense)
+        shared = self.n_edge_features is None
+        if shared:
+            ef = np.ones((batch.n_edges, 1))
+        else:
+            ef = np.ascontiguousarray(batch.edge_features, dtype=np.float64).reshape(batch.n_edges, -1)
+        return FeatureView(dense, indptr, indices, data, bool(use_csr), np.ascontiguousarray(sq), ef,
+                           np.einsum("ij,ij->i", ef, ef), shared)
 
     def check_batch(self, batch: GraphBatch) -> None:
         """Raise ``ValueError`` if ``batch`` does not fit this model."""
@@ -109,7 +236,10 @@ class PairwiseModel:
         pairwise : ndarray (n_states, n_states) if shared, else (n_edges, n_states, n_states)
         """
         wu, wp = self.split(w)
-        unary = np.ascontiguousarray(batch.node_features @ wu.T, dtype=np.float64)
+        unary = np.asarray(batch.node_features @ wu[:, : self.n_features].T, dtype=np.float64)
+        if self.fit_intercept:
+            unary = unary + wu[:, self.n_features]
+        unary = np.ascontiguousarray(unary)
         if self.n_edge_features is None:
             pairwise = np.ascontiguousarray(wp)
         else:
@@ -133,8 +263,7 @@ class PairwiseModel:
         k = self.n_states
         node_marg = np.zeros((batch.n_nodes, k))
         node_marg[np.arange(batch.n_nodes), y] = 1.0
-        wu = np.asarray(node_marg.T @ batch.node_features if not batch.is_sparse
-                        else (batch.node_features.T @ node_marg).T)
+        wu = self._unary_statistic(batch, node_marg)
         if self.n_edge_features is None:
             wp = np.zeros((k, k))
             if batch.n_edges:
@@ -159,8 +288,7 @@ class PairwiseModel:
         """
         k = self.n_states
         mu = np.asarray(node_marginals, dtype=np.float64)
-        x = batch.node_features
-        wu = (x.T @ mu).T if sp.issparse(x) else mu.T @ x
+        wu = self._unary_statistic(batch, mu)
         em = np.asarray(edge_marginals, dtype=np.float64)
         if self.n_edge_features is None:
             wp = em if em.ndim == 2 else em.sum(axis=0) if len(em) else np.zeros((k, k))
@@ -169,6 +297,14 @@ class PairwiseModel:
                 raise ValueError("per-edge marginals are needed with edge features")
             wp = (batch.edge_features.T @ em.reshape(len(em), k * k)).reshape(self.pairwise_shape)
         return self.join(np.asarray(wu), wp)
+
+    def _unary_statistic(self, batch: GraphBatch, node_stat: np.ndarray) -> np.ndarray:
+        """``node_stat^T X`` (K, n_inputs), with the column sums of ``node_stat`` for the intercept."""
+        x = batch.node_features
+        wu = np.asarray((x.T @ node_stat).T if sp.issparse(x) else node_stat.T @ x)
+        if self.fit_intercept:
+            wu = np.hstack([wu, node_stat.sum(axis=0)[:, None]])
+        return wu
 
     def score(self, w: np.ndarray, batch: GraphBatch, labels: np.ndarray | None = None) -> np.ndarray:
         """Score ``<w, psi(x_i, y_i)>`` of each example's labeling, shape (n_examples,)."""

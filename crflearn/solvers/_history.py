@@ -13,9 +13,17 @@ import time
 
 import numpy as np
 
-__all__ = ["ConvergenceHistory", "COLUMNS", "Stopwatch"]
+__all__ = ["ConvergenceHistory", "COLUMNS", "Stopwatch", "relative_gap"]
 
 COLUMNS = ("iteration", "time", "primal", "dual", "gap", "residual", "oracle_calls")
+
+#: floor of the denominator of :func:`relative_gap`
+GAP_FLOOR = 1e-12
+
+
+def relative_gap(gap: float, primal: float) -> float:
+    """``gap / max(|primal|, 1e-12)``: the stopping quantity of every solver (the only place it is written)."""
+    return float(gap) / max(abs(float(primal)), GAP_FLOOR)
 
 
 class ConvergenceHistory:
@@ -46,6 +54,13 @@ class ConvergenceHistory:
     @property
     def last_iteration(self) -> int:
         return int(self._rows["iteration"][-1]) if self._rows["iteration"] else 0
+
+    def last_value(self, column: str, default: float = 0.0) -> float:
+        """The last recorded value of ``column`` (``default`` when empty, absent or NaN)."""
+        values = self._rows.get(column)
+        if not values or not np.isfinite(values[-1]):
+            return float(default)
+        return float(values[-1])
 
     @property
     def last_time(self) -> float:

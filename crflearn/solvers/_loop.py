@@ -1,0 +1,177 @@
+"""The one iterate / stop / record / interrupt loop shared by every solver (and ``NeuralCRF``).
+
+A solver allocates its state, then::
+
+    loop = SolverLoop("bcfw", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
+                      history=ConvergenceHistory(start=previous_history))
+    with loop:                                  # KeyboardInterrupt -> loop.interrupted, warning
+        for it in loop.iterations():            # it0 + 1 .. it0 + max_iter
+            ...one epoch / outer step...
+            with loop.monitoring():             # time spent here is kept out of ``time``
+                primal, dual = ...
+            if loop.record(it, primal=primal, dual=dual, w=w, oracle_calls=calls):
+                break                           # converged, or the callback asked to stop
+    history = loop.finish()                     # ConvergenceWarning when max_iter ran out
+
+The loop owns: the stopwatch (``time`` excludes monitoring, ``monitor_time`` is its own
+column, ``wall_time`` counts everything since the loop started), the stopping rule (relative
+certified gap ``<= tol``, optionally the residual too), ``verbose`` progress lines, the
+``callback`` protocol, the interrupt semantics (``n_iter`` = the last recorded row) and the
+not-converged warning.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from ._history import ConvergenceHistory, Stopwatch, relative_gap
+
+__all__ = ["SolverLoop"]
+
+
+class SolverLoop:
+    """Drives one solver run: iteration numbers, monitoring time, stopping, callbacks.
+
+    Parameters
+    ----------
+    name : str
+        Solver name for progress lines and warnings.
+    max_iter : int
+        Iterations to run in this call (warm starts continue the numbering).
+    tol : float
+        Relative-gap tolerance (see :func:`~crflearn.solvers._history.relative_gap`).
+    verbose : int
+        Print one progress line every ``verbose``-th recorded row when > 0 (1: every row).
+    callback : callable or None
+        ``callback(info)`` with the history row and ``"w"`` (a copy); returning True stops.
+    history : ConvergenceHistory
+        The record to append to (pass ``start=`` a previous record to continue it).
+    residual_tol : bool, default=False
+        Also require ``residual <= tol`` to declare convergence.
+    """
+
+    def __init__(self, name: str, *, max_iter: int, tol: float, verbose: int = 0,
+                 callback: Callable | None = None, history: ConvergenceHistory,
+                 residual_tol: bool = False):
+        self.name = name
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.verbose = int(verbose)
+        self.callback = callback
+        self.history = history
+        self.residual_tol = bool(residual_tol)
+        self.first_iteration = history.last_iteration + 1
+        self.watch = Stopwatch(offset=history.last_time)
+        self._monitor_offset = history.last_value("monitor_time", 0.0)
+        self._wall_offset = history.last_value("wall_time", 0.0)
+        self._monitor_total = 0.0
+        self._t_start = time.perf_counter()
+        self.converged = False
+        self.interrupted = False
+        self.stopped = False
+        self.last_row: dict | None = None
+        self.iteration = history.last_iteration
+
+    # -- context: interrupts ---------------------------------------------------------------
+    def __enter__(self) -> "SolverLoop":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.interrupted = True
+            self.watch.resume()
+            warnings.warn(f"{self.name} interrupted by the user (KeyboardInterrupt) after "
+                          f"{self.n_iter} recorded iterations; the last recorded iterate is kept and usable",
+                          RuntimeWarning, stacklevel=2)
+            return True  # swallow the interrupt: the caller returns a usable result
+        return False
+
+    # -- iteration ---------------------------------------------------------------------
+    def iterations(self) -> Iterator[int]:
+        """Iteration numbers of this call (continuing a warm-started record)."""
+        for it in range(self.first_iteration, self.first_iteration + self.max_iter):
+            self.iteration = it
+            yield it
+
+    @property
+    def is_last(self) -> bool:
+        """Whether the current iteration is the last one this call may run."""
+        return self.iteration >= self.first_iteration + self.max_iter - 1
+
+    @contextmanager
+    def monitoring(self):
+        """Exclude the enclosed work (gaps, certificates, callbacks) from ``time``."""
+        self.watch.pause()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._monitor_total += time.perf_counter() - t0
+            self.watch.resume()
+
+    # -- recording ---------------------------------------------------------------------
+    def record(self, iteration: int, *, primal: float, dual: float, w: np.ndarray | None = None,
+               residual: float = 0.0, oracle_calls: int = 0, gap: float | None = None, **extra) -> bool:
+        """Append one history row, report progress, test ``tol``, call the callback.
+
+        Returns
+        -------
+        bool
+            True when the solver should stop (converged, or the callback returned True).
+        """
+        with self.monitoring():
+            row = self.history.append(iteration=iteration, time=self.watch.elapsed(), primal=primal, dual=dual,
+                                      residual=residual, oracle_calls=oracle_calls, gap=gap,
+                                      monitor_time=self._monitor_offset + self._monitor_total,
+                                      wall_time=self._wall_offset + time.perf_counter() - self._t_start,
+                                      **extra)
+            self.last_row = row
+            if self.verbose and (len(self.history) % self.verbose == 0 or self.verbose == 1):
+                self._report(row)
+            rel = relative_gap(row["gap"], row["primal"])
+            if rel <= self.tol and (not self.residual_tol or row["residual"] <= self.tol):
+                self.converged = True
+            if self.callback is not None:
+                info = dict(row)
+                info["w"] = None if w is None else np.array(w, copy=True)
+                if self.callback(info):
+                    self.stopped = True
+        return self.converged or self.stopped
+
+    def _report(self, row: dict) -> None:
+        print(f"[{self.name}] iter {row['iteration']:4d}  t={row['time']:8.3f}s  primal={row['primal']:.6e}  "
+              f"dual={row['dual']:.6e}  rel.gap={relative_gap(row['gap'], row['primal']):.3e}  "
+              f"residual={row['residual']:.3e}", flush=True)
+
+    # -- end ---------------------------------------------------------------------------
+    @property
+    def n_iter(self) -> int:
+        """Iterations run in total: the last recorded row (warm starts included)."""
+        return self.history.last_iteration
+
+    @property
+    def last_relative_gap(self) -> float:
+        if self.last_row is None:
+            return float("inf")
+        return relative_gap(self.last_row["gap"], self.last_row["primal"])
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """Warn (``ConvergenceWarning``) when ``max_iter`` ran out; return the history as arrays."""
+        if not (self.converged or self.stopped or self.interrupted):
+            rel = self.last_relative_gap
+            res = None if self.last_row is None else self.last_row["residual"]
+            if self.residual_tol and res is not None and rel <= self.tol:
+                what = f"constraint residual {res:.3e} > tol={self.tol:g} (relative gap {rel:.3e} is below tol)"
+            elif self.residual_tol and res is not None and res > self.tol:
+                what = f"relative gap {rel:.3e} and constraint residual {res:.3e} > tol={self.tol:g}"
+            else:
+                what = f"relative gap {rel:.3e} > tol={self.tol:g}"
+            warnings.warn(f"{self.name} stopped at max_iter={self.max_iter} with {what}; increase max_iter "
+                          "or tol", ConvergenceWarning, stacklevel=2)
+        return self.history.to_dict()
