@@ -13,7 +13,7 @@ A solver allocates its state, then::
                 break                           # converged, or the callback asked to stop
     history = loop.finish()                     # ConvergenceWarning when max_iter ran out
 
-The loop owns: the stopwatch (``time`` excludes monitoring, ``monitor_time`` is its own
+The loop owns: the BLAS thread pool (limited to one thread inside ``with loop``), the stopwatch (``time`` excludes monitoring, ``monitor_time`` is its own
 column, ``wall_time`` counts everything since the loop started), the stopping rule (relative
 certified gap ``<= tol``, optionally the residual too), ``verbose`` progress lines, the
 ``callback`` protocol, the interrupt semantics (``n_iter`` = the last recorded row) and the
@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from ._history import ConvergenceHistory, Stopwatch, relative_gap
 
@@ -80,9 +81,14 @@ class SolverLoop:
 
     # -- context: interrupts ---------------------------------------------------------------
     def __enter__(self) -> "SolverLoop":
+        # crflearn makes many tiny BLAS calls: a multi-threaded BLAS pool only adds contention
+        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+        self.watch = Stopwatch(offset=self.history.last_time)
+        self._t_start = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        self._blas_limit.restore_original_limits()
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.interrupted = True
             self.watch.resume()
