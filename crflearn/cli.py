@@ -498,11 +498,11 @@ def _vectorizer_from(vocab_file: Path):
 
 
 def _cmd_predict(args) -> int:
-    from .persistence import load
+    from .estimators import CRF
 
     if not Path(args.model).is_file():
         raise FileNotFoundError(f"model file not found: {args.model!r}")
-    est = load(args.model)
+    est = CRF.load(args.model)
     X, y, sentences, fmt = _load_examples(args.data, args.format, args.tag_column, need_labels=False)
     if fmt == "conll":
         vocab_file = _vocab_path(args.model)

@@ -323,31 +323,13 @@ class CRF(BaseEstimator):
                               n_edge_features=self.n_edge_features_in_, label_encoder=_ignore_labels)
         return batch
 
-    def _potentials(self, batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
-        """Log-potentials of a batch without the bias column (the intercept is added, not a copied column)."""
-        wu, wp = self.model_.split(self.coef_)  # coef_ is the single source of truth
-        model = PairwiseModel(len(self.classes_), self.n_features_in_, self.n_edge_features_in_)
-        if self._fit_intercept_used:
-            unary, pairwise = model.potentials(model.join(wu[:, :-1], wp), batch)
-            unary += wu[:, -1]
-        else:
-            unary, pairwise = model.potentials(model.join(wu, wp), batch)
-        return unary, pairwise
-
-    def _set_coef(self, w: np.ndarray, model: PairwiseModel, fit_intercept: bool) -> None:
-        """Store ``coef_`` and its readable views (also used when loading a saved model)."""
-        w = np.ascontiguousarray(w, dtype=np.float64).copy()
-        wu, wp = model.split(w)
-        self.coef_ = w
+    def _set_coef(self, w: np.ndarray, model: PairwiseModel) -> None:
+        """Store ``coef_`` and its read-only views (``coef_`` is the single source of truth)."""
+        self.coef_ = np.ascontiguousarray(w, dtype=np.float64).copy()
         self.model_ = model
-        # read-only views of coef_: one source of truth for predict, save and the readable attributes
-        if fit_intercept:
-            self.unary_coef_ = wu[:, :-1]
-            self.intercept_ = wu[:, -1]
-        else:
-            self.unary_coef_ = wu
-            self.intercept_ = np.zeros(model.n_states)
-        self.pairwise_coef_ = wp
+        self.unary_coef_ = model.unary_coef(self.coef_)
+        self.intercept_ = model.intercept(self.coef_)
+        self.pairwise_coef_ = model.pairwise_coef(self.coef_)
         for view in (self.unary_coef_, self.intercept_, self.pairwise_coef_):
             view.flags.writeable = False
 
@@ -392,7 +374,7 @@ class CRF(BaseEstimator):
         if self.warm_start and getattr(self, "_solver_state", None) is not None:
             if (classes.dtype.kind != self.classes_.dtype.kind or not np.array_equal(classes, self.classes_)
                     or n_features != self.n_features_in_ or n_edge_features != self.n_edge_features_in_
-                    or bool(self.fit_intercept) != self._fit_intercept_used):
+                    or bool(self.fit_intercept) != self.model_.fit_intercept):
                 raise ValueError("warm_start=True needs the same classes, features and fit_intercept as the "
                                  "previous fit; set warm_start=False to start afresh")
             if signature == self._warm_signature:
@@ -416,7 +398,9 @@ class CRF(BaseEstimator):
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
         self.n_edge_features_in_ = None if n_edge_features is None else int(n_edge_features)
-        self._set_coef(result.w, model, bool(self.fit_intercept))
+        self._set_coef(result.w, PairwiseModel(len(classes), n_features, n_edge_features,
+                                               fit_intercept=bool(self.fit_intercept)))
+        self.alpha_ = float(self.alpha)
         self.n_iter_ = int(result.n_iter)
         self.history_ = {k: np.asarray(v) for k, v in dict(result.history).items()}
         self.converged_ = bool(result.converged)
@@ -425,14 +409,13 @@ class CRF(BaseEstimator):
         # the solver state (dual variables: O(nodes K + edges K^2)) is kept only for warm starts
         self._solver_state = result.state if self.warm_start else None
         self._warm_signature = signature
-        self._fit_intercept_used = bool(self.fit_intercept)
         return self
 
     # -- prediction ---------------------------------------------------------------------
     def _decode_codes(self, batch: GraphBatch) -> np.ndarray:
         from .inference import decode_batch, infer_batch
 
-        unary, pairwise = self._potentials(batch)
+        unary, pairwise = self.model_.potentials(self.coef_, batch)
         if self.inference in ("trw", "bp"):
             res = infer_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
                               method=self.inference, edge_marginals="none")
@@ -466,7 +449,7 @@ class CRF(BaseEstimator):
             raise ValueError(f"{method_name} needs marginal inference but inference={self.inference!r} is a "
                              "MAP method; use 'auto', 'exact', 'trw' or 'bp'")
         batch = self._predict_batch(X)
-        unary, pairwise = self._potentials(batch)
+        unary, pairwise = self.model_.potentials(self.coef_, batch)
         res = infer_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
                           method=self.inference, edge_marginals="none")
         return batch, res
@@ -523,36 +506,71 @@ class CRF(BaseEstimator):
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Save the fitted model to an ``.npz`` file (no pickle).
+        """Save the fitted model to a crflearn archive (no pickle; written atomically).
 
         Parameters
         ----------
-        path : str or path-like
-            Destination file, written as given.
+        path : str, path-like or writable binary file object
+            Destination file, written as given (no suffix added). A path is
+            written through a temporary file and renamed: an interrupted save
+            leaves the previous file intact.
+
+        Raises
+        ------
+        TypeError
+            If a parameter cannot be stored as JSON (a ``RandomState``
+            ``random_state`` is stored as None; ``callback`` is never stored) or
+            the classes are not bool, int, float, str or bytes labels.
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
 
         See Also
         --------
-        crflearn.persistence.save, crflearn.persistence.load
+        crflearn.persistence.save_archive
         """
-        from .persistence import save
+        from . import _crf_archive
+        from .persistence import save_archive
 
-        save(self, path)
+        check_is_fitted(self, "coef_")
+        metadata, arrays = _crf_archive.to_archive(self)
+        save_archive(path, kind=_crf_archive.KIND, metadata=metadata, arrays=arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CRF":
-        """Load a model written by :meth:`save`.
+        """Load a model written by :meth:`save` (safe on untrusted files).
 
         Parameters
         ----------
-        path : str or path-like
+        path : str, path-like or readable binary file object
 
         Returns
         -------
         CRF
-        """
-        from .persistence import load
+            A fitted estimator predicting exactly like the saved one (without
+            the solver state: a new ``fit`` starts afresh).
 
-        est = load(path)
-        if not isinstance(est, cls):
-            raise TypeError(f"{os.fspath(path)!r} holds a {type(est).__name__}, not a {cls.__name__}")
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not a crflearn CRF model, is damaged or inconsistent,
+            or has another format version; the message names the file.
+        """
+        from . import _crf_archive
+        from .persistence import load_archive
+
+        where = "the file object" if hasattr(path, "read") else repr(os.fspath(path))
+        metadata, arrays = load_archive(path, kind=_crf_archive.KIND, finite=("coef",))
+        try:
+            params, attrs = _crf_archive.from_archive(metadata, arrays)
+            est = cls(**params)
+            est._check_params()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where} is not a valid crflearn CRF model: {exc!s:.300}") from None
+        est._set_coef(attrs.pop("coef_"), attrs.pop("model_"))
+        for key, value in attrs.items():
+            setattr(est, key, value)
+        est._solver_state = None
+        est._warm_signature = None
         return est

@@ -1,244 +1,315 @@
-"""Save and load fitted models without pickle.
+"""A versioned archive of (JSON metadata, named arrays): how crflearn saves models without pickle.
 
-A model file is a NumPy ``.npz`` archive: the learned arrays (weights,
-classes, convergence history) as plain arrays, and the parameters and
-metadata as a JSON document stored in the ``"metadata"`` entry. Loading uses
-``numpy.load(allow_pickle=False)``, so a model file cannot execute code.
+This module knows no estimator class: :class:`crflearn.CRF` and
+:class:`crflearn.NeuralCRF` build their own ``metadata`` dict and ``arrays``
+and call :func:`save_archive` / :func:`load_archive`.
 
-Format (version 1):
+Format (version 2)
+------------------
+A ZIP file (so ``numpy.load`` and ``unzip`` can inspect it) holding
 
-* ``metadata``: 0-d unicode array holding JSON with ``format``
-  (``"crflearn-model"``), ``format_version``, ``estimator`` (``"CRF"``),
-  ``crflearn_version``, ``params`` (constructor arguments), ``classes_type``
-  (``"str"``, ``"bytes"``, ``"int"``, ``"float"`` or ``"bool"``) with
-  ``classes_dtype``, the model layout and the scalar fitted attributes;
-* ``coef``: the flat weight vector;
-* ``classes``: the labels, in their original dtype;
-* ``history/<column>``: the convergence record.
+* ``archive.json`` (stored first): UTF-8 JSON ``{"format": "crflearn-archive",
+  "format_version": 2, "kind": <kind>, "crflearn_version": ..., "arrays":
+  {name: {"dtype": "<f8", "shape": [...], "file": "arrays/<i>.npy"}},
+  "metadata": <caller's metadata>}``;
+* one ``.npy`` entry (deflate-compressed) per declared array.
 
-The solver state used by ``warm_start`` is not saved: a loaded model predicts
-and scores, and a new ``fit`` starts afresh.
-
-Pickle and joblib also work (``pickle.dumps(crf)``), but only load those from
-trusted sources.
+Guarantees
+----------
+* **Atomic writes**: a path is written through a temporary file in the same
+  directory (flush, fsync, ``os.replace``); an interrupted or failed save leaves
+  the previous file untouched (:func:`atomic_write`).
+* **Safe, bounded loading**: no pickle; only ``archive.json`` and the entries it
+  declares are read; every entry's declared uncompressed size is checked against
+  the dtype and shape in the manifest *before* it is decompressed, and reads stop
+  at that size, so an archive cannot inflate beyond what it declares (``max_bytes``
+  bounds the total); the JSON is bounded in size (``max_metadata_bytes``) and
+  nesting depth (:data:`MAX_JSON_DEPTH`) and must be strict (no NaN/Infinity);
+  dtypes are restricted to booleans, integers, floats and fixed-width strings;
+  arrays named in ``finite`` must be all finite. Every format problem is a
+  :class:`ValueError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import numbers
 import os
+import re
+import struct
+import tempfile
 import zipfile
 import zlib
+from typing import IO, Collection, Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["save_archive", "load_archive", "atomic_write", "FORMAT_NAME", "FORMAT_VERSION",
+           "MAX_JSON_DEPTH"]
 
-FORMAT_NAME = "crflearn-model"
-FORMAT_VERSION = 1
-
-_CLASS_TYPES = {"b": "bool", "i": "int", "u": "int", "f": "float", "U": "str", "S": "bytes"}
-_NOT_SAVED = ("callback",)
-
-
-def _jsonable(value, name: str):
-    """Convert parameters to JSON types, raising TypeError naming ``name`` otherwise."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        if not np.isfinite(value):
-            raise TypeError(f"{name} = {value!r} cannot be saved (not finite)")
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{name}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        out = {}
-        for key, v in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{name} has the non-string key {key!r}; it cannot be saved")
-            out[key] = _jsonable(v, f"{name}[{key!r}]")
-        return out
-    raise TypeError(f"{name} = {value!r:.80} cannot be saved as JSON (only numbers, strings, booleans, "
-                    "None, lists and dicts)")
+FORMAT_NAME = "crflearn-archive"
+FORMAT_VERSION = 2
+MAX_JSON_DEPTH = 32
+MAX_METADATA_BYTES = 16 * 2**20
+MAX_BYTES = 2**33  # 8 GiB of arrays, uncompressed
+_MANIFEST = "archive.json"
+_MAX_NPY_HEADER = 4096
+_MAX_NDIM = 8
+_DTYPE = re.compile(r"^(\|b1|[<>|][iu][1248]|[<>][f][248]|[<>]U\d{1,6}|\|S\d{1,6})$")
+# everything a damaged or hostile archive can raise from zipfile, zlib or numpy's npy reader
+_FORMAT_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
+                  struct.error, KeyError, ValueError, TypeError, OverflowError, UnicodeDecodeError,
+                  SyntaxError, RecursionError, MemoryError)
 
 
-def save(estimator, path) -> None:
-    """Write a fitted :class:`crflearn.CRF` to an ``.npz`` file (no pickle).
+# -- writing --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Open ``path`` for binary writing so that it is replaced only on success.
+
+    Writes go to a temporary file in the same directory; on leaving the block
+    normally it is flushed, fsynced and renamed over ``path`` (``os.replace``);
+    on any exception (``KeyboardInterrupt`` included) it is removed and ``path``
+    is left as it was.
 
     Parameters
     ----------
-    estimator : CRF
-        A fitted estimator.
+    path : str or path-like
+        Destination file.
+
+    Yields
+    ------
+    file object
+        A binary file open for writing.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where directories can be fsynced
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _check_array(name, value) -> np.ndarray:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"array names must be non-empty strings, got {name!r:.80}")
+    arr = np.ascontiguousarray(value)
+    if not _DTYPE.match(arr.dtype.str) or arr.ndim > _MAX_NDIM:
+        raise TypeError(f"array {name!r} of dtype {arr.dtype} and {arr.ndim} dimensions cannot be saved "
+                        "(booleans, integers, floats and fixed-width strings of at most "
+                        f"{_MAX_NDIM} dimensions only)")
+    return arr
+
+
+def _write_zip(handle: IO[bytes], manifest: dict, arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(_MANIFEST, json.dumps(manifest, allow_nan=False))
+        for name, arr in arrays.items():
+            with zf.open(manifest["arrays"][name]["file"], "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, arr, allow_pickle=False)
+
+
+def save_archive(path, *, kind: str, metadata: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``metadata`` (JSON) and named ``arrays`` to a crflearn archive.
+
+    Parameters
+    ----------
     path : str, path-like or writable binary file object
-        Destination; a path is used exactly as given (no suffix is added).
+        Destination; a path is written atomically and used exactly as given
+        (no suffix added).
+    kind : str
+        What the archive holds (e.g. ``"crflearn.CRF"``); :func:`load_archive`
+        refuses an archive of another kind.
+    metadata : dict
+        Strict JSON content (str keys; no NaN or infinity; at most
+        :data:`MAX_JSON_DEPTH` levels deep).
+    arrays : dict of str to ndarray
+        Boolean, integer, float or fixed-width string arrays.
 
     Raises
     ------
     TypeError
-        If ``estimator`` is not a CRF, or a parameter cannot be stored as
-        JSON (a ``random_state`` RandomState instance is stored as None and
-        ``callback`` is never stored).
-    sklearn.exceptions.NotFittedError
-        If the estimator is not fitted.
+        If ``metadata`` is not JSON-serialisable or an array has an unsupported dtype.
+    ValueError
+        If ``metadata`` holds NaN or infinity.
     """
-    from sklearn.utils.validation import check_is_fitted
-
     from . import __version__
-    from .estimators import CRF
 
-    if not isinstance(estimator, CRF):
-        raise TypeError(f"estimator must be a crflearn CRF, got {type(estimator).__name__}")
-    check_is_fitted(estimator, "coef_")
-    params = {}
-    for key, value in estimator.get_params(deep=False).items():
-        if key in _NOT_SAVED or (key == "random_state" and isinstance(value, np.random.RandomState)):
-            params[key] = None
-        else:
-            params[key] = _jsonable(value, key)
-    classes = np.asarray(estimator.classes_)
-    if classes.dtype.kind not in _CLASS_TYPES:
-        raise TypeError(f"classes_ of dtype {classes.dtype} cannot be saved")
-    model = estimator.model_
-    history = {str(k): np.asarray(v) for k, v in estimator.history_.items()}
-    info = {}
-    for key, value in getattr(estimator, "solver_info_", {}).items():
-        try:
-            info[str(key)] = _jsonable(value, key)
-        except TypeError:
-            info[str(key)] = repr(value)
-    meta = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "estimator": "CRF",
-        "crflearn_version": __version__,
-        "params": params,
-        "classes_type": _CLASS_TYPES[classes.dtype.kind],
-        "classes_dtype": classes.dtype.str,
-        "n_classes": int(len(classes)),
-        "model": {"n_states": model.n_states, "n_features": model.n_features,
-                  "n_edge_features": model.n_edge_features},
-        "fit_intercept": bool(estimator._fit_intercept_used),
-        "n_features_in_": int(estimator.n_features_in_),
-        "n_edge_features_in_": estimator.n_edge_features_in_,
-        "n_iter_": int(estimator.n_iter_),
-        "converged_": bool(estimator.converged_),
-        "interrupted_": bool(estimator.interrupted_),
-        "solver_info_": info,
-        "history_columns": list(history),
-    }
-    arrays = {"metadata": np.array(json.dumps(meta)), "coef": np.asarray(estimator.coef_, dtype=np.float64),
-              "classes": classes}
-    for key, value in history.items():
-        arrays[f"history/{key}"] = value
-    if hasattr(path, "write"):
-        np.savez_compressed(path, **arrays)
-    else:
-        with open(os.fspath(path), "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-
-
-def _read(path) -> tuple[dict, dict]:
-    name = path if hasattr(path, "read") else os.fspath(path)
-    where = "the file object" if hasattr(path, "read") else repr(name)
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"kind must be a non-empty string, got {kind!r:.80}")
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    checked = {name: _check_array(name, value) for name, value in arrays.items()}
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": kind,
+                "crflearn_version": __version__,
+                "arrays": {name: {"dtype": arr.dtype.str, "shape": list(arr.shape), "file": f"arrays/{i}.npy"}
+                           for i, (name, arr) in enumerate(checked.items())},
+                "metadata": dict(metadata)}
     try:
-        archive = np.load(name, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{where} is not a crflearn model file (not a readable .npz archive: {exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{where} is not a crflearn model file (a plain .npy array, not an .npz archive)")
-    try:
-        with archive:
-            if "metadata" not in archive.files:
-                raise ValueError(f"{where} is not a crflearn model file (no 'metadata' entry)")
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
-        raise ValueError(f"{where} is corrupt: {exc}") from None
+        text = json.dumps(manifest, allow_nan=False)
     except ValueError as exc:
-        if "not a crflearn model" in str(exc):
-            raise
-        raise ValueError(f"{where} is corrupt or holds pickled data: {exc}") from None
-    raw = arrays.pop("metadata")
-    if raw.dtype.kind != "U" or raw.ndim != 0:
-        raise ValueError(f"{where} is not a crflearn model file (bad 'metadata' entry)")
+        raise ValueError(f"metadata cannot be saved: {exc} (NaN and infinity are not allowed)") from None
+    if _depth(json.loads(text)) > MAX_JSON_DEPTH:
+        raise ValueError(f"metadata is nested deeper than {MAX_JSON_DEPTH - 1} levels")
+    if hasattr(path, "write"):
+        _write_zip(path, manifest, checked)
+        return
+    with atomic_write(path) as handle:
+        _write_zip(handle, manifest, checked)
+
+
+# -- reading --------------------------------------------------------------------------------------
+def _depth(value) -> int:
+    """Nesting depth of a parsed JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _text_depth(text: str) -> int:
+    """Maximum bracket depth of JSON text, ignoring brackets inside strings."""
+    depth = deepest = 0
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"the JSON constant {name} is not allowed")
+
+
+def _read_entry(zf: zipfile.ZipFile, name: str, limit: int, what: str) -> bytes:
+    """The bytes of one entry, refusing one declared or inflating larger than ``limit``."""
+    info = zf.getinfo(name)  # KeyError when missing
+    if info.file_size > limit:
+        raise ValueError(f"{what} declares {info.file_size} bytes, more than the {limit} expected")
+    with zf.open(info) as entry:
+        data = entry.read(limit + 1)
+    if len(data) != info.file_size:
+        raise ValueError(f"{what} holds {len(data)} bytes but declares {info.file_size}")
+    return data
+
+
+def _read_manifest(zf: zipfile.ZipFile, kind: str, max_metadata_bytes: int) -> dict:
+    text = _read_entry(zf, _MANIFEST, max_metadata_bytes, f"{_MANIFEST!r}").decode("utf-8")
+    if _text_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"its metadata is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        meta = json.loads(str(raw))
+        manifest = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{where} is corrupt: its metadata is not valid JSON ({exc})") from None
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if found != FORMAT_NAME:
-        raise ValueError(f"{where} is not a crflearn model file (format {found!r}, expected {FORMAT_NAME!r})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise ValueError(f"{where} has model format version {version!r}; this crflearn reads version "
-                         f"{FORMAT_VERSION} or older (upgrade crflearn)")
-    return meta, arrays
+        raise ValueError(f"its metadata is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ValueError(f"it is not a crflearn archive (no {FORMAT_NAME!r} format tag)")
+    version = manifest.get("format_version")
+    if type(version) is not int or not 2 <= version <= FORMAT_VERSION:
+        raise ValueError(f"it has archive format version {version!r:.40}; this crflearn reads version "
+                         f"{FORMAT_VERSION} (re-save older models; upgrade crflearn for newer ones)")
+    if manifest.get("kind") != kind:
+        raise ValueError(f"it holds a {manifest.get('kind')!r:.60} archive, not a {kind!r} archive")
+    if not isinstance(manifest.get("metadata"), dict) or not isinstance(manifest.get("arrays"), dict):
+        raise ValueError("its manifest has no 'metadata' or 'arrays' dict")
+    return manifest
 
 
-def load(path):
-    """Load a model written by :func:`save` (or ``CRF.save``).
+def _declared(name: str, spec) -> tuple[np.dtype, tuple[int, ...], str, int]:
+    """Validate one manifest array entry; return (dtype, shape, entry name, data bytes)."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"array {name!r:.60} has a malformed manifest entry")
+    dtype, shape, file = spec.get("dtype"), spec.get("shape"), spec.get("file")
+    if not isinstance(dtype, str) or not _DTYPE.match(dtype):
+        raise ValueError(f"array {name!r:.60} has the unsupported dtype {dtype!r:.40}")
+    if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
+            or not all(type(n) is int and n >= 0 for n in shape)):
+        raise ValueError(f"array {name!r:.60} has the malformed shape {shape!r:.60}")
+    if not isinstance(file, str) or not re.fullmatch(r"arrays/\d{1,9}\.npy", file):
+        raise ValueError(f"array {name!r:.60} has the malformed entry name {file!r:.60}")
+    dt = np.dtype(dtype)
+    return dt, tuple(shape), file, int(np.prod(shape, dtype=object)) * dt.itemsize
+
+
+def _read_array(zf: zipfile.ZipFile, name: str, spec, budget: int) -> np.ndarray:
+    dtype, shape, file, nbytes = _declared(name, spec)
+    if nbytes > budget:
+        raise ValueError(f"array {name!r:.60} declares {nbytes} bytes, over the max_bytes limit")
+    data = _read_entry(zf, file, nbytes + _MAX_NPY_HEADER, f"array {name!r:.60}")
+    arr = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    if arr.dtype != dtype or arr.shape != shape:
+        raise ValueError(f"array {name!r:.60} holds {arr.dtype} {arr.shape}, the manifest declares "
+                         f"{dtype} {shape}")
+    return arr
+
+
+def load_archive(path, *, kind: str, finite: Collection[str] = (), max_bytes: int = MAX_BYTES,
+                 max_metadata_bytes: int = MAX_METADATA_BYTES) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read an archive written by :func:`save_archive`, safely.
 
     Parameters
     ----------
-    path : str, path-like or readable binary file object
+    path : str, path-like or readable, seekable binary file object
+    kind : str
+        The kind the caller expects (as given to :func:`save_archive`).
+    finite : collection of str, default=()
+        Names of float arrays that must be present and hold only finite values.
+    max_bytes : int, default=8 GiB
+        Refuse an archive whose arrays declare more uncompressed bytes in total.
+    max_metadata_bytes : int, default=16 MiB
+        Refuse a larger JSON manifest.
 
     Returns
     -------
-    CRF
-        A fitted estimator predicting exactly like the saved one.
+    metadata : dict
+        The caller's metadata as saved.
+    arrays : dict of str to ndarray
+        The declared arrays (other entries of the file are never read).
 
     Raises
     ------
-    FileNotFoundError
-        If ``path`` does not exist.
+    FileNotFoundError, PermissionError, IsADirectoryError
+        If ``path`` cannot be opened.
     ValueError
-        If the file is not a crflearn model, is corrupt, or has a newer format version.
+        If the file is not a crflearn archive of this ``kind``, is damaged, has
+        an unsupported format version, exceeds the bounds, or an array in
+        ``finite`` is missing or not finite. The message names the file.
     """
-    from .estimators import CRF
-    from .models import PairwiseModel
-
-    meta, arrays = _read(path)
     where = "the file object" if hasattr(path, "read") else repr(os.fspath(path))
+    source = path if hasattr(path, "read") else open(os.fspath(path), "rb")  # OSError: not a format error
+    owned = contextlib.nullcontext() if source is path else source
     try:
-        if meta["estimator"] != "CRF":
-            raise ValueError(f"{where} holds an unknown estimator {meta['estimator']!r}")
-        est = CRF(**meta["params"])
-        m = meta["model"]
-        model = PairwiseModel(int(m["n_states"]), int(m["n_features"]), m["n_edge_features"])
-        coef = arrays["coef"]
-        classes = arrays["classes"]
-        tag, dtype = meta["classes_type"], np.dtype(meta["classes_dtype"])
-        history = {col: arrays[f"history/{col}"] for col in meta["history_columns"]}
-        n_features_in = int(meta["n_features_in_"])
-        n_edge_in = meta["n_edge_features_in_"]
-        fit_intercept = bool(meta["fit_intercept"])
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{where} is corrupt: missing or malformed entry {exc}") from None
-    if coef.dtype != np.float64 or coef.shape != (model.size,):
-        raise ValueError(f"{where} is corrupt: coef has shape {coef.shape} and dtype {coef.dtype}, "
-                         f"expected ({model.size},) float64")
-    if _CLASS_TYPES.get(classes.dtype.kind) != tag or classes.shape != (model.n_states,):
-        raise ValueError(f"{where} is corrupt: classes have dtype {classes.dtype} and shape {classes.shape}, "
-                         f"expected {tag} labels of shape ({model.n_states},)")
-    if model.n_features != n_features_in + int(fit_intercept) or n_edge_in != model.n_edge_features:
-        raise ValueError(f"{where} is corrupt: inconsistent feature counts")
-    est.classes_ = classes.astype(dtype, copy=False)
-    est.n_features_in_ = n_features_in
-    est.n_edge_features_in_ = None if n_edge_in is None else int(n_edge_in)
-    est._set_coef(coef, model, fit_intercept)
-    est.n_iter_ = int(meta.get("n_iter_", 0))
-    est.history_ = history
-    est.converged_ = bool(meta.get("converged_", False))
-    est.interrupted_ = bool(meta.get("interrupted_", False))
-    est.solver_info_ = dict(meta.get("solver_info_", {}))
-    est._solver_state = None
-    est._warm_signature = None
-    est._fit_intercept_used = fit_intercept
-    return est
+        with owned, zipfile.ZipFile(source) as zf:
+            manifest = _read_manifest(zf, kind, max_metadata_bytes)
+            arrays, budget = {}, max_bytes
+            for name, spec in manifest["arrays"].items():
+                arrays[name] = _read_array(zf, name, spec, budget)
+                budget -= arrays[name].nbytes
+        for name in finite:
+            arr = arrays.get(name)
+            if arr is None or arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
+                raise ValueError(f"array {name!r} is missing, not floating point or not finite")
+    except _FORMAT_ERRORS as exc:
+        raise ValueError(f"{where} is not a valid {kind} archive: {exc}") from None
+    return manifest["metadata"], arrays

@@ -13,7 +13,12 @@ from sklearn.exceptions import NotFittedError
 
 from crflearn import CRF
 from crflearn import persistence
-from crflearn.persistence import load, save
+
+load = CRF.load
+
+
+def save(est, path):
+    est.save(path)
 
 FAST = dict(alpha=0.1, max_iter=15, tol=1e-3, random_state=0)
 
@@ -64,26 +69,34 @@ def test_round_trip_through_path_and_file_object(fitted, tmp_path):
     _assert_same_model(crf, load(buf), X)
 
 
-def test_file_is_plain_npz_with_json_metadata(fitted, tmp_path):
+def _manifest(path):
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("archive.json"))
+
+
+def test_file_is_a_zip_with_json_manifest_and_npy_arrays(fitted, tmp_path):
     crf, _, _ = fitted
     path = tmp_path / "m.npz"
     crf.save(path)
-    with np.load(path, allow_pickle=False) as archive:
-        meta = json.loads(str(archive["metadata"]))
-        assert archive["coef"].shape == crf.coef_.shape
-    assert meta["format"] == persistence.FORMAT_NAME
-    assert meta["format_version"] == persistence.FORMAT_VERSION
-    assert meta["params"]["alpha"] == 0.1 and meta["classes_type"] == "int"
+    manifest = _manifest(path)
+    assert manifest["format"] == persistence.FORMAT_NAME
+    assert manifest["format_version"] == persistence.FORMAT_VERSION
+    assert manifest["kind"] == "crflearn.CRF"
+    meta = manifest["metadata"]
+    assert meta["params"]["alpha"] == 0.1 and meta["model"]["n_states"] == len(crf.classes_)
+    with np.load(path, allow_pickle=False) as archive:  # plain .npy entries: inspectable with numpy
+        coef = archive[manifest["arrays"]["coef"]["file"][:-4]]
+    np.testing.assert_array_equal(coef, crf.coef_)
 
 
-@pytest.mark.parametrize("classes, tag", [
-    (np.array(["B-PER", "I-PER", "O"]), "str"),
-    (np.array([-3, 7, 1000000007], dtype=np.int64), "int"),
-    (np.array([3, 5, 9], dtype=np.int32), "int"),
-    (np.array([0.1, 1 / 3, 2.5]), "float"),
-    (np.array([b"a", b"bb", b"c"]), "bytes"),
+@pytest.mark.parametrize("classes", [
+    np.array(["B-PER", "I-PER", "O"]),
+    np.array([-3, 7, 1000000007], dtype=np.int64),
+    np.array([3, 5, 9], dtype=np.int32),
+    np.array([0.1, 1 / 3, 2.5]),
+    np.array([b"a", b"bb", b"c"]),
 ])
-def test_class_types_round_trip_exactly(chain_data, tmp_path, classes, tag):
+def test_class_types_round_trip_exactly(chain_data, tmp_path, classes):
     X, y = chain_data
     crf = CRF(**FAST).fit(X, [classes[lab] for lab in y])
     crf.save(tmp_path / "m.npz")
@@ -91,8 +104,7 @@ def test_class_types_round_trip_exactly(chain_data, tmp_path, classes, tag):
     assert back.classes_.dtype == crf.classes_.dtype
     np.testing.assert_array_equal(back.classes_, classes)
     assert [type(v) for v in back.classes_.tolist()] == [type(v) for v in classes.tolist()]
-    with np.load(tmp_path / "m.npz") as archive:
-        assert json.loads(str(archive["metadata"]))["classes_type"] == tag
+    assert _manifest(tmp_path / "m.npz")["arrays"]["classes"]["dtype"] == classes.dtype.str
     _assert_same_model(crf, back, X)
 
 
@@ -137,36 +149,50 @@ def test_unsaveable_solver_params(chain_data, tmp_path):
 def test_save_errors(tmp_path):
     with pytest.raises(NotFittedError):
         save(CRF(), tmp_path / "m.npz")
-    with pytest.raises(TypeError, match="CRF"):
-        save(object(), tmp_path / "m.npz")
+    assert not list(tmp_path.iterdir())  # nothing written, not even a temporary file
 
 
 def _rewrite(path, out, mutate):
-    """Copy a model file, letting ``mutate`` change its arrays dict."""
+    """Copy a model file, letting ``mutate`` change its manifest and its dict of arrays."""
+    manifest = _manifest(path)
     with np.load(path) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    mutate(arrays)
-    with open(out, "wb") as fh:
-        np.savez(fh, **arrays)
+        arrays = {name: archive[spec["file"][:-4]] for name, spec in manifest["arrays"].items()}
+    mutate(manifest, arrays)
+    manifest["arrays"] = {name: {"dtype": a.dtype.str, "shape": list(a.shape), "file": f"arrays/{i}.npy"}
+                          for i, (name, a) in enumerate(arrays.items())}
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("archive.json", json.dumps(manifest))
+        for name, arr in arrays.items():
+            with zf.open(manifest["arrays"][name]["file"], "w") as fh:
+                np.lib.format.write_array(fh, arr)
+
+
+def _set_top(key, value):
+    return lambda manifest, arrays: manifest.__setitem__(key, value)
 
 
 def _set_meta(key, value):
-    def mutate(arrays):
-        meta = json.loads(str(arrays["metadata"]))
-        meta[key] = value
-        arrays["metadata"] = np.array(json.dumps(meta))
-    return mutate
+    return lambda manifest, arrays: manifest["metadata"].__setitem__(key, value)
+
+
+def _set_array(key, fn):
+    return lambda manifest, arrays: arrays.__setitem__(key, fn(arrays[key]))
 
 
 @pytest.mark.parametrize("mutate, match", [
-    (_set_meta("format_version", 99), "version 99"),
-    (_set_meta("format", "something-else"), "not a crflearn model"),
-    (lambda a: a.pop("metadata"), "no 'metadata'"),
-    (lambda a: a.__setitem__("metadata", np.array("{not json")), "not valid JSON"),
-    (lambda a: a.__setitem__("coef", a["coef"][:-1]), "coef"),
-    (lambda a: a.__setitem__("classes", a["classes"][:2]), "classes"),
-    (lambda a: a.pop("coef"), "corrupt"),
-    (_set_meta("model", {"n_states": 3}), "corrupt"),
+    (_set_top("format_version", 99), "version 99"),
+    (_set_top("format_version", True), "version True"),
+    (_set_top("format", "something-else"), "not a crflearn archive"),
+    (_set_top("kind", "crflearn.NeuralCRF"), "NeuralCRF"),
+    (_set_array("coef", lambda c: c[:-1]), "coef"),
+    (_set_array("coef", lambda c: np.full_like(c, np.nan)), "finite"),
+    (_set_array("classes", lambda c: c[:2]), "classes"),
+    (_set_array("classes", lambda c: c[[0, 0, 1]]), "unique"),
+    (lambda m, a: a.pop("coef"), "coef"),
+    (_set_meta("model", {"n_states": 3}), "fit_intercept|n_features|model"),
+    (_set_meta("params", {"alpha": -1.0}), "alpha"),
+    (_set_meta("params", {"no_such_param": 1}), "no_such_param"),
+    (_set_meta("n_iter_", 1.5), "n_iter_"),
 ])
 def test_load_rejects_foreign_or_damaged_files(fitted, tmp_path, mutate, match):
     crf, _, _ = fitted
@@ -174,8 +200,9 @@ def test_load_rejects_foreign_or_damaged_files(fitted, tmp_path, mutate, match):
     crf.save(good)
     bad = tmp_path / "bad.npz"
     _rewrite(good, bad, mutate)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         load(bad)
+    assert "bad.npz" in str(info.value)
 
 
 def test_load_rejects_non_npz_and_truncated_files(fitted, tmp_path):
@@ -199,7 +226,7 @@ def test_load_rejects_non_npz_and_truncated_files(fitted, tmp_path):
     # a corrupted member (bit flip inside the compressed coef) is reported, not silently loaded
     raw = bytearray(good.read_bytes())
     with zipfile.ZipFile(good) as zf:
-        info = zf.getinfo("coef.npy")
+        info = zf.getinfo(_manifest(good)["arrays"]["coef"]["file"])
     name_len, extra_len = np.frombuffer(bytes(raw[info.header_offset + 26: info.header_offset + 30]), "<u2")
     pos = info.header_offset + 30 + int(name_len) + int(extra_len) + info.compress_size // 2
     raw[pos] ^= 0xFF
