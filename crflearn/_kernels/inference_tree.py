@@ -1,8 +1,12 @@
-"""Exact sum-product and max-product on forests, all examples of a batch in one call (Numba).
+"""Exact inference on forests, all examples of a batch in one call (Numba).
 
-Both kernels follow a BFS schedule (see :mod:`inference_schedule`): an upward
-pass in reverse BFS order sends every node's message to its parent, a downward
-pass in BFS order sends the parent's "outside" message back.
+One kernel, :func:`forest_pass`, runs sum-product (marginals and log-partition)
+or max-product (MAP labelling and score): the semiring is a constant
+(:data:`SUM` / :data:`MAX`) chosen at the message operator. The pass follows a
+BFS schedule (:class:`~crflearn._kernels.inference_schedule.TreeSchedule`): an
+upward pass in reverse BFS order sends every node's message to its parent; then
+max-product back-tracks the labels from the roots, while sum-product sends the
+parent's "outside" message back down and reads the pair and node marginals.
 
 Sum-product messages are computed in exp-space for speed,
 ``log sum_b exp(x_b + Q_ab) = max(x) + max_b(Q_ab) + log sum_b exp(x_b - max x) exp(Q_ab - max_b Q_ab)``,
@@ -11,15 +15,59 @@ that underflow could cost accuracy, e.g. widely spread potentials) the entry
 is recomputed with an exact max-shifted log-sum-exp. ``-inf`` entries
 (forbidden states or pairs) are exact zeros throughout.
 
-Status codes: 0 ok, 1 some example has no labelling of finite score.
+Numerics: every sum-product log-message is normalised (its maximum subtracted,
+the constant added to the log-partition), and every probability vector or table
+is normalised by dividing by its sum, never through ``exp(b - logsumexp(b))``
+(at scores of 1e16 the log-sum-exp rounds to the maximum and such rows would sum
+to the number of tied states). Rows therefore sum to one within a few ulps for
+any finite scores.
+
+An example with no labelling of finite score gets ``values[i] = -inf`` (and NaN
+marginals); the caller turns that into an error.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
+from .inference_schedule import TreeSchedule
+
 TINY = 1e-280
+
+#: Semirings of the message operator.
+SUM = 0
+MAX = 1
+
+
+class Potentials(NamedTuple):
+    """Log-potentials of a flat batch: ``unary (N, K)``; ``pw3 (P, K, K)`` with ``P = 1`` when
+    ``shared`` (one matrix for every edge) else one slice per edge (float64, C-contiguous)."""
+
+    unary: np.ndarray
+    pw3: np.ndarray
+    shared: bool
+
+
+class TreeWork(NamedTuple):
+    """Scratch of a sum-product pass: exp-forms of the shared matrix (``er, sr``: ``Q = pw``;
+    ``ec, sc``: ``Q = pw.T``), of one edge (``E, sh``), vectors of ``K`` and a ``K x K`` table."""
+
+    er: np.ndarray
+    sr: np.ndarray
+    ec: np.ndarray
+    sc: np.ndarray
+    E: np.ndarray
+    sh: np.ndarray
+    ex: np.ndarray
+    ssum: np.ndarray
+    cav: np.ndarray
+    tmp: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    T: np.ndarray
 
 
 @njit(cache=True)
@@ -58,6 +106,66 @@ def lse_vector(x):
 
 
 @njit(cache=True)
+def normalise_log(x):
+    """Subtract ``max(x)`` from ``x`` in place and return it (0 when ``x`` is all ``-inf``)."""
+    m = -np.inf
+    for i in range(x.shape[0]):
+        if x[i] > m:
+            m = x[i]
+    if m == -np.inf:
+        return 0.0
+    for i in range(x.shape[0]):
+        x[i] -= m
+    return m
+
+
+@njit(cache=True)
+def normalised_exp(x, out):
+    """``out = exp(x) / sum(exp(x))`` computed as ``exp(x - max) / sum`` (NaN when ``x`` is all ``-inf``)."""
+    m = -np.inf
+    for i in range(x.shape[0]):
+        if x[i] > m:
+            m = x[i]
+    s = 0.0
+    for i in range(x.shape[0]):
+        out[i] = np.exp(x[i] - m)
+        s += out[i]
+    inv = 1.0 / s
+    for i in range(x.shape[0]):
+        out[i] *= inv
+
+
+@njit(cache=True)
+def reduce_entry(semiring, x, pw, transpose, scale, a):
+    """``(op_b (x[b] + scale * Q[a, b]), argmax_b)`` with ``Q = pw`` or ``pw.T`` and ``op`` the
+    maximum (``MAX``) or a max-shifted log-sum-exp (``SUM``); the first maximiser wins ties."""
+    k = x.shape[0]
+    m = -np.inf
+    arg = 0
+    for b in range(k):
+        q = pw[b, a] if transpose else pw[a, b]
+        t = x[b] + scale * q
+        if t > m:
+            m = t
+            arg = b
+    if semiring == MAX or m == -np.inf:
+        return m, arg
+    s = 0.0
+    for b in range(k):
+        q = pw[b, a] if transpose else pw[a, b]
+        s += np.exp(x[b] + scale * q - m)
+    return m + np.log(s), arg
+
+
+@njit(cache=True)
+def direct_message(semiring, x, pw, transpose, scale, out, arg):
+    """``out[a] = op_b (x[b] + scale * Q[a, b])`` for every ``a`` (see :func:`reduce_entry`);
+    ``arg[a]`` receives the maximiser (the back-pointer of max-product)."""
+    for a in range(out.shape[0]):
+        out[a], arg[a] = reduce_entry(semiring, x, pw, transpose, scale, a)
+
+
+@njit(cache=True)
 def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
     """``out[a] = log sum_b exp(x[b] + Q[a, b])`` with ``Q = pw`` (or ``pw.T``) and its exp-form ``E, shift``.
 
@@ -91,20 +199,7 @@ def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
             out[a] = mx + shift[a] + np.log(s)
         else:  # exact fallback: the fast sum underflowed or every term is zero
             flag = 1
-            m2 = -np.inf
-            for b in range(k):
-                q = pw[b, a] if transpose else pw[a, b]
-                t = x[b] + q
-                if t > m2:
-                    m2 = t
-            if m2 == -np.inf:
-                out[a] = -np.inf
-            else:
-                s2 = 0.0
-                for b in range(k):
-                    q = pw[b, a] if transpose else pw[a, b]
-                    s2 += np.exp(x[b] + q - m2)
-                out[a] = m2 + np.log(s2)
+            out[a] = reduce_entry(SUM, x, pw, transpose, 1.0, a)[0]
     return flag
 
 
@@ -142,7 +237,7 @@ def fast_pair_table(u, shift, E, ex, ssum, B, T):
 
 @njit(cache=True)
 def pair_table(u, w, pw, transpose, E, shift, A, B, T):
-    """Normalised ``T[x, y] ∝ exp(u[x] + Q[x, y] + w[y])`` (``Q = pw`` or ``pw.T``). Returns 0, or 1 if all zero."""
+    """Normalised ``T[x, y] ∝ exp(u[x] + Q[x, y] + w[y])`` (``Q = pw`` or ``pw.T``); all zero if no finite entry."""
     k = u.shape[0]
     m1 = -np.inf
     for x in range(k):
@@ -165,238 +260,204 @@ def pair_table(u, w, pw, transpose, E, shift, A, B, T):
                 v = ax * E[x, y] * B[y]
                 T[x, y] = v
                 total += v
-    if total > TINY:
-        inv = 1.0 / total
+    if not total > TINY:  # exact fallback in log space
+        m = -np.inf
         for x in range(k):
             for y in range(k):
-                T[x, y] *= inv
-        return 0
-    # exact fallback in log space
-    m = -np.inf
-    for x in range(k):
-        for y in range(k):
-            q = pw[y, x] if transpose else pw[x, y]
-            t = u[x] + q + w[y]
-            T[x, y] = t
-            if t > m:
-                m = t
-    if m == -np.inf:
+                q = pw[y, x] if transpose else pw[x, y]
+                T[x, y] = u[x] + q + w[y]
+                m = max(m, T[x, y])
+        total = 0.0
         for x in range(k):
             for y in range(k):
-                T[x, y] = 0.0
-        return 1
-    s = 0.0
+                T[x, y] = 0.0 if m == -np.inf else np.exp(T[x, y] - m)
+                total += T[x, y]
+        if total == 0.0:
+            return
+    inv = 1.0 / total
     for x in range(k):
         for y in range(k):
-            s += np.exp(T[x, y] - m)
-    lz = m + np.log(s)
-    for x in range(k):
-        for y in range(k):
-            T[x, y] = np.exp(T[x, y] - lz)
-    return 0
+            T[x, y] *= inv
 
 
 @njit(cache=True)
-def forest_sum_product(unary, pw3, shared, node_offsets, active, order, parent, parent_edge, parent_first,
-                       edge_mode, node_marg, edge_out, log_partition):
-    """Exact marginals and log-partition of every active (forest) example.
+def _tree_work(pots, semiring):
+    """Scratch for :func:`forest_pass` (exp-forms of a shared matrix precomputed; empty for ``MAX``)."""
+    k = pots.unary.shape[1] if semiring == SUM else 0
+    w = TreeWork(np.empty((k, k)), np.empty(k), np.empty((k, k)), np.empty(k), np.empty((k, k)), np.empty(k),
+                 np.empty(k), np.empty(k), np.empty(k), np.empty(k), np.empty(k), np.empty(k), np.empty((k, k)))
+    if semiring == SUM and pots.shared:
+        exp_form(pots.pw3[0], False, w.er, w.sr)
+        exp_form(pots.pw3[0], True, w.ec, w.sc)
+    return w
+
+
+@njit(cache=True)
+def _edge_exp_form(pots, work, slot, transpose):
+    """The exp-form ``(E, shift)`` of ``Q = pw`` or ``pw.T`` of matrix ``slot`` (precomputed when shared)."""
+    if pots.shared:
+        if transpose:
+            return work.ec, work.sc
+        return work.er, work.sr
+    exp_form(pots.pw3[slot], transpose, work.E, work.sh)
+    return work.E, work.sh
+
+
+@njit(cache=True)
+def _upward(pots, sched, lo, hi, semiring, belief, msg, back, work):
+    """Leaves to roots: every non-root node's message to its parent, added to the parent's belief.
+
+    ``msg[v, a] = op_b (belief[v, b] + Q[a, b])`` over the parent's states ``a``
+    (``Q[a_p, b_v]``). ``MAX`` records the maximisers in ``back[v]``; ``SUM``
+    normalises each log-message and returns the sum of the normalisers.
+    """
+    k = belief.shape[1]
+    shift = 0.0
+    for j in range(hi - 1, lo - 1, -1):
+        v = sched.order[j]
+        p = sched.parent[v]
+        if p < 0:
+            continue
+        slot = 0 if pots.shared else sched.parent_edge[v]
+        # Q[a_p, b_v] = pw[a_p, b_v] if the parent is edges[e, 0] else pw[b_v, a_p]
+        tr = sched.parent_first[v] == 0
+        if semiring == MAX:
+            direct_message(MAX, belief[v], pots.pw3[slot], tr, 1.0, msg[v], back[v])
+        else:
+            E, sh = _edge_exp_form(pots, work, slot, tr)
+            lse_message(belief[v], pots.pw3[slot], tr, E, sh, work.ex, work.ssum, msg[v])
+            shift += normalise_log(msg[v])
+        for a in range(k):
+            belief[p, a] += msg[v, a]
+    return shift
+
+
+@njit(cache=True)
+def _roots(sched, lo, hi, semiring, belief, back, labels):
+    """Sum over the roots of ``op`` of their beliefs; ``MAX`` also back-tracks ``labels`` (BFS order)."""
+    k = belief.shape[1]
+    total = 0.0
+    for j in range(lo, hi):
+        v = sched.order[j]
+        p = sched.parent[v]
+        if p >= 0:
+            if semiring == MAX:
+                labels[v] = back[v, labels[p]]
+            continue
+        if semiring == SUM:
+            total += lse_vector(belief[v])
+            continue
+        best = -np.inf
+        arg = 0
+        for a in range(k):
+            if belief[v, a] > best:
+                best = belief[v, a]
+                arg = a
+        labels[v] = arg
+        total += best
+    return total
+
+
+@njit(cache=True)
+def _store_pair(T, transpose, e, edge_mode, node_row, edge_out):
+    """Child marginal = row sums of ``T[b_child, a_parent]``; the edge table (``edges[e]`` orientation)
+    into ``edge_out[e]`` (``edge_mode`` 0) or added to ``edge_out[0]`` (1)."""
+    k = T.shape[0]
+    for b in range(k):
+        acc = 0.0
+        for a in range(k):
+            acc += T[b, a]
+        node_row[b] = acc
+    dst = e if edge_mode == 0 else 0
+    for a in range(k):
+        for b in range(k):
+            t = T[b, a] if transpose else T[a, b]
+            if edge_mode == 0:
+                edge_out[dst, a, b] = t
+            else:
+                edge_out[dst, a, b] += t
+
+
+@njit(cache=True)
+def _downward(pots, sched, lo, hi, edge_mode, belief, msg, node_marg, edge_out, work):
+    """Roots to leaves (sum-product): outside messages, pair tables and the children's marginals."""
+    k = belief.shape[1]
+    cav = work.cav
+    for j in range(lo, hi):
+        v = sched.order[j]
+        p = sched.parent[v]
+        if p < 0:
+            continue
+        e = sched.parent_edge[v]
+        for a in range(k):
+            cav[a] = -np.inf if msg[v, a] == -np.inf else belief[p, a] - msg[v, a]
+        # Q[b_v, a_p] = pw[a_p, b_v] if the parent is edges[e, 0] (transpose) else pw[b_v, a_p]
+        tr = sched.parent_first[v] == 1
+        slot = 0 if pots.shared else e
+        E, sh = _edge_exp_form(pots, work, slot, tr)
+        flag = lse_message(cav, pots.pw3[slot], tr, E, sh, work.ex, work.ssum, work.tmp)
+        if edge_mode != 2:
+            # T[b_v, a_p] ∝ exp(belief_v[b] + Q[b, a] + cav[a]) (belief_v still excludes the parent side)
+            if flag != 0 or fast_pair_table(belief[v], sh, E, work.ex, work.ssum, work.B, work.T) != 0:
+                pair_table(belief[v], cav, pots.pw3[slot], tr, E, sh, work.A, work.B, work.T)
+            _store_pair(work.T, tr, e, edge_mode, node_marg[v], edge_out)
+        normalise_log(work.tmp)
+        for b in range(k):
+            belief[v, b] += work.tmp[b]
+
+
+@njit(cache=True)
+def forest_pass(pots, sched, active, semiring, edge_mode, node_marg, edge_out, labels, values):
+    """Exact sum-product or max-product on every active (forest) example of a flat batch.
 
     Parameters
     ----------
-    unary : (N, K) float64
-    pw3 : (P, K, K) float64; ``P = 1`` when ``shared`` else one slice per edge
+    pots : Potentials
+    sched : TreeSchedule
     active : (n_examples,) uint8; examples to process
-    order, parent, parent_edge, parent_first : BFS schedule (int64 / uint8)
-    edge_mode : 0 per-edge marginals into ``edge_out[e]``; 1 summed into ``edge_out[0]``; 2 none
-    node_marg : (N, K) output; edge_out : (M, K, K), (1, K, K) or (0, K, K) output
-    log_partition : (n_examples,) output
-
-    Returns
-    -------
-    status : 0 ok, 1 an example has no labelling of finite score (its outputs are NaN)
+    semiring : SUM (marginals) or MAX (MAP)
+    edge_mode : SUM only: 0 per-edge marginals into ``edge_out[e]``; 1 summed into ``edge_out[0]``; 2 none
+    node_marg : (N, K) output (SUM); edge_out : (M, K, K), (1, K, K) or (0, K, K) output (SUM)
+    labels : (N,) int64 output (MAX; arbitrary for an example without a labelling of finite score)
+    values : (n_examples,) output: log-partition (SUM) or best score (MAX); ``-inf`` when no
+        labelling has a finite score (the example's marginals are then NaN)
     """
-    n, k = unary.shape
-    belief = unary.copy()
-    msg_up = np.empty((n, k))
-    er = np.empty((k, k))
-    sr = np.empty(k)
-    ec = np.empty((k, k))
-    sc = np.empty(k)
-    E = np.empty((k, k))
-    sh = np.empty(k)
-    ex = np.empty(k)
-    ssum = np.empty(k)
-    cav = np.empty(k)
-    tmp = np.empty(k)
-    A = np.empty(k)
-    B = np.empty(k)
-    T = np.empty((k, k))
-    if shared:
-        exp_form(pw3[0], False, er, sr)
-        exp_form(pw3[0], True, ec, sc)
-    status = 0
-    n_examples = node_offsets.shape[0] - 1
-    for i in range(n_examples):
+    n, k = pots.unary.shape
+    work = _tree_work(pots, semiring)
+    belief = pots.unary.copy()
+    msg = np.empty((n, k))
+    back = np.empty((n if semiring == MAX else 0, k), dtype=np.int64)
+    for i in range(sched.node_offsets.shape[0] - 1):
         if not active[i]:
             continue
-        lo = node_offsets[i]
-        hi = node_offsets[i + 1]
-        # upward pass: child -> parent, message over the parent's states
-        for j in range(hi - 1, lo - 1, -1):
-            v = order[j]
-            p = parent[v]
-            if p < 0:
-                continue
-            e = parent_edge[v]
-            # Q[a_p, b_v] = pw[a_p, b_v] if the parent is edges[e, 0] else pw[b_v, a_p]
-            tr = parent_first[v] == 0
-            slot = 0 if shared else e
-            if shared:
-                if tr:
-                    lse_message(belief[v], pw3[0], True, ec, sc, ex, ssum, msg_up[v])
-                else:
-                    lse_message(belief[v], pw3[0], False, er, sr, ex, ssum, msg_up[v])
-            else:
-                exp_form(pw3[slot], tr, E, sh)
-                lse_message(belief[v], pw3[slot], tr, E, sh, ex, ssum, msg_up[v])
-            for a in range(k):
-                belief[p, a] += msg_up[v, a]
-        lz = 0.0
-        for j in range(lo, hi):
-            v = order[j]
-            if parent[v] < 0:
-                lz += lse_vector(belief[v])
-        log_partition[i] = lz
-        if lz == -np.inf:
-            status = 1
-            for j in range(lo, hi):
-                for a in range(k):
-                    node_marg[order[j], a] = np.nan
+        lo = sched.node_offsets[i]
+        hi = sched.node_offsets[i + 1]
+        shift = _upward(pots, sched, lo, hi, semiring, belief, msg, back, work)
+        values[i] = _roots(sched, lo, hi, semiring, belief, back, labels) + shift
+        if semiring == MAX:
             continue
-        # downward pass: parent -> child, message over the child's states
+        if values[i] == -np.inf:
+            for j in range(lo, hi):
+                node_marg[sched.order[j]] = np.nan
+            continue
+        _downward(pots, sched, lo, hi, edge_mode, belief, msg, node_marg, edge_out, work)
         for j in range(lo, hi):
-            v = order[j]
-            p = parent[v]
-            if p < 0:
-                continue
-            e = parent_edge[v]
-            for a in range(k):
-                cav[a] = -np.inf if msg_up[v, a] == -np.inf else belief[p, a] - msg_up[v, a]
-            # Q[b_v, a_p] = pw[a_p, b_v] if the parent is edges[e, 0] (transpose) else pw[b_v, a_p]
-            tr = parent_first[v] == 1
-            slot = 0 if shared else e
-            if shared:
-                if tr:
-                    Eu = ec
-                    su = sc
-                else:
-                    Eu = er
-                    su = sr
-            else:
-                exp_form(pw3[slot], tr, E, sh)
-                Eu = E
-                su = sh
-            flag = lse_message(cav, pw3[slot], tr, Eu, su, ex, ssum, tmp)
-            if edge_mode != 2:
-                # T[b_v, a_p] ∝ exp(belief_v[b] + Q[b, a] + cav[a]) (belief_v still excludes the parent side)
-                if flag != 0 or fast_pair_table(belief[v], su, Eu, ex, ssum, B, T) != 0:
-                    pair_table(belief[v], cav, pw3[slot], tr, Eu, su, A, B, T)
-                # the child's marginal is the row sum of the pair table
-                for b in range(k):
-                    acc = 0.0
-                    for a in range(k):
-                        acc += T[b, a]
-                    node_marg[v, b] = acc
-                if edge_mode == 0:
-                    if tr:
-                        for a in range(k):
-                            for b in range(k):
-                                edge_out[e, a, b] = T[b, a]
-                    else:
-                        for a in range(k):
-                            for b in range(k):
-                                edge_out[e, a, b] = T[a, b]
-                else:
-                    if tr:
-                        for a in range(k):
-                            for b in range(k):
-                                edge_out[0, a, b] += T[b, a]
-                    else:
-                        for a in range(k):
-                            for b in range(k):
-                                edge_out[0, a, b] += T[a, b]
-            for b in range(k):
-                belief[v, b] += tmp[b]
-        for j in range(lo, hi):
-            v = order[j]
-            if edge_mode != 2 and parent[v] >= 0:
-                continue  # already set from the pair table
-            m = lse_vector(belief[v])
-            for a in range(k):
-                node_marg[v, a] = np.exp(belief[v, a] - m)
-    return status
+            v = sched.order[j]
+            if edge_mode == 2 or sched.parent[v] < 0:
+                normalised_exp(belief[v], node_marg[v])
 
 
 @njit(cache=True)
 def forest_max_product(unary, pw3, shared, node_offsets, active, order, parent, parent_edge, parent_first,
                        labels, scores):
-    """Exact MAP labelling (max-product with back-pointers) of every active (forest) example.
+    """:func:`forest_pass` with ``MAX`` on flat arrays (the form the SSVM epoch kernels call per example)."""
+    forest_pass(Potentials(unary, pw3, shared), TreeSchedule(node_offsets, order, parent, parent_edge, parent_first),
+                active, MAX, 2, np.empty((0, 0)), np.empty((0, 0, 0)), labels, scores)
 
-    Fills ``labels`` (N,) and ``scores`` (n_examples,) (``-inf`` when no labelling
-    has a finite score; labels are then arbitrary). Returns 0.
-    """
-    n, k = unary.shape
-    belief = unary.copy()
-    back = np.empty((n, k), dtype=np.int64)
-    n_examples = node_offsets.shape[0] - 1
-    for i in range(n_examples):
-        if not active[i]:
-            continue
-        lo = node_offsets[i]
-        hi = node_offsets[i + 1]
-        for j in range(hi - 1, lo - 1, -1):
-            v = order[j]
-            p = parent[v]
-            if p < 0:
-                continue
-            slot = 0 if shared else parent_edge[v]
-            pw = pw3[slot]
-            if parent_first[v] == 1:
-                for a in range(k):
-                    best = -np.inf
-                    arg = 0
-                    for b in range(k):
-                        t = belief[v, b] + pw[a, b]
-                        if t > best:
-                            best = t
-                            arg = b
-                    belief[p, a] += best
-                    back[v, a] = arg
-            else:
-                for a in range(k):
-                    best = -np.inf
-                    arg = 0
-                    for b in range(k):
-                        t = belief[v, b] + pw[b, a]
-                        if t > best:
-                            best = t
-                            arg = b
-                    belief[p, a] += best
-                    back[v, a] = arg
-        total = 0.0
-        for j in range(lo, hi):
-            v = order[j]
-            p = parent[v]
-            if p < 0:
-                best = -np.inf
-                arg = 0
-                for a in range(k):
-                    if belief[v, a] > best:
-                        best = belief[v, a]
-                        arg = a
-                labels[v] = arg
-                total += best
-            else:
-                labels[v] = back[v, labels[p]]
-        scores[i] = total
-    return 0
+
+@njit(cache=True)
+def forest_sum_product(unary, pw3, shared, node_offsets, active, order, parent, parent_edge, parent_first,
+                       edge_mode, node_marg, edge_out, log_partition):  # TEMPORARY shim, removed with the api rewrite
+    forest_pass(Potentials(unary, pw3, shared), TreeSchedule(node_offsets, order, parent, parent_edge, parent_first),
+                active, SUM, edge_mode, node_marg, edge_out, np.empty(0, dtype=np.int64), log_partition)
+    return 1 if (log_partition == -np.inf).any() else 0

@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .._kernels.inference_schedule import build_adjacency, build_bfs_schedule
+from .._kernels.inference_schedule import GraphArrays, TreeSchedule, build_adjacency, build_bfs_schedule
 from .._validation import _check_offsets, check_batch_structure, check_edges
 from ..graphs import GraphBatch
 
@@ -78,6 +78,17 @@ class InferenceSchedule:
     @property
     def n_examples(self) -> int:
         return len(self.node_offsets) - 1
+
+    @property
+    def tree(self) -> TreeSchedule:
+        """The BFS schedule bundled for the forest kernels."""
+        return TreeSchedule(self.node_offsets, self.order, self.parent, self.parent_edge, self.parent_first)
+
+    @property
+    def graph(self) -> GraphArrays:
+        """Edges, offsets and adjacency bundled for the loopy kernels."""
+        return GraphArrays(self.edges, self.node_offsets, self.edge_offsets, self.adj_ptr, self.adj_nbr,
+                           self.adj_edge)
 
     @property
     def all_forests(self) -> bool:
