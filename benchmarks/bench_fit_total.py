@@ -33,8 +33,6 @@ from sklearn.exceptions import ConvergenceWarning
 
 from crflearn import CRF
 
-ROOT = Path(__file__).resolve().parents[1]
-
 #: row name -> CRF keyword arguments (besides tol, max_iter, random_state)
 ROWS = {
     "idal-default": {},
@@ -89,12 +87,19 @@ def _row(name: str, r: dict) -> str:
 
 
 def _provenance() -> str:
+    """Which crflearn was timed: its directory, the commit of its checkout and whether it had local changes."""
+    import crflearn
+
+    source = Path(crflearn.__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %cI"], capture_output=True,
+        commit = subprocess.run(["git", "-C", str(source), "log", "-1", "--format=%h %cI"], capture_output=True,
                                 text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "crflearn"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += " (uncommitted changes in crflearn/)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return f"crflearn commit {commit}; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        commit = "not a git checkout"
+    return f"crflearn from {source}, {commit}; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
 
 
 def run_fit(args) -> None:
