@@ -8,8 +8,8 @@ takes the networkx graphs directly: node attribute ``"x"`` holds the features
 and ``"y"`` the label. The figure draws a test graph coloured by the true and
 the predicted labels, and the duality gap of training.
 
-Runs anywhere (no data files); the figure is written next to this file or to
-``$CRFLEARN_EXAMPLES_OUT``.
+Runs anywhere (no data files); the figure is written to ``crflearn-examples/``
+in the current directory (or to ``$CRFLEARN_EXAMPLES_OUT``).
 """
 
 import os
@@ -30,7 +30,8 @@ from crflearn.datasets import make_random_graphs  # noqa: E402
 from crflearn.metrics import node_accuracy  # noqa: E402
 from crflearn.plotting import plot_convergence  # noqa: E402
 
-OUT_DIR = Path(os.environ.get("CRFLEARN_EXAMPLES_OUT", Path(__file__).resolve().parent))
+# figures go to ./crflearn-examples (or $CRFLEARN_EXAMPLES_OUT), never into examples/
+OUT_DIR = Path(os.environ.get("CRFLEARN_EXAMPLES_OUT", "crflearn-examples"))
 QUICK = bool(os.environ.get("CRFLEARN_EXAMPLES_QUICK"))
 
 n = 20 if QUICK else 100

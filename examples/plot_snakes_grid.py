@@ -32,7 +32,8 @@ from crflearn.datasets import load_snakes  # noqa: E402
 from crflearn.metrics import node_accuracy  # noqa: E402
 from crflearn.plotting import plot_convergence  # noqa: E402
 
-OUT_DIR = Path(os.environ.get("CRFLEARN_EXAMPLES_OUT", Path(__file__).resolve().parent))
+# figures go to ./crflearn-examples (or $CRFLEARN_EXAMPLES_OUT), never into examples/
+OUT_DIR = Path(os.environ.get("CRFLEARN_EXAMPLES_OUT", "crflearn-examples"))
 QUICK = bool(os.environ.get("CRFLEARN_EXAMPLES_QUICK"))
 
 try:

@@ -8,8 +8,8 @@ solver and compares it with per-node logistic regression, which cannot use the
 label transitions. The figure shows the duality gap against time and against
 epochs.
 
-Run ``python examples/plot_synthetic_chain.py``; the figure is written next to
-this file (or to ``$CRFLEARN_EXAMPLES_OUT``).
+Run ``python examples/plot_synthetic_chain.py``; the figure is written to
+``crflearn-examples/`` in the current directory (or to ``$CRFLEARN_EXAMPLES_OUT``).
 """
 
 import os
@@ -30,7 +30,8 @@ from crflearn.datasets import make_chain_hmm  # noqa: E402
 from crflearn.metrics import node_accuracy  # noqa: E402
 from crflearn.plotting import plot_convergence  # noqa: E402
 
-OUT_DIR = Path(os.environ.get("CRFLEARN_EXAMPLES_OUT", Path(__file__).resolve().parent))
+# figures go to ./crflearn-examples (or $CRFLEARN_EXAMPLES_OUT), never into examples/
+OUT_DIR = Path(os.environ.get("CRFLEARN_EXAMPLES_OUT", "crflearn-examples"))
 QUICK = bool(os.environ.get("CRFLEARN_EXAMPLES_QUICK"))
 
 n_train = 40 if QUICK else 200
