@@ -454,10 +454,3 @@ def forest_max_product(unary, pw3, shared, node_offsets, active, order, parent, 
     forest_pass(Potentials(unary, pw3, shared), TreeSchedule(node_offsets, order, parent, parent_edge, parent_first),
                 active, MAX, 2, np.empty((0, 0)), np.empty((0, 0, 0)), labels, scores)
 
-
-@njit(cache=True)
-def forest_sum_product(unary, pw3, shared, node_offsets, active, order, parent, parent_edge, parent_first,
-                       edge_mode, node_marg, edge_out, log_partition):  # TEMPORARY shim, removed with the api rewrite
-    forest_pass(Potentials(unary, pw3, shared), TreeSchedule(node_offsets, order, parent, parent_edge, parent_first),
-                active, SUM, edge_mode, node_marg, edge_out, np.empty(0, dtype=np.int64), log_partition)
-    return 1 if (log_partition == -np.inf).any() else 0

@@ -11,7 +11,7 @@ Methods
     for marginals and ``"trws"`` for MAP. In a batch the choice is per example.
 ``"exact"``
     Sum-product / max-product with back-pointers along a BFS schedule;
-    raises ``ValueError`` on a graph with a cycle.
+    raises :class:`~crflearn.exceptions.LoopyGraphError` (a ``ValueError``) on a graph with a cycle.
 ``"trw"`` / ``"bp"``
     Tree-reweighted / loopy sum-product (approximate marginals) with damping.
     TRW uses the edge appearance probabilities of the uniform spanning-tree
@@ -42,15 +42,17 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._kernels.inference_loopy import batch_scores, loopy_max_product, loopy_sum_product
-from .._kernels.inference_tree import forest_max_product, forest_sum_product
+from .._kernels.inference_loopy import LoopyOptions, LoopyOutputs, batch_scores, loopy_pass
+from .._kernels.inference_tree import MAX, SUM, Potentials, forest_pass
 from .._validation import check_labels, check_nonnegative, check_potentials
+from ..exceptions import LoopyGraphError
 from .bruteforce import bruteforce_map, bruteforce_marginals
-from .schedule import InferenceSchedule, _build, check_batch_structure
+from .schedule import InferenceSchedule, _build, make_schedule
 
 __all__ = [
     "InferenceResult",
@@ -74,6 +76,11 @@ EDGE_MODES = {"full": 0, "sum": 1, "none": 2}
 # loopy sum-product caches exp-forms of the pairwise potentials when the largest example
 # has at most this many ``n_edges * K * K`` entries (3 cached arrays of that size)
 _LOOPY_CACHE_LIMIT = 4_000_000
+# placeholders for the outputs of the other semiring (one signature per kernel)
+_NO_LABELS = np.empty(0, dtype=np.int64)
+_NO_VALUES = np.empty(0)
+_NO_NODES = np.empty((0, 0))
+_NO_EDGES = np.empty((0, 0, 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,29 +213,75 @@ def _check_options(max_iter, tol, damping) -> tuple[int, float, float]:
     return int(max_iter), tol, damping
 
 
-def _prepare(unary, pairwise, edges, node_offsets, edge_offsets, schedule):
-    """Validated ``(unary, pw3, shared, schedule)`` for a batch (offsets None = one graph)."""
-    u, p, e = check_potentials(unary, pairwise, edges)
-    if node_offsets is None:
-        no = np.array([0, u.shape[0]], dtype=np.int64)
-        eo = np.array([0, len(e)], dtype=np.int64)
-    else:
-        e, no, eo = check_batch_structure(e, node_offsets, edge_offsets, u.shape[0])
-    if schedule is None:
-        schedule = _build(e.copy(), no.copy(), eo.copy())
-    else:
-        if not isinstance(schedule, InferenceSchedule):
-            raise TypeError(f"schedule must come from make_schedule, got {type(schedule).__name__}")
-        if not schedule.matches(e, no, eo):
-            raise ValueError("schedule was built for different edges or offsets; "
-                             "rebuild it with make_schedule(edges, node_offsets, edge_offsets)")
+def _scores(values, name: str) -> np.ndarray:
+    """``values`` as C-contiguous float64; rejects non-real dtypes, NaN and +inf (-inf forbids)."""
+    arr = np.asarray(values)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if np.isnan(arr).any() or np.isposinf(arr).any():
+        raise ValueError(f"{name} contains NaN or +inf (-inf is allowed and forbids a state or pair)")
+    return arr
+
+
+def _check_unary(unary) -> np.ndarray:
+    u = _scores(unary, "unary")
+    if u.ndim != 2 or 0 in u.shape:
+        raise ValueError(f"unary must have shape (n_nodes, n_states), both >= 1, got {u.shape}")
+    return u
+
+
+def _potentials(u: np.ndarray, p: np.ndarray) -> Potentials:
+    """Bundle validated ``(n, K)`` unary and ``(K, K)`` / ``(E, K, K)`` pairwise arrays for the kernels."""
     pw3 = p if p.ndim == 3 else p[None]
-    return u, np.ascontiguousarray(pw3), p.ndim == 2, schedule
+    return Potentials(np.ascontiguousarray(u, dtype=np.float64), np.ascontiguousarray(pw3, dtype=np.float64),
+                      bool(p.ndim == 2))
+
+
+def _prepare(unary, pairwise, edges, node_offsets, edge_offsets, schedule, check_input: bool = True):
+    """``(Potentials, InferenceSchedule)`` of a batch (offsets None: one graph).
+
+    The graph structure is validated once, by :func:`make_schedule`; a schedule
+    passed in is only checked to belong to these arrays. With ``check_input=False``
+    nothing is validated (internal callers that validated already).
+    """
+    if not check_input:
+        if schedule is None:
+            e = np.ascontiguousarray(edges, dtype=np.int64).reshape(-1, 2)
+            schedule = _build(e, np.asarray(node_offsets, dtype=np.int64), np.asarray(edge_offsets, dtype=np.int64))
+        return _potentials(np.asarray(unary), np.asarray(pairwise)), schedule
+    u = _check_unary(unary)
+    if schedule is None:
+        offsets = () if node_offsets is None else (node_offsets, edge_offsets)
+        schedule = make_schedule(edges, *offsets, n_nodes=u.shape[0])
+    elif not isinstance(schedule, InferenceSchedule):
+        raise TypeError(f"schedule must come from make_schedule, got {type(schedule).__name__}")
+    elif not schedule.matches(edges, node_offsets, edge_offsets):
+        raise ValueError("schedule was built for different edges or offsets; "
+                         "rebuild it with make_schedule(edges, node_offsets, edge_offsets)")
+    if schedule.n_nodes != u.shape[0]:
+        raise ValueError(f"unary has {u.shape[0]} rows but the graphs have {schedule.n_nodes} nodes")
+    p = _scores(pairwise, "pairwise")
+    k, m = u.shape[1], schedule.n_edges
+    if p.shape not in ((k, k), (m, k, k)):
+        raise ValueError(f"pairwise must have shape ({k}, {k}) (shared) or ({m}, {k}, {k}) (per edge), "
+                         f"got {p.shape}")
+    return _potentials(u, p), schedule
 
 
 def _infeasible(examples: np.ndarray) -> ValueError:
     return ValueError(f"every labelling of example(s) {examples[:10].tolist()} has score -inf "
                       "(the -inf entries of unary/pairwise forbid all of them)")
+
+
+def _check_overflow(values: np.ndarray, pots: Potentials, what: str) -> None:
+    """Raise when an example's log-partition / score is NaN or +inf (scores beyond the float64 range)."""
+    bad = np.flatnonzero(np.isnan(values) | (values == np.inf))
+    if len(bad):
+        scale = max(np.abs(pots.unary[np.isfinite(pots.unary)]).max(initial=0.0),
+                    np.abs(pots.pw3[np.isfinite(pots.pw3)]).max(initial=0.0))
+        raise ValueError(f"the {what} of example(s) {bad[:10].tolist()} overflows float64 (scores up to "
+                         f"{scale:.3g} summed over a graph leave the float64 range); rescale the potentials")
 
 
 def _combined_name(exact_mask: np.ndarray, exact_name: str, approx_name: str) -> str:
@@ -239,57 +292,65 @@ def _combined_name(exact_mask: np.ndarray, exact_name: str, approx_name: str) ->
     return f"{exact_name}+{approx_name}"
 
 
+def _exact_examples(sched: InferenceSchedule, method: str, alternatives: str) -> np.ndarray:
+    """Mask of the examples solved exactly; ``method="exact"`` on a cycle raises LoopyGraphError."""
+    if method == "exact" and not sched.all_forests:
+        bad = np.flatnonzero(~sched.is_forest)
+        raise LoopyGraphError(f"method='exact' needs forests but example(s) {bad[:10].tolist()} have a cycle; "
+                              f"use method={alternatives}")
+    if method in ("auto", "exact"):
+        return sched.is_forest.copy()
+    return np.zeros(sched.n_examples, dtype=bool)
+
+
+def _per_example(pots: Potentials, sched: InferenceSchedule, solve):
+    """Yield ``(i, nodes, edges, solve(unary_i, pairwise_i, local_edges_i))`` for every non-empty example."""
+    no, eo = sched.node_offsets, sched.edge_offsets
+    for i in range(sched.n_examples):
+        if no[i + 1] > no[i]:
+            nodes, edges = slice(no[i], no[i + 1]), slice(eo[i], eo[i + 1])
+            p = pots.pw3[0] if pots.shared else pots.pw3[edges]
+            yield i, nodes, edges, solve(pots.unary[nodes], p, sched.edges[edges] - no[i])
+
+
 # --------------------------------------------------------------------------------------------
 # cores (validated inputs)
 # --------------------------------------------------------------------------------------------
-def _marginals_core(u, pw3, shared, sched: InferenceSchedule, method: str, mode: int,
+def _marginals_core(pots: Potentials, sched: InferenceSchedule, method: str, mode: int,
                     max_iter: int, tol: float, damping: float):
-    n, k = u.shape
-    m = sched.n_edges
+    n, k = pots.unary.shape
     n_ex = sched.n_examples
     node = np.empty((n, k))
-    edge_out = np.zeros((m if mode == 0 else (1 if mode == 1 else 0), k, k))
-    logz = np.empty(n_ex)
+    edge_out = np.zeros((sched.n_edges if mode == 0 else (1 if mode == 1 else 0), k, k))
+    logz = np.zeros(n_ex)
     n_iter = np.zeros(n_ex, dtype=np.int64)
     conv = np.ones(n_ex, dtype=np.uint8)
-    forest = sched.is_forest
     if method == "bruteforce":
-        for i in range(n_ex):
-            lo, hi = sched.node_offsets[i], sched.node_offsets[i + 1]
-            elo, ehi = sched.edge_offsets[i], sched.edge_offsets[i + 1]
-            if hi == lo:
-                logz[i] = 0.0
-                continue
-            p = pw3[0] if shared else pw3[elo:ehi]
-            nm, em, lz = bruteforce_marginals(u[lo:hi], p, sched.edges[elo:ehi] - lo, with_edges=mode != 2)
-            node[lo:hi] = nm
-            logz[i] = lz
+        for i, nodes, edges, (nm, em, lz) in _per_example(
+                pots, sched, partial(bruteforce_marginals, with_edges=mode != 2)):
+            node[nodes], logz[i] = nm, lz
             if mode == 0:
-                edge_out[elo:ehi] = em
-            elif mode == 1 and ehi > elo:
+                edge_out[edges] = em
+            elif mode == 1:
                 edge_out[0] += em.sum(axis=0)
         exact = np.ones(n_ex, dtype=bool)
         name = "bruteforce"
     else:
-        if method == "exact" and not forest.all():
-            bad = np.flatnonzero(~forest)
-            raise ValueError(f"method='exact' needs forests but example(s) {bad[:10].tolist()} have a cycle; "
-                             "use method='auto', 'trw' or 'bp'")
-        if method in ("auto", "exact"):
-            exact = forest.copy()
-        else:
-            exact = np.zeros(n_ex, dtype=bool)
+        exact = _exact_examples(sched, method, "'auto', 'trw' or 'bp'")
         approx = "bp" if method == "bp" else "trw"
         if exact.any():
-            forest_sum_product(u, pw3, shared, sched.node_offsets, exact.astype(np.uint8), sched.order,
-                               sched.parent, sched.parent_edge, sched.parent_first, mode, node, edge_out, logz)
+            forest_pass(pots, sched.tree, exact.astype(np.uint8), SUM, mode, node, edge_out, _NO_LABELS, logz)
         if not exact.all():
-            rho = np.ones(m) if approx == "bp" else sched.edge_appearance()
-            loopy_sum_product(u, pw3, shared, sched.edges, sched.node_offsets, sched.edge_offsets,
-                              (~exact).astype(np.uint8),
-                              sched.adj_ptr, sched.adj_nbr, sched.adj_edge, rho, max_iter, tol, damping,
-                              _LOOPY_CACHE_LIMIT, mode, node, edge_out, logz, n_iter, conv)
+            rho = np.ones(sched.n_edges) if approx == "bp" else sched.edge_appearance()
+            opts = LoopyOptions(SUM, rho, int(max_iter), float(tol), float(damping), int(_LOOPY_CACHE_LIMIT),
+                                int(mode), False, False)
+            out = LoopyOutputs(node, edge_out, logz, _NO_LABELS, _NO_VALUES, _NO_VALUES, n_iter, conv)
+            loopy_pass(pots, sched.graph, (~exact).astype(np.uint8), opts, out)
         name = _combined_name(exact, "exact", approx)
+    nan_nodes = np.isnan(node).any(axis=1)  # only where a pass overflowed (or an example is infeasible)
+    node_example = np.repeat(np.arange(n_ex), np.diff(sched.node_offsets))
+    _check_overflow(np.where(np.isfinite(logz) & np.isin(np.arange(n_ex), node_example[nan_nodes]), np.nan, logz),
+                    pots, "log-partition")
     bad = np.flatnonzero(logz == -np.inf)
     if len(bad):
         raise _infeasible(bad)
@@ -297,46 +358,46 @@ def _marginals_core(u, pw3, shared, sched: InferenceSchedule, method: str, mode:
     return node, edge_res, logz, exact, name, n_iter, conv.astype(bool)
 
 
-def _map_core(u, pw3, shared, sched: InferenceSchedule, method: str, max_iter: int, tol: float,
+def _map_core(pots: Potentials, sched: InferenceSchedule, method: str, max_iter: int, tol: float,
               damping: float):
-    n, k = u.shape
     n_ex = sched.n_examples
-    labels = np.zeros(n, dtype=np.int64)
-    scores = np.empty(n_ex)
+    labels = np.zeros(pots.unary.shape[0], dtype=np.int64)
+    scores = np.zeros(n_ex)
     bounds = np.full(n_ex, np.nan)
-    forest = sched.is_forest
     if method == "bruteforce":
-        for i in range(n_ex):
-            lo, hi = sched.node_offsets[i], sched.node_offsets[i + 1]
-            elo, ehi = sched.edge_offsets[i], sched.edge_offsets[i + 1]
-            if hi == lo:
-                scores[i] = 0.0
-                continue
-            p = pw3[0] if shared else pw3[elo:ehi]
-            lab, sc = bruteforce_map(u[lo:hi], p, sched.edges[elo:ehi] - lo)
-            labels[lo:hi] = lab
-            scores[i] = sc
+        for i, nodes, _, (lab, sc) in _per_example(pots, sched, bruteforce_map):
+            labels[nodes], scores[i] = lab, sc
         bounds[:] = scores
         return labels, scores, bounds, np.ones(n_ex, dtype=bool), "bruteforce"
-    if method == "exact" and not forest.all():
-        bad = np.flatnonzero(~forest)
-        raise ValueError(f"method='exact' needs forests but example(s) {bad[:10].tolist()} have a cycle; "
-                         "use method='auto', 'trws' or 'maxproduct'")
-    exact = forest.copy() if method in ("auto", "exact") else np.zeros(n_ex, dtype=bool)
+    exact = _exact_examples(sched, method, "'auto', 'trws' or 'maxproduct'")
     approx = "maxproduct" if method == "maxproduct" else "trws"
     if exact.any():
-        forest_max_product(u, pw3, shared, sched.node_offsets, exact.astype(np.uint8), sched.order,
-                           sched.parent, sched.parent_edge, sched.parent_first, labels, scores)
+        forest_pass(pots, sched.tree, exact.astype(np.uint8), MAX, 2, _NO_NODES, _NO_EDGES, labels, scores)
         bounds[exact] = scores[exact]
     if not exact.all():
-        finite = bool(np.isfinite(u).all() and np.isfinite(pw3).all())
-        n_iter = np.zeros(n_ex, dtype=np.int64)
-        loopy_max_product(u, pw3, shared, sched.edges, sched.node_offsets, sched.edge_offsets,
-                          (~exact).astype(np.uint8), sched.adj_ptr, sched.adj_nbr, sched.adj_edge,
-                          approx == "trws", max_iter, tol, damping, finite, labels, scores, bounds, n_iter)
+        finite = bool(np.isfinite(pots.unary).all() and np.isfinite(pots.pw3).all())
+        opts = LoopyOptions(MAX, _NO_VALUES, int(max_iter), float(tol), float(damping), 0, 2,
+                            approx == "trws", finite)
+        out = LoopyOutputs(_NO_NODES, _NO_EDGES, _NO_VALUES, labels, scores, bounds,
+                           np.zeros(n_ex, dtype=np.int64), np.zeros(n_ex, dtype=np.uint8))
+        loopy_pass(pots, sched.graph, (~exact).astype(np.uint8), opts, out)
         # the bound is >= the optimum >= the score; remove round-off crossings
         bounds = np.where(np.isnan(bounds), bounds, np.maximum(bounds, scores))
+    _check_overflow(scores, pots, "score")
     return labels, scores, bounds, exact, _combined_name(exact, "exact", approx)
+
+
+def _feasible_labels(res) -> np.ndarray:
+    """The labels of a MAP result; raise like :func:`infer` when some example has no labelling of finite score."""
+    scores = np.atleast_1d(res.scores if hasattr(res, "scores") else res.score)
+    bad = np.flatnonzero(scores == -np.inf)
+    if len(bad):
+        exact = np.atleast_1d(res.exact_examples if hasattr(res, "exact_examples") else res.exact)
+        if exact[bad].all():
+            raise _infeasible(bad)
+        raise ValueError(f"method={res.method!r} found no labelling of finite score for example(s) "
+                         f"{bad[:10].tolist()}; the -inf entries of unary/pairwise may forbid all of them")
+    return res.labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,9 +433,8 @@ def infer(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, method: str =
     """
     method = _check_method(method, MARGINAL_METHODS, "marginal inference")
     max_iter, tol, damping = _check_options(max_iter, tol, damping)
-    u, pw3, shared, sched = _prepare(unary, pairwise, edges, None, None, None)
-    node, edge, logz, exact, name, n_iter, conv = _marginals_core(u, pw3, shared, sched, method, 0,
-                                                                  max_iter, tol, damping)
+    pots, sched = _prepare(unary, pairwise, edges, None, None, None)
+    node, edge, logz, exact, name, n_iter, conv = _marginals_core(pots, sched, method, 0, max_iter, tol, damping)
     return InferenceResult(node_marginals=node, edge_marginals=edge, log_partition=float(logz[0]),
                            exact=bool(exact[0]), method=name, n_iter=int(n_iter[0]), converged=bool(conv[0]))
 
@@ -397,8 +457,8 @@ def map_inference(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, metho
     """
     method = _check_method(method, MAP_METHODS, "MAP inference")
     max_iter, tol, damping = _check_options(max_iter, tol, damping)
-    u, pw3, shared, sched = _prepare(unary, pairwise, edges, None, None, None)
-    labels, scores, bounds, exact, name = _map_core(u, pw3, shared, sched, method, max_iter, tol, damping)
+    pots, sched = _prepare(unary, pairwise, edges, None, None, None)
+    labels, scores, bounds, exact, name = _map_core(pots, sched, method, max_iter, tol, damping)
     bound = None if np.isnan(bounds[0]) else float(bounds[0])
     return MAPResult(labels=labels, score=float(scores[0]), bound=bound, exact=bool(exact[0]), method=name)
 
@@ -410,14 +470,23 @@ def decode(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, method: str 
     Returns
     -------
     labels : ndarray (n_nodes,) int64
+
+    Raises
+    ------
+    ValueError
+        As :func:`map_inference`, and, like :func:`infer`, when no labelling has a finite
+        score (``map_inference`` reports that as ``score = -inf`` instead).
     """
-    return map_inference(unary, pairwise, edges, method, **options).labels
+    return _feasible_labels(map_inference(unary, pairwise, edges, method, **options))
 
 
-def _augment(u: np.ndarray, y_true, loss_weight) -> np.ndarray:
+def _augment(u: np.ndarray, y_true, loss_weight, check_input: bool = True) -> np.ndarray:
     n, k = u.shape
-    y = check_labels(y_true, n, k, "y_true")
-    w = check_nonnegative(loss_weight, "loss_weight")
+    if check_input:
+        y = check_labels(y_true, n, k, "y_true")
+        w = check_nonnegative(loss_weight, "loss_weight")
+    else:
+        y, w = np.asarray(y_true, dtype=np.int64), float(loss_weight)
     out = u + w
     out[np.arange(n), y] -= w
     return out
@@ -447,18 +516,16 @@ def loss_augmented_decode(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLik
     labels : ndarray (n_nodes,) int64
     """
     method = _check_method(method, MAP_METHODS, "loss-augmented decoding")
-    u, p, e = check_potentials(unary, pairwise, edges)
-    return decode(_augment(u, y_true, loss_weight), p, e, method, **options)
+    return decode(_augment(_check_unary(unary), y_true, loss_weight), pairwise, edges, method, **options)
 
 
 def labeling_score(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, labels: ArrayLike) -> float:
     """Score ``sum_v unary[v, y_v] + sum_e pairwise[e, y_s, y_t]`` of a labelling of one graph."""
     u, p, e = check_potentials(unary, pairwise, edges)
     y = check_labels(labels, u.shape[0], u.shape[1], "labels")
-    pw3 = np.ascontiguousarray(p if p.ndim == 3 else p[None])
     out = np.empty(1)
-    batch_scores(u, pw3, p.ndim == 2, e, np.array([0, len(u)], dtype=np.int64),
-                 np.array([0, len(e)], dtype=np.int64), y, out)
+    batch_scores(_potentials(u, p), e, np.array([0, len(u)], dtype=np.int64), np.array([0, len(e)], dtype=np.int64),
+                 y, out)
     return float(out[0])
 
 
@@ -468,7 +535,8 @@ def labeling_score(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, labe
 def infer_batch(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, node_offsets: ArrayLike,
                 edge_offsets: ArrayLike, method: str = "auto",
                 edge_marginals: str = "full", *, schedule: InferenceSchedule | None = None,
-                max_iter: int = 200, tol: float = 1e-8, damping: float = 0.5) -> BatchInferenceResult:
+                max_iter: int = 200, tol: float = 1e-8, damping: float = 0.5,
+                check_input: bool = True) -> BatchInferenceResult:
     """Marginals and log-partitions of every example of a flat batch, in one kernel call.
 
     Parameters
@@ -488,21 +556,26 @@ def infer_batch(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, node_of
         computed without allocating (M, K, K) -- or nothing.
     schedule : InferenceSchedule, optional
         From :func:`~crflearn.inference.make_schedule` on the same arrays; reuse it
-        across calls to skip the graph preprocessing.
+        across calls to skip the graph preprocessing and its validation.
     max_iter, tol, damping
         Loopy message passing, as in :func:`infer`.
+    check_input : bool, default=True
+        False skips every validation (potentials, structure, options): for internal
+        callers (solvers, estimators, monitors) that validated once already; pass a
+        ``schedule`` too. Invalid input then gives undefined results.
 
     Returns
     -------
     BatchInferenceResult
     """
-    method = _check_method(method, MARGINAL_METHODS, "marginal inference")
-    if not isinstance(edge_marginals, str) or edge_marginals not in EDGE_MODES:
-        raise ValueError(f"edge_marginals must be 'full', 'sum' or 'none', got {edge_marginals!r}")
-    max_iter, tol, damping = _check_options(max_iter, tol, damping)
-    u, pw3, shared, sched = _prepare(unary, pairwise, edges, node_offsets, edge_offsets, schedule)
+    if check_input:
+        method = _check_method(method, MARGINAL_METHODS, "marginal inference")
+        if not isinstance(edge_marginals, str) or edge_marginals not in EDGE_MODES:
+            raise ValueError(f"edge_marginals must be 'full', 'sum' or 'none', got {edge_marginals!r}")
+        max_iter, tol, damping = _check_options(max_iter, tol, damping)
+    pots, sched = _prepare(unary, pairwise, edges, node_offsets, edge_offsets, schedule, check_input)
     node, edge, logz, exact, name, n_iter, conv = _marginals_core(
-        u, pw3, shared, sched, method, EDGE_MODES[edge_marginals], max_iter, tol, damping)
+        pots, sched, method, EDGE_MODES[edge_marginals], max_iter, tol, damping)
     return BatchInferenceResult(node_marginals=node, edge_marginals=edge, log_partition=logz,
                                 exact=bool(exact.all()), method=name, exact_examples=exact,
                                 n_iter=n_iter, converged=conv)
@@ -511,19 +584,21 @@ def infer_batch(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, node_of
 def map_inference_batch(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, node_offsets: ArrayLike,
                         edge_offsets: ArrayLike, method: str = "auto", *,
                         schedule: InferenceSchedule | None = None, max_iter: int = 100, tol: float = 1e-9,
-                        damping: float = 0.5) -> BatchMAPResult:
+                        damping: float = 0.5, check_input: bool = True) -> BatchMAPResult:
     """MAP labellings, scores and bounds of every example of a flat batch (one kernel call).
 
-    Parameters are those of :func:`infer_batch` and :func:`map_inference`.
+    Parameters are those of :func:`infer_batch` (``schedule``, ``check_input``) and
+    :func:`map_inference`.
 
     Returns
     -------
     BatchMAPResult
     """
-    method = _check_method(method, MAP_METHODS, "MAP inference")
-    max_iter, tol, damping = _check_options(max_iter, tol, damping)
-    u, pw3, shared, sched = _prepare(unary, pairwise, edges, node_offsets, edge_offsets, schedule)
-    labels, scores, bounds, exact, name = _map_core(u, pw3, shared, sched, method, max_iter, tol, damping)
+    if check_input:
+        method = _check_method(method, MAP_METHODS, "MAP inference")
+        max_iter, tol, damping = _check_options(max_iter, tol, damping)
+    pots, sched = _prepare(unary, pairwise, edges, node_offsets, edge_offsets, schedule, check_input)
+    labels, scores, bounds, exact, name = _map_core(pots, sched, method, max_iter, tol, damping)
     return BatchMAPResult(labels=labels, scores=scores, bounds=bounds, exact=bool(exact.all()), method=name,
                           exact_examples=exact)
 
@@ -536,8 +611,14 @@ def decode_batch(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike, node_o
     Returns
     -------
     labels : ndarray (N,) int64
+
+    Raises
+    ------
+    ValueError
+        As :func:`decode`: also when an example has no labelling of finite score.
     """
-    return map_inference_batch(unary, pairwise, edges, node_offsets, edge_offsets, method, **options).labels
+    return _feasible_labels(map_inference_batch(unary, pairwise, edges, node_offsets, edge_offsets, method,
+                                                **options))
 
 
 def loss_augmented_decode_batch(unary: ArrayLike, pairwise: ArrayLike, edges: ArrayLike,
@@ -552,12 +633,15 @@ def loss_augmented_decode_batch(unary: ArrayLike, pairwise: ArrayLike, edges: Ar
     loss_weight : float
         Non-negative multiplier of the loss.
     Other parameters
-        As in :func:`decode_batch` (``schedule=`` is accepted).
+        As in :func:`decode_batch` (``schedule=`` and ``check_input=`` are accepted).
 
     Returns
     -------
     labels : ndarray (N,) int64
     """
-    method = _check_method(method, MAP_METHODS, "loss-augmented decoding")
-    u, p, e = check_potentials(unary, pairwise, edges)
-    return decode_batch(_augment(u, y_true, loss_weight), p, e, node_offsets, edge_offsets, method, **options)
+    check_input = options.get("check_input", True)
+    if check_input:
+        method = _check_method(method, MAP_METHODS, "loss-augmented decoding")
+        unary = _check_unary(unary)
+    unary = _augment(np.asarray(unary, dtype=np.float64), y_true, loss_weight, check_input)
+    return decode_batch(unary, pairwise, edges, node_offsets, edge_offsets, method, **options)
