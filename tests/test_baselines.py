@@ -15,6 +15,7 @@ from crflearn.graphs import grid_edges, make_batch
 from crflearn.models import PairwiseModel
 from crflearn.solvers import COLUMNS, get_solver
 from crflearn.solvers.lbfgs import crf_objective
+from reference_ssvm import reference_bcfw, reference_subgradient
 
 SSVM_SOLVERS = ("bcfw", "subgradient", "cutting_plane")
 ALPHA = 0.1
@@ -309,30 +310,44 @@ def _random_forest_batch(edge_features, sparse, seed):
 @pytest.mark.parametrize("name,averaging", [("bcfw", "none"), ("bcfw", "weighted"), ("subgradient", "uniform")])
 @pytest.mark.parametrize("edge_features,sparse,csr_density", [(False, False, 0.0), (True, False, 0.0),
                                                             (False, True, 0.0), (True, False, 1.0)])
-def test_compiled_epochs_match_python_path(monkeypatch, name, averaging, edge_features, sparse, csr_density):
-    """The compiled epoch kernels reproduce the per-example Python path (same seed) up to round-off.
+def test_compiled_epochs_match_reference(monkeypatch, name, averaging, edge_features, sparse, csr_density):
+    """The compiled epoch kernels reproduce the pure-Python reference (same seed) up to round-off.
 
     Continuous random features, so that no loss-augmented MAP is tied (ties are broken by round-off).
     ``csr_density = 1`` sends dense features to the kernels in CSR form.
     """
-    from crflearn.solvers import _ssvm
+    from crflearn import models
 
-    monkeypatch.setattr(_ssvm, "_CSR_DENSITY", csr_density)
+    monkeypatch.setattr(models, "CSR_DENSITY", csr_density)
     batch, model = _random_forest_batch(edge_features, sparse, seed=7)
-    kw = dict(alpha=0.05, max_iter=15, tol=0.0, averaging=averaging, random_state=3)
-    fast = _fit(name, batch, model, **kw)
-    monkeypatch.setattr(_ssvm, "_COMPILED_EPOCHS", False)
-    ref = _fit(name, batch, model, **kw)
-    for key, value in ref.state.items():
-        if key != "history":
-            np.testing.assert_allclose(fast.state[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
-    np.testing.assert_allclose(fast.w, ref.w, rtol=1e-10, atol=1e-12)
-    for col in ("primal", "dual", "oracle_calls"):
-        np.testing.assert_allclose(fast.history[col], ref.history[col], rtol=1e-10, atol=1e-12)
-    # warm starts cross between the two paths
-    monkeypatch.setattr(_ssvm, "_COMPILED_EPOCHS", True)
-    cont = _fit(name, batch, model, **{**kw, "max_iter": 2}, warm_start=ref.state)
-    assert cont.n_iter == 17
+    kw = dict(alpha=0.05, max_iter=15, averaging=averaging, random_state=3)
+    fast = _fit(name, batch, model, tol=0.0, **kw)
+    reference = {"bcfw": reference_bcfw, "subgradient": reference_subgradient}[name]
+    ref_w, ref_state, ref_rows = reference(batch, model, **kw)
+    for key, value in ref_state.items():
+        np.testing.assert_allclose(fast.state[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(fast.w, ref_w, rtol=1e-10, atol=1e-12)
+    for col, values in ref_rows.items():
+        np.testing.assert_allclose(fast.history[col], values, rtol=1e-10, atol=1e-12, err_msg=col)
+    # a warm start continues from the reference's state
+    cont = _fit(name, batch, model, **{**kw, "max_iter": 2}, tol=0.0, warm_start=ref_state)
+    assert cont.n_iter == 2 and len(cont.history["iteration"]) == 2
+
+
+def test_loopy_step_kernels_match_reference():
+    """On loopy graphs each example is decoded in Python and updated by the compiled one-example step:
+    with exact (brute-force) decoding the iterates are those of the reference."""
+    rng = np.random.default_rng(5)
+    X = [(rng.normal(size=(4, 2)), grid_edges(2, 2)) for _ in range(4)]
+    y = [rng.integers(0, 3, size=4) for _ in range(4)]
+    batch, _ = make_batch(X, y)
+    model = PairwiseModel(3, 2, fit_intercept=True)
+    for name, reference in (("bcfw", reference_bcfw), ("subgradient", reference_subgradient)):
+        kw = dict(alpha=0.1, max_iter=4, random_state=1)
+        res = _fit(name, batch, model, tol=0.0, inference="bruteforce", **kw)
+        ref_w, _, ref_rows = reference(batch, model, **kw, decode_method="bruteforce")
+        np.testing.assert_allclose(res.w, ref_w, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(res.history["primal"], ref_rows["primal"], rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["bcfw", "subgradient"])

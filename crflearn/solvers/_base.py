@@ -1,4 +1,4 @@
-"""What every solver returns, and the shared stopping/reporting helpers."""
+"""What every solver returns, and the checks of the arguments every solver shares."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
-__all__ = ["SolverResult", "report_progress", "warn_not_converged", "warn_interrupted"]
+from .._validation import check_int, check_nonnegative, check_positive
+from ..graphs import GraphBatch
+from ..models import PairwiseModel
+from ._history import relative_gap
+from ._loop import interrupted_message, not_converged_message
+from ._registry import get_solver_spec
+
+__all__ = ["SolverResult", "check_common", "check_warm_state", "report_progress", "warn_not_converged",
+           "warn_interrupted"]
 
 
 @dataclass
@@ -18,9 +25,9 @@ class SolverResult:
     Attributes
     ----------
     w : ndarray (model.size,)
-        Learned weights.
+        Learned weights (those of the last history row).
     n_iter : int
-        Iterations (epochs / outer steps) run in total, warm starts included.
+        Iterations (epochs / outer steps) run in total, warm starts included: the last history row.
     state : dict
         Solver-specific arrays for a warm start (pass back as ``warm_start=``).
     history : dict of 1-D arrays
@@ -28,7 +35,7 @@ class SolverResult:
     converged : bool
         Whether ``tol`` was met.
     interrupted : bool
-        Whether training stopped on ``KeyboardInterrupt`` (the last iterate is kept).
+        Whether training stopped on ``KeyboardInterrupt`` (the last recorded iterate is kept).
     info : dict
         Free-form notes (e.g. ``{"inference": "approximate (trw)"}``).
     """
@@ -42,26 +49,68 @@ class SolverResult:
     info: dict = field(default_factory=dict)
 
 
+def check_common(batch, model, alpha, max_iter, tol, callback, verbose,
+                 check_input: bool = True) -> tuple[float, int, float, int]:
+    """Validate the arguments every solver shares; return ``(alpha, max_iter, tol, verbose)``.
+
+    With ``check_input=False`` the batch and the model are trusted (the caller, e.g. the
+    estimator, validated them once); the cheap scalar checks always run.
+    """
+    if check_input:
+        if not isinstance(batch, GraphBatch):
+            raise TypeError(f"batch must be a GraphBatch, got {type(batch).__name__}")
+        if not isinstance(model, PairwiseModel):
+            raise TypeError(f"model must be a PairwiseModel, got {type(model).__name__}")
+        if batch.labels is None:
+            raise ValueError("batch.labels must be set: the solvers learn from labelled examples")
+        model.check_batch(batch)
+    alpha = check_positive(alpha, "alpha")
+    max_iter = check_int(max_iter, "max_iter", 1)
+    tol = check_nonnegative(tol, "tol")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    verbose = check_int(int(verbose) if isinstance(verbose, bool) else verbose, "verbose", 0)
+    return alpha, max_iter, tol, verbose
+
+
+def check_warm_state(warm_start, solver: str, alpha: float) -> dict | None:
+    """Return ``warm_start`` (a previous ``SolverResult.state``) after checking it fits ``solver``.
+
+    The keys it must hold and whether it needs the same ``alpha`` come from the solver's
+    :class:`~crflearn.solvers.SolverSpec` (``warm_start_keys``, ``warm_start_same_alpha``).
+    """
+    if warm_start is None:
+        return None
+    if not isinstance(warm_start, dict):
+        raise TypeError(f"warm_start must be a dict (a previous SolverResult.state) or None, "
+                        f"got {type(warm_start).__name__}")
+    spec = get_solver_spec(solver)
+    missing = [k for k in spec.warm_start_keys if k not in warm_start]
+    if missing:
+        raise ValueError(f"warm_start lacks {missing}: {solver} can only warm start from the state of a "
+                         f"previous {solver} run on the same data")
+    if spec.warm_start_same_alpha and "alpha" in warm_start and not np.isclose(
+            float(warm_start["alpha"]), alpha, rtol=1e-12, atol=0.0):
+        raise ValueError(f"warm_start was computed with alpha={float(warm_start['alpha']):g} but alpha={alpha:g}: "
+                         f"{solver} can only warm start with the same alpha")
+    return warm_start
+
+
 def report_progress(verbose: int, row: dict, solver: str) -> None:
-    """Print one progress line when ``verbose`` is truthy (the verbose output channel)."""
-    if not verbose:
-        return
-    print(f"[{solver}] iter {row['iteration']:4d}  t={row['time']:8.3f}s  primal={row['primal']:.6e}  "
-          f"dual={row['dual']:.6e}  gap={row['gap']:.3e}  residual={row['residual']:.3e}", flush=True)
+    """Print one progress line when ``verbose`` is truthy (for loops not yet on :class:`SolverLoop`)."""
+    if verbose:
+        print(f"[{solver}] iter {row['iteration']:4d}  t={row['time']:8.3f}s  primal={row['primal']:.6e}  "
+              f"dual={row['dual']:.6e}  rel.gap={relative_gap(row['gap'], row['primal']):.3e}  "
+              f"residual={row['residual']:.3e}", flush=True)
 
 
 def warn_not_converged(solver: str, max_iter: int, gap: float, tol: float, residual: float | None = None) -> None:
-    """Warn that ``max_iter`` ended before ``tol`` was met, naming the criterion that failed."""
-    if residual is not None and gap <= tol:
-        what = f"constraint residual {residual:.3e} > tol={tol:g} (relative gap {gap:.3e} is below tol)"
-    elif residual is not None and residual > tol:
-        what = f"relative gap {gap:.3e} and constraint residual {residual:.3e} > tol={tol:g}"
-    else:
-        what = f"relative gap {gap:.3e} > tol={tol:g}"
-    warnings.warn(f"{solver} stopped at max_iter={max_iter} with {what}; increase max_iter or tol",
-                  ConvergenceWarning, stacklevel=3)
+    """``ConvergenceWarning`` as :meth:`SolverLoop.finish` gives it (for loops not yet on it)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    warnings.warn(not_converged_message(solver, max_iter, gap, tol, residual), ConvergenceWarning, stacklevel=3)
 
 
 def warn_interrupted(solver: str, n_iter: int) -> None:
-    warnings.warn(f"{solver} interrupted by the user (KeyboardInterrupt) after {n_iter} iterations; "
-                  "the last iterate is kept and usable", RuntimeWarning, stacklevel=3)
+    """The interrupt warning of :class:`SolverLoop` (for loops not yet on it)."""
+    warnings.warn(interrupted_message(solver, n_iter), RuntimeWarning, stacklevel=3)

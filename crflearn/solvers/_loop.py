@@ -33,7 +33,28 @@ from threadpoolctl import threadpool_limits
 
 from ._history import ConvergenceHistory, Stopwatch, relative_gap
 
-__all__ = ["SolverLoop"]
+__all__ = ["SolverLoop", "not_converged_message", "interrupted_message"]
+
+#: relative slack of the convergence test, so that a gap equal to ``tol`` up to round-off counts as met
+ROUNDOFF = 1e-9
+
+
+def not_converged_message(name: str, max_iter: int, rel_gap: float, tol: float,
+                          residual: float | None = None) -> str:
+    """The ``ConvergenceWarning`` text: which criterion (relative gap, residual) failed at ``max_iter``."""
+    if residual is not None and rel_gap <= tol:
+        what = f"constraint residual {residual:.3e} > tol={tol:g} (relative gap {rel_gap:.3e} is below tol)"
+    elif residual is not None and residual > tol:
+        what = f"relative gap {rel_gap:.3e} and constraint residual {residual:.3e} > tol={tol:g}"
+    else:
+        what = f"relative gap {rel_gap:.3e} > tol={tol:g}"
+    return f"{name} stopped at max_iter={max_iter} with {what}; increase max_iter or tol"
+
+
+def interrupted_message(name: str, n_iter: int) -> str:
+    """The ``RuntimeWarning`` text after a ``KeyboardInterrupt``."""
+    return (f"{name} interrupted by the user (KeyboardInterrupt) after {n_iter} recorded iterations; "
+            "the last recorded iterate is kept and usable")
 
 
 class SolverLoop:
@@ -92,9 +113,7 @@ class SolverLoop:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.interrupted = True
             self.watch.resume()
-            warnings.warn(f"{self.name} interrupted by the user (KeyboardInterrupt) after "
-                          f"{self.n_iter} recorded iterations; the last recorded iterate is kept and usable",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(interrupted_message(self.name, self.n_iter), RuntimeWarning, stacklevel=2)
             return True  # swallow the interrupt: the caller returns a usable result
         return False
 
@@ -141,7 +160,8 @@ class SolverLoop:
             if self.verbose and (len(self.history) % self.verbose == 0 or self.verbose == 1):
                 self._report(row)
             rel = relative_gap(row["gap"], row["primal"])
-            if rel <= self.tol and (not self.residual_tol or row["residual"] <= self.tol):
+            bound = self.tol * (1.0 + ROUNDOFF)
+            if rel <= bound and (not self.residual_tol or row["residual"] <= bound):
                 self.converged = True
             if self.callback is not None:
                 info = dict(row)
@@ -162,6 +182,15 @@ class SolverLoop:
         return self.history.last_iteration
 
     @property
+    def unrecorded(self) -> bool:
+        """Whether an interrupt cut an iteration short before its row was recorded.
+
+        The solver then restores the state of the last recorded row, so that the result,
+        ``n_iter`` and the history agree.
+        """
+        return self.interrupted and self.iteration > self.n_iter
+
+    @property
     def last_relative_gap(self) -> float:
         if self.last_row is None:
             return float("inf")
@@ -170,14 +199,7 @@ class SolverLoop:
     def finish(self) -> dict[str, np.ndarray]:
         """Warn (``ConvergenceWarning``) when ``max_iter`` ran out; return the history as arrays."""
         if not (self.converged or self.stopped or self.interrupted):
-            rel = self.last_relative_gap
-            res = None if self.last_row is None else self.last_row["residual"]
-            if self.residual_tol and res is not None and rel <= self.tol:
-                what = f"constraint residual {res:.3e} > tol={self.tol:g} (relative gap {rel:.3e} is below tol)"
-            elif self.residual_tol and res is not None and res > self.tol:
-                what = f"relative gap {rel:.3e} and constraint residual {res:.3e} > tol={self.tol:g}"
-            else:
-                what = f"relative gap {rel:.3e} > tol={self.tol:g}"
-            warnings.warn(f"{self.name} stopped at max_iter={self.max_iter} with {what}; increase max_iter "
-                          "or tol", ConvergenceWarning, stacklevel=2)
+            res = self.last_row["residual"] if self.residual_tol and self.last_row is not None else None
+            warnings.warn(not_converged_message(self.name, self.max_iter, self.last_relative_gap, self.tol, res),
+                          ConvergenceWarning, stacklevel=2)
         return self.history.to_dict()

@@ -29,106 +29,50 @@ References
 
 from __future__ import annotations
 
-import numbers
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_nonnegative, check_positive
+from .._kernels.ssvm import EpochGraph
+from ..exceptions import LoopyGraphError
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 
-__all__ = ["SSVMProblem", "Monitor", "check_common", "check_warm_state", "relative_gap", "INFERENCE_METHODS"]
+__all__ = ["SSVMProblem", "INFERENCE_METHODS"]
 
 INFERENCE_METHODS = ("auto", "exact", "trws", "maxproduct", "bruteforce")
-
-#: Run whole BCFW / subgradient epochs in one compiled kernel when the oracle is exact
-#: max-product on forests (private switch: tests set it to False to reach the per-example
-#: Python reference path, which computes the same iterates up to round-off).
-_COMPILED_EPOCHS = True
-#: Dense node features with at most this fraction of non-zeros are passed to the kernels as CSR.
-_CSR_DENSITY = 0.5
-
-
-def _decode(unary, pairwise, edges, method):
-    """MAP labeling of one graph (lazy import: the inference layer is optional at import time)."""
-    from ..inference import decode
-    return decode(unary, pairwise, edges, method=method)
-
-
-def _decode_batch(unary, pairwise, edges, node_offsets, edge_offsets, method):
-    """MAP labelings of a whole flat batch in one call."""
-    from ..inference import decode_batch
-    return decode_batch(unary, pairwise, edges, node_offsets, edge_offsets, method=method)
-
-
-def relative_gap(gap: float, primal: float) -> float:
-    """``gap / max(|primal|, 1e-12)``, the stopping quantity of every solver."""
-    return float(gap) / max(abs(float(primal)), 1e-12)
-
-
-def check_common(batch, model, alpha, max_iter, tol, callback, verbose) -> tuple[float, int, float]:
-    """Validate the arguments shared by every solver; return ``(alpha, max_iter, tol)``."""
-    if not isinstance(batch, GraphBatch):
-        raise TypeError(f"batch must be a GraphBatch, got {type(batch).__name__}")
-    if not isinstance(model, PairwiseModel):
-        raise TypeError(f"model must be a PairwiseModel, got {type(model).__name__}")
-    if batch.labels is None:
-        raise ValueError("batch.labels must be set: the solvers learn from labelled examples")
-    model.check_batch(batch)
-    alpha = check_positive(alpha, "alpha")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
-        raise TypeError(f"max_iter must be an integer, got {max_iter!r}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    tol = check_nonnegative(tol, "tol")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    if isinstance(verbose, bool):
-        verbose = int(verbose)
-    if not isinstance(verbose, numbers.Integral):
-        raise TypeError(f"verbose must be an integer, got {verbose!r}")
-    return alpha, int(max_iter), tol
-
-
-def check_warm_state(warm_start, keys: tuple[str, ...], solver: str, alpha: float | None = None) -> dict | None:
-    """Return ``warm_start`` (a previous ``SolverResult.state``) after checking it has ``keys``.
-
-    With ``alpha`` given, the state must have been computed with the same ``alpha`` (its
-    weights and dual bookkeeping are scaled by ``1 / alpha``; reusing them with another
-    ``alpha`` would report invalid bounds).
-    """
-    if warm_start is None:
-        return None
-    if not isinstance(warm_start, dict):
-        raise TypeError(f"warm_start must be a dict (a previous SolverResult.state) or None, "
-                        f"got {type(warm_start).__name__}")
-    missing = [k for k in keys if k not in warm_start]
-    if missing:
-        raise ValueError(f"warm_start lacks {missing}: {solver} can only warm start from the state of a "
-                         f"previous {solver} run on the same data")
-    if alpha is not None and "alpha" in warm_start and not np.isclose(float(warm_start["alpha"]), alpha,
-                                                                          rtol=1e-12, atol=0.0):
-        raise ValueError(f"warm_start was computed with alpha={float(warm_start['alpha']):g} but alpha={alpha:g}: "
-                         f"{solver} can only warm start with the same alpha")
-    return warm_start
 
 
 def _check_method(method) -> str:
     if method not in INFERENCE_METHODS:
-        raise ValueError(f"inference must be one of {list(INFERENCE_METHODS)}, got {method!r}")
+        raise ValueError(f"inference must be one of {list(INFERENCE_METHODS)}, got {method!r:.80}")
     return method
 
 
+def _epoch_graph(schedule, labels: np.ndarray) -> EpochGraph:
+    """The BFS schedule of every example with example-local node and edge indices."""
+    lengths = np.diff(schedule.node_offsets)
+    node_base = np.repeat(schedule.node_offsets[:-1], lengths)
+    edge_base = np.repeat(schedule.edge_offsets[:-1], lengths)
+    order_loc = schedule.order - node_base  # order[lo:hi] holds the nodes of the example of row lo
+    parent_loc = np.where(schedule.parent >= 0, schedule.parent - node_base, -1)
+    pedge_loc = np.where(schedule.parent_edge >= 0, schedule.parent_edge - edge_base, -1)
+    as_int = partial(np.ascontiguousarray, dtype=np.int64)
+    return EpochGraph(as_int(schedule.edges).reshape(-1, 2), as_int(schedule.node_offsets),
+                      as_int(schedule.edge_offsets), as_int(labels), as_int(order_loc), as_int(parent_loc),
+                      as_int(pedge_loc), np.ascontiguousarray(schedule.parent_first, dtype=np.uint8))
+
+
 class SSVMProblem:
-    """Per-example views of a labelled batch for structured-SVM learning.
+    """A labelled batch prepared once for structured-SVM learning.
 
     Parameters
     ----------
     batch : GraphBatch
         Labelled batch.
     model : PairwiseModel
-        Potentials / joint feature map.
+        Potentials / joint feature map (owns the weight layout, intercept included).
     alpha : float
         L2 strength (lambda).
     inference : str
@@ -139,16 +83,25 @@ class SSVMProblem:
     ----------
     n : int
         Number of examples.
+    view : FeatureView
+        ``model.feature_view(batch)``: the features as the kernels read them.
+    graph : EpochGraph
+        Structure, ground truth and example-local BFS schedule for the kernels.
+    schedule : InferenceSchedule
+        Built once; reused by every batched oracle pass.
     exact_oracle : bool
         Whether the loss-augmented oracle is exact (forests with an exact method).
     compiled : bool
         Whether whole epochs run in the compiled kernels of :mod:`crflearn._kernels.ssvm`
-        (forests decoded by exact max-product); otherwise the per-example Python path.
+        (forests decoded by exact max-product); otherwise each example is decoded by
+        :meth:`oracle_one` and updated by the kernels' one-example steps.
     inference_note : str
         Human-readable description for ``SolverResult.info["inference"]``.
     """
 
     def __init__(self, batch: GraphBatch, model: PairwiseModel, alpha: float, inference: str = "auto"):
+        from ..inference import make_schedule
+
         self.alpha = float(alpha)
         self.batch = batch
         self.model = model
@@ -156,128 +109,50 @@ class SSVMProblem:
         self.n = batch.n_examples
         self.k = model.n_states
         self.shared = model.n_edge_features is None
-        forest = batch.is_forest()
+        self.schedule = make_schedule(batch)
+        forest = bool(np.all(self.schedule.is_forest))
         if self.method == "exact" and not forest:
-            raise ValueError("inference='exact' needs forests (chains/trees); the batch has a cycle")
+            raise LoopyGraphError("inference='exact' needs forests (chains/trees); the batch has a cycle")
         self.exact_oracle = bool(forest and self.method in ("auto", "exact")) or self.method == "bruteforce"
-        self.compiled = bool(_COMPILED_EPOCHS and forest and self.method in ("auto", "exact"))
-        self._kernel_args = None
+        self.compiled = bool(forest and self.method in ("auto", "exact"))
         self.inference_note = ("exact" if self.exact_oracle else
                                f"approximate loss-augmented MAP ({self.method}); the duality gap is not certified")
         self.labels = batch.labels
         self.loss = hamming_loss_vectors(batch, self.k)
-        x = batch.node_features
-        self._x = [x[batch.node_slice(i)] for i in range(self.n)]
-        self._edges = [np.ascontiguousarray(batch.local_edges(i)) for i in range(self.n)]
-        self._ef = (None if self.shared else
-                    [batch.edge_features[batch.edge_slice(i)] for i in range(self.n)])
-        self._y = [self.labels[batch.node_slice(i)] for i in range(self.n)]
+        self.view = model.feature_view(batch)
+        self.graph = _epoch_graph(self.schedule, batch.labels)
         self.psi_true = model.joint_feature(batch)
         self.oracle_calls = 0
+        v = self.view
+        self._design = (None if self.compiled else
+                        sp.csr_matrix((v.data, v.indices, v.indptr), shape=(batch.n_nodes, model.n_inputs))
+                        if v.sparse else v.dense)
 
-    # -- compiled epochs ----------------------------------------------------------------------
-    def kernel_args(self) -> tuple:
-        """Leading arguments of the epoch kernels of :mod:`crflearn._kernels.ssvm` (built once).
+    # -- per-example oracle (the only path on loopy graphs) ------------------------------------
+    def oracle_one(self, wuT: np.ndarray, wp: np.ndarray, i: int) -> np.ndarray:
+        """Loss-augmented MAP labeling (local labels) of example ``i`` at the kernel-layout weights."""
+        from ..inference import decode
 
-        ``(x, indptr, indices, data, sparse, ef, shared, edges, node_offsets, edge_offsets, labels,
-        K, p, order_loc, parent_loc, pedge_loc, parent_first)``: node features dense or CSR (the
-        other form empty), edge features (empty when shared), and the BFS schedule of every
-        example with example-local node and edge indices.
-        """
-        if self._kernel_args is None:
-            from ..inference import make_schedule
-
-            b = self.batch
-            x = b.node_features
-            # mostly-zero dense features go to the kernels as CSR: skipping zeros changes no sum
-            use_csr = sp.issparse(x) or (x.size > 0 and np.count_nonzero(x) <= _CSR_DENSITY * x.size)
-            if use_csr:
-                csr = sp.csr_matrix(x, dtype=np.float64, copy=True)  # sorting its indices leaves b alone
-                csr.sort_indices()
-                dense = np.zeros((0, 1))
-                indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
-                indices = np.ascontiguousarray(csr.indices, dtype=np.int64)
-                data = np.ascontiguousarray(csr.data, dtype=np.float64)
-            else:
-                dense = np.ascontiguousarray(x, dtype=np.float64)
-                indptr = np.zeros(1, dtype=np.int64)
-                indices = np.zeros(0, dtype=np.int64)
-                data = np.zeros(0)
-            ef = (np.zeros((0, 1)) if self.shared else
-                  np.ascontiguousarray(b.edge_features, dtype=np.float64))
-            sched = make_schedule(b)
-            lengths = np.diff(sched.node_offsets)
-            node_base = np.repeat(sched.node_offsets[:-1], lengths)
-            edge_base = np.repeat(sched.edge_offsets[:-1], lengths)
-            order_loc = sched.order - node_base  # order[lo:hi] holds the nodes of the example of row lo
-            parent_loc = np.where(sched.parent >= 0, sched.parent - node_base, -1)
-            pedge_loc = np.where(sched.parent_edge >= 0, sched.parent_edge - edge_base, -1)
-            self._kernel_args = (dense, indptr, indices, data, bool(use_csr), ef, self.shared,
-                                 sched.edges, sched.node_offsets, sched.edge_offsets,
-                                 np.ascontiguousarray(self.labels, dtype=np.int64),
-                                 self.k, self.model.n_features,
-                                 np.ascontiguousarray(order_loc, dtype=np.int64),
-                                 np.ascontiguousarray(parent_loc, dtype=np.int64),
-                                 np.ascontiguousarray(pedge_loc, dtype=np.int64),
-                                 np.ascontiguousarray(sched.parent_first, dtype=np.uint8))
-        return self._kernel_args
-
-    # -- joint features of one example ---------------------------------------------------
-    def edge_stat(self, i: int, labels_i: np.ndarray) -> np.ndarray:
-        """Pairwise statistic of a labeling of example ``i``: ``(K, K)`` counts, or ``(E_i, K, K)`` one-hots."""
-        e = self._edges[i]
+        lo, hi = self.batch.node_offsets[i], self.batch.node_offsets[i + 1]
+        elo, ehi = self.batch.edge_offsets[i], self.batch.edge_offsets[i + 1]
+        unary = np.asarray(self._design[lo:hi] @ wuT) + self.loss[lo:hi]
         k = self.k
-        if self.shared:
-            out = np.zeros((k, k))
-            if len(e):
-                np.add.at(out, (labels_i[e[:, 0]], labels_i[e[:, 1]]), 1.0)
-            return out
-        out = np.zeros((len(e), k, k))
-        out[np.arange(len(e)), labels_i[e[:, 0]], labels_i[e[:, 1]]] = 1.0
-        return out
-
-    def node_stat(self, labels_i: np.ndarray) -> np.ndarray:
-        """One-hot matrix ``(n_i, K)`` of a labeling."""
-        out = np.zeros((len(labels_i), self.k))
-        out[np.arange(len(labels_i)), labels_i] = 1.0
-        return out
-
-    def feature(self, i: int, node_stat: np.ndarray, edge_stat: np.ndarray) -> np.ndarray:
-        """Joint feature of example ``i`` under node/edge statistics (labelings or convex combinations)."""
-        x = self._x[i]
-        wu = (x.T @ node_stat).T if sp.issparse(x) else node_stat.T @ x
-        if self.shared:
-            wp = edge_stat
-        else:
-            k = self.k
-            wp = self._ef[i].T @ edge_stat.reshape(len(edge_stat), k * k)
-        return np.concatenate([np.asarray(wu).ravel(), np.asarray(wp).ravel()])
-
-    def hamming(self, i: int, labels_i: np.ndarray) -> float:
-        """Unnormalised Hamming loss of a labeling of example ``i``."""
-        return float(np.count_nonzero(labels_i != self._y[i]))
-
-    # -- oracles ----------------------------------------------------------------------------
-    def oracle_one(self, w: np.ndarray, i: int) -> np.ndarray:
-        """Loss-augmented MAP labeling of example ``i`` at ``w`` (local labels)."""
-        wu, wp = self.model.split(w)
-        x = self._x[i]
-        unary = np.asarray(x @ wu.T) + self.loss[self.batch.node_slice(i)]
-        if self.shared:
-            pairwise = wp
-        else:
-            k = self.k
-            pairwise = (self._ef[i] @ wp.reshape(len(wp), k * k)).reshape(-1, k, k)
+        pairwise = (wp[0].reshape(k, k) if self.shared else
+                    (self.view.edge_features[elo:ehi] @ wp).reshape(-1, k, k))
+        edges = self.graph.edges[elo:ehi] - lo
         self.oracle_calls += 1
-        return np.asarray(_decode(np.ascontiguousarray(unary), np.ascontiguousarray(pairwise),
-                                  self._edges[i], self.method), dtype=np.int64)
+        return np.asarray(decode(np.ascontiguousarray(unary), np.ascontiguousarray(pairwise), edges, self.method),
+                          dtype=np.int64)
 
+    # -- batched oracle and objectives ---------------------------------------------------------
     def oracle_all(self, w: np.ndarray) -> np.ndarray:
         """Loss-augmented MAP labelings of every example at ``w`` (flat, one batched call)."""
+        from ..inference import decode_batch
+
         unary, pairwise = self.model.potentials(w, self.batch)
         b = self.batch
-        labels = _decode_batch(np.ascontiguousarray(unary + self.loss), pairwise, b.edges,
-                               b.node_offsets, b.edge_offsets, self.method)
+        labels = decode_batch(np.ascontiguousarray(unary + self.loss), pairwise, b.edges, b.node_offsets,
+                              b.edge_offsets, self.method, schedule=self.schedule)
         self.oracle_calls += self.n
         return np.asarray(labels, dtype=np.int64)
 
@@ -306,48 +181,59 @@ class SSVMProblem:
         """Dual objective ``-alpha/2 ||w||^2 + ell`` of a feasible point with weights ``w``."""
         return -0.5 * self.alpha * float(w @ w) + float(ell)
 
+    def record(self, loop, iteration: int, w: np.ndarray, ell: float, oracle_calls: int) -> bool:
+        """Record the SSVM primal at ``w`` and the dual value of the feasible point ``(w, ell)``
+        (monitoring: excluded from the solver time); return True to stop."""
+        with loop.monitoring():
+            primal, _ = self.primal(w)
+        return loop.record(iteration, primal=primal, dual=self.dual_value(w, ell), w=w, oracle_calls=oracle_calls,
+                           exact_oracle=float(self.exact_oracle))
 
-class Monitor:
-    """Records history rows and applies the common stopping rules.
 
-    Parameters
-    ----------
-    name : str
-        Solver name for progress lines and warnings.
-    history : ConvergenceHistory
-    tol : float
-    verbose : int
-    callback : callable or None
-        ``callback(row | {"w": w})``; returning True stops training.
+AVERAGING = ("none", "uniform", "weighted")
+
+
+def kernel_weights(model: PairwiseModel, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh copies of ``model.to_kernel(w)``, for kernels that update the weights in place
+    (``to_kernel`` may return a view of ``w`` for the pairwise block)."""
+    return tuple(np.array(a, dtype=np.float64, order="C", copy=True) for a in model.to_kernel(w))
+
+
+def check_averaging(averaging) -> str:
+    if averaging not in AVERAGING:
+        raise ValueError(f"averaging must be one of {list(AVERAGING)}, got {averaging!r:.80}")
+    return averaging
+
+
+def run_epoch(prob: SSVMProblem, perm: np.ndarray, state, epoch_kernel, step_kernel, *params) -> None:
+    """One pass over the examples ``perm``, in place on the kernel ``state``.
+
+    On forests with the exact oracle the whole pass is one call of ``epoch_kernel``; elsewhere
+    each example is decoded by :meth:`SSVMProblem.oracle_one` and updated by ``step_kernel``
+    (the same update, compiled). ``params`` follow the kernels' common arguments.
+    """
+    perm = np.ascontiguousarray(perm, dtype=np.int64)
+    if prob.compiled:
+        epoch_kernel(prob.view, prob.graph, state, perm, *params)
+        return
+    for i in perm:
+        step_kernel(prob.view, prob.graph, state, i, prob.oracle_one(state.wuT, state.wp, i), *params)
+
+
+class Checkpoint:
+    """The arrays of a kernel state as they were at the start of an iteration.
+
+    An interrupt that cuts an iteration short (:attr:`SolverLoop.unrecorded`) restores
+    them, so that the result is the iterate of the last recorded row.
     """
 
-    def __init__(self, name, history, tol, verbose, callback):
-        self.name = name
-        self.history = history
-        self.tol = tol
-        self.verbose = verbose
-        self.callback = callback
-        self.converged = False
-        self.last_rel_gap = np.inf
+    def __init__(self, state):
+        self._saved = tuple(np.array(a, copy=True) for a in state)
 
-    def record(self, w: np.ndarray, **row) -> bool:
-        """Append a row (see :meth:`ConvergenceHistory.append`); return True when training should stop."""
-        from ._base import report_progress
+    def save(self, state) -> None:
+        for dst, src in zip(self._saved, state):
+            np.copyto(dst, src)
 
-        rec = self.history.append(**row)
-        self.last_rel_gap = relative_gap(rec["gap"], rec["primal"])
-        report_progress(self.verbose, rec, self.name)
-        stop = False
-        if self.last_rel_gap <= self.tol and rec["residual"] <= self.tol:
-            self.converged = True
-            stop = True
-        if self.callback is not None and self.callback({**rec, "w": w.copy()}):
-            stop = True
-        return stop
-
-    def record_ssvm(self, prob: "SSVMProblem", w: np.ndarray, ell: float, **row) -> bool:
-        """Record the SSVM primal at ``w`` and the dual value of the point ``(w, ell)``
-        (weights and averaged loss of a dual-feasible point); return True to stop."""
-        primal, _ = prob.primal(w)
-        return self.record(w, primal=primal, dual=prob.dual_value(w, ell),
-                           exact_oracle=float(prob.exact_oracle), **row)
+    def restore(self, state) -> None:
+        for dst, src in zip(state, self._saved):
+            np.copyto(dst, src)

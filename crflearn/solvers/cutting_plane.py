@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import SolverResult, warn_interrupted, warn_not_converged
-from ._history import ConvergenceHistory, Stopwatch
-from ._ssvm import Monitor, SSVMProblem, check_common, check_warm_state
+from ._base import SolverResult, check_common, check_warm_state
+from ._history import ConvergenceHistory
+from ._loop import SolverLoop
+from ._ssvm import SSVMProblem
 from .._kernels.qp import simplex_qp
 from .._validation import check_int
 from ..graphs import GraphBatch
@@ -28,13 +29,10 @@ from ..models import PairwiseModel
 
 __all__ = ["fit_cutting_plane"]
 
-_STATE_KEYS = ("constraints", "offsets", "beta", "cache", "history")
-
-
 
 def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter: int = 100,
                       tol: float = 1e-3, verbose: int = 0, random_state=None, warm_start: dict | None = None,
-                      callback=None, cache_size: int = 5, max_cache_steps: int = 10,
+                      callback=None, check_input: bool = True, cache_size: int = 5, max_cache_steps: int = 10,
                       qp_max_iter: int = 20000, inference: str = "auto") -> SolverResult:
     """Train a structured SVM with the 1-slack cutting-plane method.
 
@@ -65,6 +63,8 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
         At most this many cache-only constraints between two oracle passes.
     qp_max_iter : int
         Iteration cap of the working-set QP solver.
+    check_input : bool, default=True
+        Validate ``batch`` and ``model``; False when the caller already did (the estimator).
     inference : {"auto", "exact", "trws", "maxproduct", "bruteforce"}
         Loss-augmented MAP method; approximate on loopy graphs (gap then not certified).
 
@@ -79,62 +79,115 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
     .. [1] T. Joachims, T. Finley, C.-N. Yu. "Cutting-plane training of structural
        SVMs", Machine Learning 77(1), 2009.
     """
-    alpha, max_iter, tol = check_common(batch, model, alpha, max_iter, tol, callback, verbose)
+    alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
+                                                 check_input)
     cache_size = check_int(cache_size, "cache_size", 0)
     max_cache_steps = check_int(max_cache_steps, "max_cache_steps", 0)
     qp_max_iter = check_int(qp_max_iter, "qp_max_iter", 1)
-    warm = check_warm_state(warm_start, _STATE_KEYS, "cutting_plane")
+    warm = check_warm_state(warm_start, "cutting_plane", alpha)
     prob = SSVMProblem(batch, model, alpha, inference)
-    n, d = prob.n, model.size
-    psi_true = prob.psi_true
+    loop = SolverLoop("cutting_plane", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
+                      history=ConvergenceHistory(extra=("exact_oracle", "n_constraints"),
+                                                 start=warm and warm.get("history")))
+    ws = _WorkingSet(prob, warm, qp_max_iter, loop.n_iter)
+    calls = loop.history.last_oracle_calls
+    cache_steps = 0
+    last_gap = np.inf
+    with loop:
+        for it in loop.iterations():
+            ws.solve()
+            for _ in range(max_cache_steps if cache_size else 0):  # constraints from the cache, no oracle
+                cand, slack_cache = ws.best_labels(ws.cache)
+                if slack_cache - ws.slack() <= 0.5 * last_gap:
+                    break
+                ws.add(cand)
+                ws.solve()
+                cache_steps += 1
+            labels, slack = ws.best_labels([prob.oracle_all(ws.w)])
+            calls += prob.n
+            sq = 0.5 * alpha * float(ws.w @ ws.w)
+            primal, dual = sq + slack, float(ws.b @ ws.beta) - sq
+            last_gap = max(primal - dual, 0.0)
+            ws.snapshot(it)
+            if loop.record(it, primal=primal, dual=dual, w=ws.w, oracle_calls=calls,
+                           exact_oracle=float(prob.exact_oracle), n_constraints=float(len(ws.b))):
+                break
+            ws.commit(labels, cache_size)  # solved at the next iteration; the recorded w is unchanged
+    if loop.interrupted:
+        ws.rollback(loop.n_iter)
+    hist = loop.finish()
+    state = dict(constraints=ws.A, offsets=ws.b, beta=ws.beta.copy(), cache=ws.cache, history=hist)
+    return SolverResult(w=ws.w.copy(), n_iter=loop.n_iter, state=state, history=hist, converged=loop.converged,
+                        interrupted=loop.interrupted,
+                        info={"inference": prob.inference_note, "exact_oracle": prob.exact_oracle,
+                              "n_constraints": len(ws.b), "cache_steps": cache_steps})
 
-    if warm is None:
-        A = np.zeros((1, d))            # the trivial constraint (all ground truths): a = 0, b = 0
-        b = np.zeros(1)
-        beta = np.ones(1)
-        cache = np.empty((0, batch.n_nodes), dtype=np.int64)
-        history = ConvergenceHistory(extra=("exact_oracle", "n_constraints"))
-    else:
-        A = np.array(warm["constraints"], dtype=np.float64)
-        b = np.array(warm["offsets"], dtype=np.float64)
-        beta = np.array(warm["beta"], dtype=np.float64)
-        cache = np.array(warm["cache"], dtype=np.int64)
-        if A.ndim != 2 or A.shape[1] != d or cache.shape[1:] != (batch.n_nodes,):
-            raise ValueError("warm_start does not match this batch and model")
-        history = ConvergenceHistory(extra=("exact_oracle", "n_constraints"), start=warm["history"])
-    gram = A @ A.T
 
-    def add_constraint(labels):
-        nonlocal A, b, gram, beta
-        a_new = (psi_true - model.joint_feature(batch, labels)) / n
-        b_new = float(prob.losses(labels).mean())
-        g_row = A @ a_new
-        m = len(b)
-        new_gram = np.empty((m + 1, m + 1))
-        new_gram[:m, :m] = gram
-        new_gram[m, :m] = g_row
-        new_gram[:m, m] = g_row
-        new_gram[m, m] = a_new @ a_new
-        A = np.vstack([A, a_new])
-        b = np.append(b, b_new)
-        gram = new_gram
-        beta = np.append(beta, 0.0)
+class _WorkingSet:
+    """The 1-slack constraints ``(A, b)``, their Gram matrix, the dual point ``beta`` and the cache.
 
-    def solve_qp():
-        lip = max(float(np.linalg.eigvalsh(gram)[-1]) / alpha, 1e-12)
-        scale = max(float(np.abs(b).max()), 1e-12)
-        simplex_qp(gram, b, alpha, lip, beta, qp_max_iter, 1e-10 * scale)
+    ``w = A' beta / alpha`` always describes ``beta``; constraints added since the last
+    :meth:`solve` carry ``beta = 0`` (``w`` unchanged) until the next solve.
+    """
 
-    def weights():
-        return A.T @ beta / alpha
+    def __init__(self, prob: SSVMProblem, warm: dict | None, qp_max_iter: int, iteration: int):
+        self.prob = prob
+        self.qp_max_iter = qp_max_iter
+        d, n_nodes = prob.model.size, prob.batch.n_nodes
+        if warm is None:  # the trivial constraint (all ground truths): a = 0, b = 0
+            self.A, self.b, self.beta = np.zeros((1, d)), np.zeros(1), np.ones(1)
+            self.cache = np.empty((0, n_nodes), dtype=np.int64)
+        else:
+            self.A = np.array(warm["constraints"], dtype=np.float64)
+            self.b = np.array(warm["offsets"], dtype=np.float64)
+            self.beta = np.array(warm["beta"], dtype=np.float64)
+            self.cache = np.array(warm["cache"], dtype=np.int64)
+            if (self.A.ndim != 2 or self.A.shape[1] != d or self.b.shape != (len(self.A),)
+                    or self.beta.shape != self.b.shape or self.cache.shape[1:] != (n_nodes,)):
+                raise ValueError("warm_start does not match this batch and model")
+        self.gram = self.A @ self.A.T
+        self.solved = len(self.b)
+        self.w = self.A.T @ self.beta / prob.alpha
+        self._snapshots: dict[int, tuple] = {}
+        self.snapshot(iteration)
 
-    def best_labels(w, candidates):
-        """Per example, the candidate labeling with the largest hinge value (ground truth if none > 0)."""
-        best = batch.labels.copy()
-        best_val = np.zeros(n)
-        ex = batch.example_of_node()
+    def add(self, labels: np.ndarray) -> None:
+        """Append the constraint of a joint labeling (``beta`` 0 for it)."""
+        prob = self.prob
+        a_new = (prob.psi_true - prob.model.joint_feature(prob.batch, labels)) / prob.n
+        g_row = self.A @ a_new
+        m = len(self.b)
+        gram = np.empty((m + 1, m + 1))
+        gram[:m, :m] = self.gram
+        gram[m, :m] = gram[:m, m] = g_row
+        gram[m, m] = a_new @ a_new
+        self.A, self.b = np.vstack([self.A, a_new]), np.append(self.b, float(prob.losses(labels).mean()))
+        self.gram, self.beta = gram, np.append(self.beta, 0.0)
+
+    def solve(self) -> None:
+        """Maximise the restricted dual over the simplex (no-op when nothing was added)."""
+        if self.solved == len(self.b):
+            return
+        alpha = self.prob.alpha
+        lip = max(float(np.linalg.eigvalsh(self.gram)[-1]) / alpha, 1e-12)
+        scale = max(float(np.abs(self.b).max()), 1e-12)
+        simplex_qp(self.gram, self.b, alpha, lip, self.beta, self.qp_max_iter, 1e-10 * scale)
+        self.solved = len(self.b)
+        self.w = self.A.T @ self.beta / alpha
+
+    def slack(self) -> float:
+        """The working set's slack at ``w``: ``max(0, max_j b_j - <a_j, w>)``."""
+        return max(float((self.b - self.A @ self.w).max()), 0.0)
+
+    def best_labels(self, candidates) -> tuple[np.ndarray, float]:
+        """Per example, the candidate labeling with the largest hinge at ``w`` (ground truth if none > 0),
+        and the mean of those hinges."""
+        prob, w = self.prob, self.w
+        best = prob.labels.copy()
+        best_val = np.zeros(prob.n)
+        ex = prob.batch.example_of_node()
         for cand in candidates:
-            h = prob.losses(cand) + model.score(w, batch, cand) - model.score(w, batch)
+            h = prob.losses(cand) + prob.model.score(w, prob.batch, cand) - prob.model.score(w, prob.batch)
             better = h > best_val
             if better.any():
                 best_val = np.where(better, h, best_val)
@@ -142,59 +195,20 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
                 best[take] = cand[take]
         return best, float(best_val.mean())
 
-    monitor = Monitor("cutting_plane", history, tol, verbose, callback)
-    watch = Stopwatch(offset=history.last_time)
-    it = history.last_iteration
-    train_calls = history.last_oracle_calls
-    cache_steps = 0
-    last_gap = np.inf
-    interrupted = stopped = False
-    w = weights()
-    try:
-        for _ in range(max_iter):
-            w = weights()
-            slack_ws = max(float((b - A @ w).max()), 0.0)
-            if cache_size and len(cache):
-                for _ in range(max_cache_steps):
-                    cand, slack_cache = best_labels(w, cache)
-                    if slack_cache - slack_ws <= 0.5 * last_gap:
-                        break
-                    add_constraint(cand)
-                    cache_steps += 1
-                    solve_qp()
-                    w = weights()
-                    slack_ws = max(float((b - A @ w).max()), 0.0)
-            labels = prob.oracle_all(w)
-            train_calls += n
-            labels, slack = best_labels(w, [labels])
-            primal = 0.5 * alpha * float(w @ w) + slack
-            dual = float(b @ beta) - 0.5 * alpha * float(w @ w)
-            it += 1
-            last_gap = max(primal - dual, 0.0)
-            with watch.paused():
-                stop = monitor.record(w, iteration=it, time=watch.elapsed(), primal=primal, dual=dual,
-                                      oracle_calls=train_calls, exact_oracle=float(prob.exact_oracle),
-                                      n_constraints=float(len(b)))
-            if stop:
-                stopped = True
-                break
-            if cache_size:
-                cache = np.vstack([labels[None, :], cache])[:cache_size]
-            add_constraint(labels)
-            solve_qp()
-    except KeyboardInterrupt:
-        interrupted = True
-        warn_interrupted("cutting_plane", it)
-        if len(beta) != len(b):
-            beta = np.append(beta, np.zeros(len(b) - len(beta)))
+    def snapshot(self, iteration: int) -> None:
+        """Remember the point of history row ``iteration`` (the last two are kept)."""
+        self._snapshots = {key: snap for key, snap in self._snapshots.items() if key == iteration - 1}
+        self._snapshots[iteration] = (len(self.b), self.beta.copy(), self.cache)
 
-    if not (monitor.converged or interrupted or stopped):
-        warn_not_converged("cutting_plane", max_iter, monitor.last_rel_gap, tol)
-    w = weights()
-    hist = history.to_dict()
-    state = dict(constraints=A, offsets=b, beta=beta.copy(), cache=cache, history=hist)
-    return SolverResult(w=w, n_iter=it, state=state, history=hist, converged=monitor.converged,
-                        interrupted=interrupted,
-                        info={"inference": prob.inference_note, "exact_oracle": prob.exact_oracle,
-                              "n_constraints": len(b), "cache_steps": cache_steps})
+    def commit(self, labels: np.ndarray, cache_size: int) -> None:
+        """Add the oracle pass's constraint and cache its labeling, after its row was recorded."""
+        if cache_size:
+            self.cache = np.vstack([labels[None, :], self.cache])[:cache_size]
+        self.add(labels)
 
+    def rollback(self, iteration: int) -> None:
+        """Back to the point of history row ``iteration``, the last recorded one (after an interrupt)."""
+        m, beta, self.cache = self._snapshots[iteration]
+        self.A, self.b, self.gram, self.beta = self.A[:m], self.b[:m], self.gram[:m, :m], beta.copy()
+        self.solved = m
+        self.w = self.A.T @ self.beta / self.prob.alpha

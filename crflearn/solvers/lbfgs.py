@@ -21,9 +21,10 @@ import numpy as np
 from scipy.optimize import minimize
 
 from .._validation import check_int
-from ._base import SolverResult, warn_interrupted, warn_not_converged
-from ._history import ConvergenceHistory, Stopwatch
-from ._ssvm import Monitor, check_common
+from ._base import SolverResult, check_common, check_warm_state
+from ._history import ConvergenceHistory
+from ._loop import SolverLoop
+from ..exceptions import LoopyGraphError
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 
@@ -76,7 +77,8 @@ def crf_objective(w: np.ndarray, batch: GraphBatch, model: PairwiseModel, alpha:
 
 def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter: int = 200,
               tol: float = 1e-6, verbose: int = 0, random_state=None, warm_start: dict | None = None,
-              callback=None, loss_augmented: bool = False, memory: int = 10) -> SolverResult:
+              callback=None, check_input: bool = True, loss_augmented: bool = False,
+              memory: int = 10) -> SolverResult:
     """Train a CRF by exact maximum likelihood with L-BFGS (chains, trees and forests only).
 
     Parameters
@@ -102,6 +104,8 @@ def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter
         ``callback(info)`` after each iteration; returning True stops training.
     loss_augmented : bool
         Softmax-margin training (Hamming loss inside ``log Z``).
+    check_input : bool, default=True
+        Validate ``batch`` and ``model``; False when the caller already did (the estimator).
     memory : int
         Number of L-BFGS correction pairs.
 
@@ -111,7 +115,7 @@ def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter
 
     Raises
     ------
-    ValueError
+    LoopyGraphError
         If some example has a cycle (exact inference is needed).
 
     References
@@ -121,74 +125,53 @@ def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter
     .. [2] K. Gimpel, N. A. Smith. "Softmax-margin CRFs: training log-linear models with
        cost functions", NAACL 2010.
     """
-    alpha, max_iter, tol = check_common(batch, model, alpha, max_iter, tol, callback, verbose)
+    alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
+                                                 check_input)
     if not isinstance(loss_augmented, (bool, np.bool_)):
-        raise TypeError(f"loss_augmented must be a bool, got {loss_augmented!r}")
+        raise TypeError(f"loss_augmented must be a bool, got {loss_augmented!r:.80}")
     memory = check_int(memory, "memory", 1)
     if not batch.is_forest():
-        raise ValueError("fit_lbfgs needs exact inference, which is only available on forests "
-                         "(chains/trees); the batch has a cycle: use solver='idal' or an SSVM baseline")
-    if warm_start is not None and not isinstance(warm_start, dict):
-        raise TypeError(f"warm_start must be a dict (a previous SolverResult.state) or None, "
-                        f"got {type(warm_start).__name__}")
-    if warm_start is not None and "w" not in warm_start:
-        raise ValueError("warm_start lacks 'w'")
-    n = batch.n_examples
-    if warm_start is None:
-        w0 = np.zeros(model.size)
-        history = ConvergenceHistory()
-    else:
-        w0 = np.array(warm_start["w"], dtype=np.float64)
-        if w0.shape != (model.size,):
-            raise ValueError(f"warm_start['w'] has shape {w0.shape}, expected ({model.size},)")
-        # continue the record only when the state comes from a previous fit_lbfgs run
-        same = warm_start.get("solver") == "lbfgs" and isinstance(warm_start.get("history"), dict)
-        history = ConvergenceHistory(start=warm_start["history"] if same else None)
-
-    monitor = Monitor("lbfgs", history, tol, verbose, callback)
-    watch = Stopwatch(offset=history.last_time)
-    it0 = history.last_iteration
-    calls = [history.last_oracle_calls]
-    last = {"x": None, "f": None, "g": None}
-    flags = {"stopped": False}
-
+        raise LoopyGraphError("fit_lbfgs needs exact inference, which is only available on forests "
+                              "(chains/trees); the batch has a cycle: use solver='idal' or an SSVM baseline")
+    warm = check_warm_state(warm_start, "lbfgs", alpha)
+    w0 = np.zeros(model.size) if warm is None else np.array(warm["w"], dtype=np.float64)
+    if w0.shape != (model.size,):
+        raise ValueError(f"warm_start['w'] has shape {w0.shape}, expected ({model.size},)")
+    # continue the record only when the state comes from a previous fit_lbfgs run
+    same = warm is not None and warm.get("solver") == "lbfgs" and isinstance(warm.get("history"), dict)
+    loop = SolverLoop("lbfgs", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
+                      history=ConvergenceHistory(start=warm["history"] if same else None))
     psi_true = model.joint_feature(batch)
+    calls = [loop.history.last_oracle_calls]
+    last = {"x": None, "f": None, "g": None}
+    recorded = {loop.n_iter: w0}  # the iterates of the last history rows
+    iterations = loop.iterations()
 
     def fun(x):
         f, g = crf_objective(x, batch, model, alpha, loss_augmented, psi_true)
-        calls[0] += n
+        calls[0] += batch.n_examples
         last["x"], last["f"], last["g"] = x.copy(), f, g
         return f, g
 
     def on_iter(intermediate_result):
-        x = intermediate_result.x
-        with watch.paused():
+        x = np.array(intermediate_result.x, dtype=np.float64)
+        it = next(iterations)
+        with loop.monitoring():
             if last["x"] is not None and np.array_equal(last["x"], x):
                 f, g = last["f"], last["g"]
             else:
                 f, g = crf_objective(x, batch, model, alpha, loss_augmented, psi_true)
-            bound = float(g @ g) / (2.0 * alpha)
-            stop = monitor.record(x, iteration=it0 + len(history) - n_start + 1, time=watch.elapsed(),
-                                  primal=f, dual=f - bound, oracle_calls=calls[0])
-        if stop:
-            flags["stopped"] = True
+        recorded[it] = x
+        recorded.pop(it - 2, None)
+        # strong convexity: P(x) - P* <= ||grad||^2 / (2 alpha), a certified gap
+        if loop.record(it, primal=f, dual=f - float(g @ g) / (2.0 * alpha), w=x, oracle_calls=calls[0]):
             raise StopIteration
 
-    n_start = len(history)
-    interrupted = False
-    w = w0
-    try:
-        res = minimize(fun, w0, jac=True, method="L-BFGS-B", callback=on_iter,
-                       options={"maxiter": max_iter, "maxcor": memory, "gtol": 0.0, "ftol": 0.0})
-        w = np.asarray(res.x, dtype=np.float64)
-    except KeyboardInterrupt:
-        interrupted = True
-        w = last["x"] if last["x"] is not None else w0
-        warn_interrupted("lbfgs", history.last_iteration)
-    n_iter = history.last_iteration
-    if not (monitor.converged or interrupted or flags["stopped"]):
-        warn_not_converged("lbfgs", max_iter, monitor.last_rel_gap, tol)
-    hist = history.to_dict()
-    return SolverResult(w=w, n_iter=n_iter, state={"w": w.copy(), "history": hist, "solver": "lbfgs"}, history=hist,
-                        converged=monitor.converged, interrupted=interrupted,
+    with loop:
+        minimize(fun, w0, jac=True, method="L-BFGS-B", callback=on_iter,
+                 options={"maxiter": max_iter, "maxcor": memory, "gtol": 0.0, "ftol": 0.0})
+    hist = loop.finish()
+    w = recorded[loop.n_iter]
+    return SolverResult(w=w, n_iter=loop.n_iter, state={"w": w.copy(), "history": hist, "solver": "lbfgs"},
+                        history=hist, converged=loop.converged, interrupted=loop.interrupted,
                         info={"inference": "exact (sum-product)", "loss_augmented": bool(loss_augmented)})

@@ -14,30 +14,30 @@ of the decoded labelings), a valid lower bound on the optimum; the gap
 averages of dual-feasible points and are certified the same way.
 
 On forests with exact inference each epoch runs in one compiled kernel
-(:func:`crflearn._kernels.ssvm.subgradient_epoch`); other graphs use the
-per-example Python path with the approximate oracle.
+(:func:`crflearn._kernels.ssvm.subgradient_epoch`); on other graphs each example
+is decoded by the approximate oracle and updated by the same compiled step
+(:func:`crflearn._kernels.ssvm.subgradient_step`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._base import SolverResult, warn_interrupted, warn_not_converged
-from ._history import ConvergenceHistory, Stopwatch
-from ._ssvm import Monitor, SSVMProblem, check_common, check_warm_state
-from .._kernels.ssvm import subgradient_epoch
+from ._base import SolverResult, check_common, check_warm_state
+from ._history import ConvergenceHistory
+from ._loop import SolverLoop
+from ._ssvm import Checkpoint, SSVMProblem, check_averaging, kernel_weights, run_epoch
+from .._kernels.ssvm import PegasosState, subgradient_epoch, subgradient_step
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
 
 __all__ = ["fit_subgradient"]
 
-_AVERAGING = ("none", "uniform", "weighted")
-_STATE_KEYS = ("w", "t", "loss_sum", "w_avg", "ell_avg", "avg_weight", "history")
-
 
 def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter: int = 100,
                     tol: float = 1e-3, verbose: int = 0, random_state=None, warm_start: dict | None = None,
-                    callback=None, averaging: str = "none", inference: str = "auto") -> SolverResult:
+                    callback=None, check_input: bool = True, averaging: str = "none",
+                    inference: str = "auto") -> SolverResult:
     """Train a structured SVM by stochastic subgradient descent with Pegasos steps ``1/(alpha t)``.
 
     Parameters
@@ -65,6 +65,8 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
         Report the last epoch-end iterate, the uniform average of the epoch-end iterates,
         or their average weighted by epoch index. (Only epoch-end iterates are averaged:
         they are the ones with a known dual-feasible counterpart.)
+    check_input : bool, default=True
+        Validate ``batch`` and ``model``; False when the caller already did (the estimator).
     inference : {"auto", "exact", "trws", "maxproduct", "bruteforce"}
         Loss-augmented MAP method; approximate on loopy graphs (gap then not certified,
         ``history["exact_oracle"] == 0``).
@@ -80,100 +82,69 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
     .. [2] N. Ratliff, J. A. Bagnell, M. Zinkevich. "(Online) subgradient methods for
        structured prediction", AISTATS 2007.
     """
-    alpha, max_iter, tol = check_common(batch, model, alpha, max_iter, tol, callback, verbose)
-    if averaging not in _AVERAGING:
-        raise ValueError(f"averaging must be one of {list(_AVERAGING)}, got {averaging!r}")
-    warm = check_warm_state(warm_start, _STATE_KEYS, "subgradient", alpha)
+    alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
+                                                 check_input)
+    averaging = check_averaging(averaging)
+    warm = check_warm_state(warm_start, "subgradient", alpha)
     prob = SSVMProblem(batch, model, alpha, inference)
     rng = np.random.default_rng(random_state)
-    n = prob.n
-
-    if warm is None:
-        w = np.zeros(model.size)
-        t, loss_sum = 1, 0.0
-        w_avg, ell_avg, avg_weight = np.zeros(model.size), 0.0, 0.0
-        history = ConvergenceHistory(extra=("exact_oracle",))
-    else:
-        w = np.array(warm["w"], dtype=np.float64)
-        if w.shape != (model.size,):
-            raise ValueError(f"warm_start['w'] has shape {w.shape}, expected ({model.size},)")
-        t, loss_sum = int(warm["t"]), float(warm["loss_sum"])
-        if (t - 1) % n:
-            raise ValueError("warm_start comes from a run on a different number of examples")
-        w_avg, ell_avg, avg_weight = np.array(warm["w_avg"]), float(warm["ell_avg"]), float(warm["avg_weight"])
-        history = ConvergenceHistory(extra=("exact_oracle",), start=warm["history"])
-
-    if prob.compiled:
-        psi_true = None
-        _warm_up(prob, w)
-    else:
-        psi_true = [prob.feature(i, prob.node_stat(prob._y[i]), prob.edge_stat(i, prob._y[i])) for i in range(n)]
-    monitor = Monitor("subgradient", history, tol, verbose, callback)
-    watch = Stopwatch(offset=history.last_time)
-    epoch = history.last_iteration
-    train_calls = history.last_oracle_calls
-    interrupted = stopped = False
-    w_rep = w_avg if averaging != "none" and avg_weight > 0 else w
-    try:
-        for _ in range(max_iter):
-            # the dual certificate needs whole epochs: an interrupt mid-epoch rolls back to its start
-            w_start, t_start, loss_start = w.copy(), t, loss_sum
-            try:
-                perm = rng.permutation(n)
-                if prob.compiled:  # w is updated in place
-                    counters = np.array([t, 0], dtype=np.int64)
-                    sums = np.array([loss_sum])
-                    subgradient_epoch(*prob.kernel_args(), np.ascontiguousarray(perm, dtype=np.int64), alpha, w,
-                                      counters, sums)
-                    t, loss_sum = int(counters[0]), float(sums[0])
-                    train_calls += int(counters[1])
-                    prob.oracle_calls += int(counters[1])
-                else:
-                    for i in perm:
-                        y_star = prob.oracle_one(w, i)
-                        train_calls += 1
-                        loss = prob.hamming(i, y_star)
-                        w *= 1.0 - 1.0 / t
-                        if loss > 0:
-                            dpsi = psi_true[i] - prob.feature(i, prob.node_stat(y_star), prob.edge_stat(i, y_star))
-                            w += dpsi / (alpha * t)
-                        loss_sum += loss
-                        t += 1
-            except KeyboardInterrupt:
-                w, t, loss_sum = w_start, t_start, loss_start
-                raise
-            epoch += 1
-            ell = loss_sum / (t - 1)  # running mean of the decoded losses (module docstring)
-            if averaging != "none":
-                weight = 1.0 if averaging == "uniform" else float(epoch)
-                avg_weight += weight
-                rho = weight / avg_weight
-                w_avg = (1.0 - rho) * w_avg + rho * w
-                ell_avg = (1.0 - rho) * ell_avg + rho * ell
-            with watch.paused():
-                w_rep, ell_rep = (w_avg, ell_avg) if averaging != "none" else (w, ell)
-                stop = monitor.record_ssvm(prob, w_rep, ell_rep, iteration=epoch, time=watch.elapsed(),
-                                           oracle_calls=train_calls)
-            if stop:
-                stopped = True
+    state, avg = _initial_state(prob, warm)
+    if prob.compiled:  # load (or compile) the kernel with an empty pass, untimed
+        subgradient_epoch(prob.view, prob.graph, state, np.zeros(0, dtype=np.int64), alpha)
+    loop = SolverLoop("subgradient", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
+                      history=ConvergenceHistory(extra=("exact_oracle",), start=warm and warm.get("history")))
+    state.counters[1] = loop.history.last_oracle_calls
+    # the dual certificate needs whole epochs: an interrupt mid-epoch rolls back to its start
+    checkpoint, avg_saved = Checkpoint(state), dict(avg)
+    with loop:
+        for it in loop.iterations():
+            checkpoint.save(state)
+            avg_saved.update(avg)
+            run_epoch(prob, rng.permutation(prob.n), state, subgradient_epoch, subgradient_step, alpha)
+            w = model.from_kernel(state.wuT, state.wp)
+            ell = float(state.sums[0]) / (int(state.counters[0]) - 1)  # mean decoded loss (module docstring)
+            _update_average(avg, averaging, it, w, ell)
+            w_rep, ell_rep = (avg["w_avg"], avg["ell_avg"]) if averaging != "none" else (w, ell)
+            if prob.record(loop, it, w_rep, ell_rep, int(state.counters[1])):
                 break
-    except KeyboardInterrupt:
-        interrupted = True
-        warn_interrupted("subgradient", epoch)
-        w_rep = w_avg if averaging != "none" and avg_weight > 0 else w
-
-    if not (monitor.converged or interrupted or stopped):
-        warn_not_converged("subgradient", max_iter, monitor.last_rel_gap, tol)
-    hist = history.to_dict()
-    state = dict(alpha=alpha, w=w.copy(), t=t, loss_sum=loss_sum, w_avg=np.array(w_avg), ell_avg=ell_avg,
-                 avg_weight=avg_weight, history=hist)
-    return SolverResult(w=np.array(w_rep, dtype=np.float64), n_iter=epoch, state=state, history=hist,
-                        converged=monitor.converged, interrupted=interrupted,
+    if loop.unrecorded:
+        checkpoint.restore(state)
+        avg.update(avg_saved)
+    hist = loop.finish()
+    w = model.from_kernel(state.wuT, state.wp)
+    w_rep = avg["w_avg"] if averaging != "none" and avg["avg_weight"] > 0 else w
+    state_dict = dict(alpha=alpha, w=w, t=int(state.counters[0]), loss_sum=float(state.sums[0]), **avg,
+                      history=hist)
+    return SolverResult(w=np.array(w_rep, dtype=np.float64), n_iter=loop.n_iter, state=state_dict, history=hist,
+                        converged=loop.converged, interrupted=loop.interrupted,
                         info={"inference": prob.inference_note, "averaging": averaging,
                               "exact_oracle": prob.exact_oracle})
 
 
-def _warm_up(prob: SSVMProblem, w: np.ndarray) -> None:
-    """Build the kernel arguments and load (or compile) the epoch kernel with an empty pass, untimed."""
-    subgradient_epoch(*prob.kernel_args(), np.zeros(0, dtype=np.int64), 1.0, w,
-                      np.array([1, 0], dtype=np.int64), np.zeros(1))
+def _initial_state(prob: SSVMProblem, warm: dict | None) -> tuple[PegasosState, dict]:
+    """The kernel state (w = 0, t = 1), or a previous run's, and the running average."""
+    model = prob.model
+    if warm is None:
+        w, t, loss_sum = np.zeros(model.size), 1, 0.0
+        avg = dict(w_avg=np.zeros(model.size), ell_avg=0.0, avg_weight=0.0)
+    else:
+        w = np.asarray(warm["w"], dtype=np.float64)
+        if w.shape != (model.size,):
+            raise ValueError(f"warm_start['w'] has shape {w.shape}, expected ({model.size},)")
+        t, loss_sum = int(warm["t"]), float(warm["loss_sum"])
+        if (t - 1) % prob.n:
+            raise ValueError("warm_start comes from a run on a different number of examples")
+        avg = dict(w_avg=np.array(warm["w_avg"], dtype=np.float64), ell_avg=float(warm["ell_avg"]),
+                   avg_weight=float(warm["avg_weight"]))
+    return PegasosState(*kernel_weights(model, w), np.array([t, 0], dtype=np.int64), np.array([loss_sum])), avg
+
+
+def _update_average(avg: dict, averaging: str, epoch: int, w: np.ndarray, ell: float) -> None:
+    """Fold the epoch-end point ``(w, ell)`` into the running average (uniform or weighted by epoch)."""
+    if averaging == "none":
+        return
+    weight = 1.0 if averaging == "uniform" else float(epoch)
+    avg["avg_weight"] += weight
+    rho = weight / avg["avg_weight"]
+    avg["w_avg"] = (1.0 - rho) * avg["w_avg"] + rho * w
+    avg["ell_avg"] = (1.0 - rho) * avg["ell_avg"] + rho * ell
