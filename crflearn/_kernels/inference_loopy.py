@@ -29,6 +29,7 @@ caller turns that into an error.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +44,7 @@ from .inference_tree import (
     lse_vector,
     normalise_log,
     normalised_exp,
+    softmax_table,
 )
 
 
@@ -88,32 +90,15 @@ class LoopyOutputs(NamedTuple):
     converged: np.ndarray
 
 
-class _Cache(NamedTuple):
-    pws: np.ndarray     # (E_max, K, K) pairwise / rho of the current example's edges
-    e_fwd: np.ndarray   # exp-form of pws.T (messages along edges[e, 0] -> edges[e, 1])
-    s_fwd: np.ndarray
-    e_bwd: np.ndarray   # exp-form of pws (messages along the reverse)
-    s_bwd: np.ndarray
+#: Exp-form cache of the current example's edges: ``pws`` (E_max, K, K) = pairwise / rho; ``e_fwd, s_fwd``
+#: the exp-form of ``pws.T`` (messages along ``edges[e, 0] -> edges[e, 1]``), ``e_bwd, s_bwd`` of ``pws``.
+_Cache = namedtuple("_Cache", "pws e_fwd s_fwd e_bwd s_bwd")
 
-
-class _Work(NamedTuple):
-    weights: np.ndarray      # (M,) weights of the incoming messages in a belief (rho, or ones)
-    gamma: np.ndarray        # (N,) node weights of the cavity (TRW-S), ones otherwise
-    gamma_chain: np.ndarray  # (N,) TRW-S chain weights (MAX bound)
-    belief: np.ndarray       # (N, K) SUM outputs
-    cur: np.ndarray          # (N,) int64 labelling being decoded (MAX)
-    nxt: np.ndarray          # (M,) int64 chain successor (MAX bound)
-    has_prev: np.ndarray     # (M,) uint8
-    arg: np.ndarray          # (K,) int64
-    th: np.ndarray
-    cav: np.ndarray
-    new: np.ndarray
-    ex: np.ndarray
-    ssum: np.ndarray
-    f: np.ndarray
-    g: np.ndarray
-    T: np.ndarray            # (K, K)
-    P: np.ndarray            # (K, K)
+#: Scratch: ``weights`` (M,) of the incoming messages in a belief (rho, or ones); ``gamma`` (N,) cavity
+#: node weights (TRW-S, else ones); ``gamma_chain`` (N,) chain weights of the bound; ``belief`` (N, K)
+#: (SUM); ``cur`` (N,) int64 labelling being decoded, ``nxt`` (M,) int64 / ``has_prev`` (M,) uint8 chain
+#: links (MAX); ``arg`` (K,) int64; vectors ``th, cav, new, ex, ssum, f, g`` (K,); tables ``T, P`` (K, K).
+_Work = namedtuple("_Work", "weights gamma gamma_chain belief cur nxt has_prev arg th cav new ex ssum f g T P")
 
 
 @njit(cache=True)
@@ -272,24 +257,14 @@ def _new_work(pots, graph, opts):
 def _edge_table(cs, ct, pw, inv_rho, T, P):
     """``P`` = the table ``exp(cs[x] + pw[x, y] / rho + ct[y])`` divided by its sum, ``T = log P``."""
     k = cs.shape[0]
-    m = -np.inf
     for x in range(k):
         for y in range(k):
             T[x, y] = cs[x] + inv_rho * pw[x, y] + ct[y]
-            m = max(m, T[x, y])
-    s = 0.0
-    for x in range(k):
-        for y in range(k):
-            P[x, y] = 0.0 if m == -np.inf else np.exp(T[x, y] - m)
-            s += P[x, y]
-    if s == 0.0:
-        return
-    inv = 1.0 / s
-    lz = m + np.log(s)
-    for x in range(k):
-        for y in range(k):
-            P[x, y] *= inv
-            T[x, y] -= lz
+    lz = softmax_table(T, P)
+    if lz > -np.inf:
+        for x in range(k):
+            for y in range(k):
+                T[x, y] -= lz
 
 
 @njit(cache=True)

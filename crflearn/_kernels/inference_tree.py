@@ -28,6 +28,7 @@ marginals); the caller turns that into an error.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import NamedTuple
 
 import numpy as np
@@ -51,23 +52,9 @@ class Potentials(NamedTuple):
     shared: bool
 
 
-class TreeWork(NamedTuple):
-    """Scratch of a sum-product pass: exp-forms of the shared matrix (``er, sr``: ``Q = pw``;
-    ``ec, sc``: ``Q = pw.T``), of one edge (``E, sh``), vectors of ``K`` and a ``K x K`` table."""
-
-    er: np.ndarray
-    sr: np.ndarray
-    ec: np.ndarray
-    sc: np.ndarray
-    E: np.ndarray
-    sh: np.ndarray
-    ex: np.ndarray
-    ssum: np.ndarray
-    cav: np.ndarray
-    tmp: np.ndarray
-    A: np.ndarray
-    B: np.ndarray
-    T: np.ndarray
+#: Scratch of a sum-product pass: exp-forms of the shared matrix (``er, sr``: ``Q = pw``;
+#: ``ec, sc``: ``Q = pw.T``) and of one edge (``E, sh``), vectors of ``K`` and a ``K x K`` table ``T``.
+TreeWork = namedtuple("TreeWork", "er sr ec sc E sh ex ssum cav tmp A B T")
 
 
 @njit(cache=True)
@@ -93,10 +80,7 @@ def exp_form(pw, transpose, E, shift):
 @njit(cache=True)
 def lse_vector(x):
     """Log-sum-exp of a 1-D array (``-inf`` when every entry is ``-inf``)."""
-    m = -np.inf
-    for i in range(x.shape[0]):
-        if x[i] > m:
-            m = x[i]
+    m = x.max()
     if m == -np.inf:
         return -np.inf
     s = 0.0
@@ -108,10 +92,7 @@ def lse_vector(x):
 @njit(cache=True)
 def normalise_log(x):
     """Subtract ``max(x)`` from ``x`` in place and return it (0 when ``x`` is all ``-inf``)."""
-    m = -np.inf
-    for i in range(x.shape[0]):
-        if x[i] > m:
-            m = x[i]
+    m = x.max()
     if m == -np.inf:
         return 0.0
     for i in range(x.shape[0]):
@@ -122,10 +103,7 @@ def normalise_log(x):
 @njit(cache=True)
 def normalised_exp(x, out):
     """``out = exp(x) / sum(exp(x))`` computed as ``exp(x - max) / sum`` (NaN when ``x`` is all ``-inf``)."""
-    m = -np.inf
-    for i in range(x.shape[0]):
-        if x[i] > m:
-            m = x[i]
+    m = x.max()
     s = 0.0
     for i in range(x.shape[0]):
         out[i] = np.exp(x[i] - m)
@@ -133,6 +111,27 @@ def normalised_exp(x, out):
     inv = 1.0 / s
     for i in range(x.shape[0]):
         out[i] *= inv
+
+
+@njit(cache=True)
+def softmax_table(L, P):
+    """``P = exp(L) / sum(exp(L))`` (``P`` may be ``L``; all zero when ``L`` is all ``-inf``).
+
+    Returns ``log sum exp(L)``. Normalised by dividing, so ``P`` sums to one at any scale.
+    """
+    m = L.max()
+    s = 0.0
+    for x in range(L.shape[0]):
+        for y in range(L.shape[1]):
+            P[x, y] = 0.0 if m == -np.inf else np.exp(L[x, y] - m)
+            s += P[x, y]
+    if s == 0.0:
+        return -np.inf
+    inv = 1.0 / s
+    for x in range(L.shape[0]):
+        for y in range(L.shape[1]):
+            P[x, y] *= inv
+    return m + np.log(s)
 
 
 @njit(cache=True)
@@ -204,6 +203,19 @@ def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
 
 
 @njit(cache=True)
+def _shifted_exp(u, shift, out):
+    """``out[x] = exp(u[x] + shift[x] - m)`` with ``m = max_x (u[x] + shift[x])``; returns ``m``
+    (``out`` untouched when ``m = -inf``)."""
+    m = -np.inf
+    for x in range(u.shape[0]):
+        m = max(m, u[x] + shift[x])
+    if m > -np.inf:
+        for x in range(u.shape[0]):
+            out[x] = np.exp(u[x] + shift[x] - m)
+    return m
+
+
+@njit(cache=True)
 def fast_pair_table(u, shift, E, ex, ssum, B, T):
     """Normalised ``T[x, y] ∝ exp(u[x] + Q[x, y] + w[y])`` reusing a message computation.
 
@@ -214,16 +226,10 @@ def fast_pair_table(u, shift, E, ex, ssum, B, T):
     caller then uses the exact :func:`pair_table`).
     """
     k = u.shape[0]
-    m1 = -np.inf
-    for x in range(k):
-        t = u[x] + shift[x]
-        if t > m1:
-            m1 = t
-    if m1 == -np.inf:
+    if _shifted_exp(u, shift, B) == -np.inf:
         return 1
     total = 0.0
     for x in range(k):
-        B[x] = np.exp(u[x] + shift[x] - m1)
         total += B[x] * ssum[x]
     if not total > TINY:
         return 1
@@ -239,19 +245,10 @@ def fast_pair_table(u, shift, E, ex, ssum, B, T):
 def pair_table(u, w, pw, transpose, E, shift, A, B, T):
     """Normalised ``T[x, y] ∝ exp(u[x] + Q[x, y] + w[y])`` (``Q = pw`` or ``pw.T``); all zero if no finite entry."""
     k = u.shape[0]
-    m1 = -np.inf
-    for x in range(k):
-        t = u[x] + shift[x]
-        if t > m1:
-            m1 = t
-    m2 = -np.inf
-    for y in range(k):
-        if w[y] > m2:
-            m2 = w[y]
+    m1 = _shifted_exp(u, shift, A)
+    m2 = w.max()
     total = 0.0
     if m1 > -np.inf and m2 > -np.inf:
-        for x in range(k):
-            A[x] = np.exp(u[x] + shift[x] - m1)
         for y in range(k):
             B[y] = np.exp(w[y] - m2)
         for x in range(k):
@@ -261,19 +258,12 @@ def pair_table(u, w, pw, transpose, E, shift, A, B, T):
                 T[x, y] = v
                 total += v
     if not total > TINY:  # exact fallback in log space
-        m = -np.inf
         for x in range(k):
             for y in range(k):
                 q = pw[y, x] if transpose else pw[x, y]
                 T[x, y] = u[x] + q + w[y]
-                m = max(m, T[x, y])
-        total = 0.0
-        for x in range(k):
-            for y in range(k):
-                T[x, y] = 0.0 if m == -np.inf else np.exp(T[x, y] - m)
-                total += T[x, y]
-        if total == 0.0:
-            return
+        softmax_table(T, T)
+        return
     inv = 1.0 / total
     for x in range(k):
         for y in range(k):

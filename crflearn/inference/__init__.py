@@ -13,6 +13,7 @@ lives in :mod:`crflearn.inference.gini` and is loaded on first access.
 
 from __future__ import annotations
 
+from . import api
 from .api import (
     BatchInferenceResult,
     BatchMAPResult,
@@ -30,25 +31,7 @@ from .api import (
 )
 from .schedule import InferenceSchedule, edge_appearance_probabilities, make_schedule
 
-__all__ = [
-    "InferenceResult",
-    "MAPResult",
-    "BatchInferenceResult",
-    "BatchMAPResult",
-    "InferenceSchedule",
-    "infer",
-    "decode",
-    "map_inference",
-    "loss_augmented_decode",
-    "infer_batch",
-    "decode_batch",
-    "map_inference_batch",
-    "loss_augmented_decode_batch",
-    "labeling_score",
-    "make_schedule",
-    "edge_appearance_probabilities",
-    "gini_infer",
-]
+__all__ = [*api.__all__, "InferenceSchedule", "make_schedule", "edge_appearance_probabilities", "gini_infer"]
 
 _LAZY_GINI = ("gini_infer",)
 

@@ -67,17 +67,9 @@ class InferenceSchedule:
     n_components: np.ndarray
     _rho: np.ndarray | None = field(default=None, repr=False)
 
-    @property
-    def n_nodes(self) -> int:
-        return int(self.node_offsets[-1])
-
-    @property
-    def n_edges(self) -> int:
-        return int(self.edge_offsets[-1])
-
-    @property
-    def n_examples(self) -> int:
-        return len(self.node_offsets) - 1
+    n_nodes = property(lambda self: int(self.node_offsets[-1]), doc="Nodes of the whole batch (int).")
+    n_edges = property(lambda self: int(self.edge_offsets[-1]), doc="Edges of the whole batch (int).")
+    n_examples = property(lambda self: len(self.node_offsets) - 1, doc="Graphs in the batch (int).")
 
     @property
     def tree(self) -> TreeSchedule:
