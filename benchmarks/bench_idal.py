@@ -88,14 +88,16 @@ def run(train, test, k, *, alpha, kappa=1.0, rho=None, inner_epochs=1, max_iter=
     rel_gap = float(relative_gaps(h)[-1])
     monitor = float(h["monitor_time"][-1]) if "monitor_time" in h else np.nan
     residual = float(h["residual"][-1]) if "residual" in h else np.nan
-    return dict(alpha=alpha, kappa=kappa, rho=res.info["rho"], schedule=rho_schedule, inner_epochs=inner_epochs, epochs=int(h["iteration"][-1]),
+    return dict(alpha=alpha, kappa=kappa, rho=res.info.get("rho", np.nan), schedule=rho_schedule,
+                inner_epochs=inner_epochs, epochs=int(h["iteration"][-1]),
                 sec_per_epoch=per_epoch, solver_time=float(h["time"][-1]), monitor=monitor, cpu=cpu, wall=wall,
                 t_tol=t_tol, it_tol=it_tol, rel_gap=rel_gap, residual=residual, test_error=err,
                 converged=res.converged)
 
 
 def fmt(r):
-    return (f"| {r['alpha']:.2e} | {r['kappa']:g} | {r['schedule']} | {r['rho']:.3g} | {r['inner_epochs']} | {r['epochs']} | "
+    return (f"| {r['alpha']:.2e} | {r['kappa']:g} | {r['schedule']} | {r['rho']:.3g} | {r['inner_epochs']} "
+            f"| {r['epochs']} | "
             f"{r['sec_per_epoch']:.3f} | {r['t_tol']:.1f} | {r['solver_time']:.1f} | {r['monitor']:.1f} | "
             f"{r['cpu']:.1f} | {r['wall']:.1f} | {r['rel_gap']:.1e} | {r['residual']:.1e} | "
             f"{100 * r['test_error']:.2f} |")
