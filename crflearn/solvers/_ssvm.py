@@ -34,12 +34,15 @@ from functools import partial
 import numpy as np
 import scipy.sparse as sp
 
+from ._base import check_warm_state
+from ._history import ConvergenceHistory
+from ._loop import SolverLoop
 from .._kernels.ssvm import EpochGraph
 from ..exceptions import LoopyGraphError
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 
-__all__ = ["SSVMProblem", "INFERENCE_METHODS"]
+__all__ = ["SSVMProblem", "INFERENCE_METHODS", "prepare", "ssvm_loop", "run_epoch", "Checkpoint", "kernel_weights"]
 
 INFERENCE_METHODS = ("auto", "exact", "trws", "maxproduct", "bruteforce")
 
@@ -199,10 +202,21 @@ def kernel_weights(model: PairwiseModel, w: np.ndarray) -> tuple[np.ndarray, np.
     return tuple(np.array(a, dtype=np.float64, order="C", copy=True) for a in model.to_kernel(w))
 
 
-def check_averaging(averaging) -> str:
+def prepare(solver: str, batch: GraphBatch, model: PairwiseModel, alpha: float, warm_start, inference: str,
+            averaging: str = "none") -> tuple[SSVMProblem, dict | None]:
+    """The checks the SSVM solvers share beyond :func:`check_common`; returns the problem and the
+    checked warm-start state."""
     if averaging not in AVERAGING:
         raise ValueError(f"averaging must be one of {list(AVERAGING)}, got {averaging!r:.80}")
-    return averaging
+    warm = check_warm_state(warm_start, solver, alpha)
+    return SSVMProblem(batch, model, alpha, inference), warm
+
+
+def ssvm_loop(solver: str, max_iter: int, tol: float, verbose: int, callback, warm: dict | None,
+              extra: tuple[str, ...] = ()) -> SolverLoop:
+    """The :class:`SolverLoop` of an SSVM solver, continuing the warm start's record."""
+    history = ConvergenceHistory(extra=("exact_oracle",) + extra, start=warm and warm.get("history"))
+    return SolverLoop(solver, max_iter=max_iter, tol=tol, verbose=verbose, callback=callback, history=history)
 
 
 def run_epoch(prob: SSVMProblem, perm: np.ndarray, state, epoch_kernel, step_kernel, *params) -> None:

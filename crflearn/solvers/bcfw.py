@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import SolverResult, check_common, check_warm_state
-from ._history import ConvergenceHistory
-from ._loop import SolverLoop
-from ._ssvm import Checkpoint, SSVMProblem, check_averaging, kernel_weights, run_epoch
+from ._base import SolverResult, check_common
+from ._ssvm import Checkpoint, SSVMProblem, kernel_weights, prepare, run_epoch, ssvm_loop
 from .._kernels.ssvm import BCFWState, bcfw_epoch, bcfw_step
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
@@ -88,16 +86,13 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
     """
     alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
                                                  check_input)
-    averaging = check_averaging(averaging)
-    warm = check_warm_state(warm_start, "bcfw", alpha)
-    prob = SSVMProblem(batch, model, alpha, inference)
-    rng = np.random.default_rng(random_state)
+    prob, warm = prepare("bcfw", batch, model, alpha, warm_start, inference, averaging)
     state = _initial_state(prob, warm)
     code = _AVERAGING_CODES[averaging]
     if prob.compiled:  # load (or compile) the kernel with an empty pass, untimed
         bcfw_epoch(prob.view, prob.graph, state, np.zeros(0, dtype=np.int64), alpha, code)
-    loop = SolverLoop("bcfw", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
-                      history=ConvergenceHistory(extra=("exact_oracle",), start=warm and warm.get("history")))
+    rng = np.random.default_rng(random_state)
+    loop = ssvm_loop("bcfw", max_iter, tol, verbose, callback, warm)
     state.counters[1] = loop.history.last_oracle_calls
     checkpoint = Checkpoint(state)
     with loop:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import SolverResult, check_common, check_warm_state
-from ._history import ConvergenceHistory
-from ._loop import SolverLoop
-from ._ssvm import SSVMProblem
+from ._base import SolverResult, check_common
+from ._ssvm import SSVMProblem, prepare, ssvm_loop
 from .._kernels.qp import simplex_qp
 from .._validation import check_int
 from ..graphs import GraphBatch
@@ -39,11 +37,11 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
     Parameters
     ----------
     batch : GraphBatch
-        Labelled training batch.
+        Labelled training batch (``batch.labels`` set).
     model : PairwiseModel
-        Joint feature map.
+        The joint feature map.
     alpha : float
-        L2 strength.
+        L2 strength (the SSVM ``C`` is ``1 / (alpha n)``).
     max_iter : int
         Maximum number of oracle passes (one recorded row each); cache-only steps in
         between are not counted.
@@ -84,11 +82,8 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
     cache_size = check_int(cache_size, "cache_size", 0)
     max_cache_steps = check_int(max_cache_steps, "max_cache_steps", 0)
     qp_max_iter = check_int(qp_max_iter, "qp_max_iter", 1)
-    warm = check_warm_state(warm_start, "cutting_plane", alpha)
-    prob = SSVMProblem(batch, model, alpha, inference)
-    loop = SolverLoop("cutting_plane", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
-                      history=ConvergenceHistory(extra=("exact_oracle", "n_constraints"),
-                                                 start=warm and warm.get("history")))
+    prob, warm = prepare("cutting_plane", batch, model, alpha, warm_start, inference)
+    loop = ssvm_loop("cutting_plane", max_iter, tol, verbose, callback, warm, extra=("n_constraints",))
     ws = _WorkingSet(prob, warm, qp_max_iter, loop.n_iter)
     calls = loop.history.last_oracle_calls
     cache_steps = 0
@@ -198,7 +193,7 @@ class _WorkingSet:
     def snapshot(self, iteration: int) -> None:
         """Remember the point of history row ``iteration`` (the last two are kept)."""
         self._snapshots = {key: snap for key, snap in self._snapshots.items() if key == iteration - 1}
-        self._snapshots[iteration] = (len(self.b), self.beta.copy(), self.cache)
+        self._snapshots[iteration] = (len(self.b), self.beta.copy(), self.cache, self.w)
 
     def commit(self, labels: np.ndarray, cache_size: int) -> None:
         """Add the oracle pass's constraint and cache its labeling, after its row was recorded."""
@@ -208,7 +203,6 @@ class _WorkingSet:
 
     def rollback(self, iteration: int) -> None:
         """Back to the point of history row ``iteration``, the last recorded one (after an interrupt)."""
-        m, beta, self.cache = self._snapshots[iteration]
+        m, beta, self.cache, self.w = self._snapshots[iteration]
         self.A, self.b, self.gram, self.beta = self.A[:m], self.b[:m], self.gram[:m, :m], beta.copy()
         self.solved = m
-        self.w = self.A.T @ self.beta / self.prob.alpha

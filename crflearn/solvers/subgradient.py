@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import SolverResult, check_common, check_warm_state
-from ._history import ConvergenceHistory
-from ._loop import SolverLoop
-from ._ssvm import Checkpoint, SSVMProblem, check_averaging, kernel_weights, run_epoch
+from ._base import SolverResult, check_common
+from ._ssvm import Checkpoint, SSVMProblem, kernel_weights, prepare, run_epoch, ssvm_loop
 from .._kernels.ssvm import PegasosState, subgradient_epoch, subgradient_step
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
@@ -84,15 +82,12 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
     """
     alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
                                                  check_input)
-    averaging = check_averaging(averaging)
-    warm = check_warm_state(warm_start, "subgradient", alpha)
-    prob = SSVMProblem(batch, model, alpha, inference)
-    rng = np.random.default_rng(random_state)
+    prob, warm = prepare("subgradient", batch, model, alpha, warm_start, inference, averaging)
     state, avg = _initial_state(prob, warm)
     if prob.compiled:  # load (or compile) the kernel with an empty pass, untimed
         subgradient_epoch(prob.view, prob.graph, state, np.zeros(0, dtype=np.int64), alpha)
-    loop = SolverLoop("subgradient", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
-                      history=ConvergenceHistory(extra=("exact_oracle",), start=warm and warm.get("history")))
+    rng = np.random.default_rng(random_state)
+    loop = ssvm_loop("subgradient", max_iter, tol, verbose, callback, warm)
     state.counters[1] = loop.history.last_oracle_calls
     # the dual certificate needs whole epochs: an interrupt mid-epoch rolls back to its start
     checkpoint, avg_saved = Checkpoint(state), dict(avg)
