@@ -8,7 +8,10 @@ structured gradient (marginals minus ground truth) into the network:
   :func:`chain_log_partition`, :func:`chain_marginals`, :func:`chain_viterbi`,
   :func:`chain_score`, :func:`chain_crf_nll` / :class:`ChainCRFLoss`,
   :func:`chain_hinge_loss`;
-* any graph: the Gini-relaxed surrogate of IDAL, :class:`GiniRelaxedLoss`
+* any graph, on the potentials' device: tree-reweighted message passing in torch,
+  :func:`trw_infer`, the differentiable bound :func:`trw_log_partition` and the loss
+  :func:`trw_nll_loss` (batched over a flat edge list, :func:`make_loopy_graph`);
+* any graph, on CPU (Numba): the Gini-relaxed surrogate of IDAL, :class:`GiniRelaxedLoss`
   (:func:`gini_relaxed_loss`), and the structured hinge loss
   :func:`graph_hinge_loss` with loss-augmented MAP from :mod:`crflearn.inference`;
 * :class:`NeuralCRF`, a scikit-learn style estimator training a network and a
@@ -37,6 +40,15 @@ from ._chain import (
     chain_score,
     chain_viterbi,
 )
+from ._loopy import (
+    LoopyGraph,
+    TRWResult,
+    labelling_score,
+    make_loopy_graph,
+    trw_infer,
+    trw_log_partition,
+    trw_nll_loss,
+)
 from ._graph import GiniRelaxedLoss, gini_relaxed_loss, graph_hinge_loss, graph_score
 from .estimator import NeuralCRF
 from .networks import BiLSTMTagger, LetterCNN, NodeMLP
@@ -49,6 +61,13 @@ __all__ = [
     "chain_marginals",
     "chain_score",
     "chain_viterbi",
+    "LoopyGraph",
+    "TRWResult",
+    "make_loopy_graph",
+    "trw_infer",
+    "trw_log_partition",
+    "trw_nll_loss",
+    "labelling_score",
     "GiniRelaxedLoss",
     "gini_relaxed_loss",
     "graph_hinge_loss",
