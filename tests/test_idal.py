@@ -206,7 +206,7 @@ def test_same_seed_same_history_and_different_seed_differs():
     batch, model = _random_batch("grid", n_examples=3)
     runs = [_fit(batch, model, max_iter=15, tol=0.0, random_state=s) for s in (7, 7, 8)]
     for col in runs[0].history:
-        if col == "time":
+        if col in ("time", "monitor_time", "wall_time"):
             continue
         np.testing.assert_array_equal(runs[0].history[col], runs[1].history[col])
     np.testing.assert_array_equal(runs[0].w, runs[1].w)
@@ -236,7 +236,7 @@ def test_warm_start_continues():
     opt = _fit(batch, model)
     again = _fit(batch, model, max_iter=3, warm_start=opt.state)
     assert again.converged and again.n_iter == opt.n_iter + 1
-    np.testing.assert_allclose(again.w, opt.w, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(again.w, opt.w, rtol=1e-6, atol=1e-8)
 
 
 def test_convergence_warning_callback_and_stop():
@@ -250,7 +250,7 @@ def test_convergence_warning_callback_and_stop():
         seen.append(info)
         return info["iteration"] >= 3
 
-    res = fit_idal(batch, model, alpha=0.5, max_iter=50, tol=1e-12, random_state=0, callback=cb)
+    res = fit_idal(batch, model, alpha=0.5, max_iter=50, tol=1e-12, random_state=0, callback=cb, monitor_every=1)
     assert res.n_iter == 3 and len(seen) == 3
     assert seen[-1]["w"].shape == (model.size,)
 
@@ -297,7 +297,7 @@ def test_graph_without_edges():
 @pytest.mark.parametrize("kwargs, exc", [
     (dict(alpha=0.0), ValueError), (dict(alpha="a"), TypeError), (dict(max_iter=0), ValueError),
     (dict(max_iter=1.5), TypeError), (dict(tol=-1.0), ValueError), (dict(kappa=-1.0), ValueError),
-    (dict(rho=0.0), ValueError), (dict(inner_epochs=0), ValueError), (dict(entropy="shannon"), ValueError),
+    (dict(rho=0.0), ValueError), (dict(inner_epochs=0), ValueError), (dict(entropy="tsallis"), ValueError),
     (dict(sampling="importance"), ValueError), (dict(monitor_every=0), ValueError),
     (dict(warm_start={"mu_nodes": np.zeros(3)}), ValueError), (dict(warm_start=[1]), TypeError),
     (dict(callback=3), TypeError), (dict(loss_augmented="yes"), TypeError),

@@ -154,7 +154,7 @@ def test_project_simplex_matches_sort_based(values, scale):
     v = np.asarray(values)
     out = np.empty_like(v)
     buf = np.empty_like(v)
-    tau = project_simplex(v, scale, out, buf)
+    tau = project_simplex(v, scale, out, buf, np.empty(len(v), np.int64))
     expected = _proj(v * scale)
     np.testing.assert_allclose(out, expected, atol=1e-12)
     assert out.sum() == pytest.approx(1.0)

@@ -1,27 +1,36 @@
-"""Numba kernels of the IDAL solver and of Gini-relaxed inference.
+"""Numba kernels of the IDAL sweep: exact clique-wise line-search (SDCA) updates.
 
-All state lives in flat arrays (see :mod:`crflearn.solvers.idal` for the layout):
+All state lives in flat arrays bundled in NamedTuples (built by :mod:`crflearn._kernels.idal_engine`):
 
-* ``mu_n`` (N, K) node marginals, ``mu_e`` (E, K*K) edge marginals (row-major ``a * K + b``);
-* ``zeta`` (E, 2, K): ``zeta[e, 0]`` lives on the separator of ``edges[e, 0]`` (row sums),
-  ``zeta[e, 1]`` on ``edges[e, 1]`` (column sums);
-* ``wuT`` (p, K): transposed unary weights (so that one feature touches K contiguous numbers),
-  ``wp`` (q, K*K): pairwise weights, ``pairwise[e] = sum_f efeat[e, f] * wp[f]``
-  (shared transitions are ``q = 1`` with ``efeat = 1``);
-* node features as CSR arrays ``x_ptr, x_idx, x_val``; incidence of node ``v`` is
-  ``inc_slot[inc_ptr[v]:inc_ptr[v + 1]]`` with ``slot = 2 * e + side``.
+* :class:`IdalGraph` ``(edges, inc_ptr, inc_slot, base_n, base_e)``: edges (E, 2); incidence of node
+  ``v`` is ``inc_slot[inc_ptr[v]:inc_ptr[v + 1]]`` with ``slot = 2 * e + side``; ``base_n`` (N, K)
+  and ``base_e`` (E, K*K), (1, K*K) (shared) or (0, K*K) (none) are fixed clique scores (loss
+  vectors when training, potentials in relaxed inference);
+* :class:`IdalState` ``(mu_n, mu_e, xi, zeta)``: node marginals (N, K), edge marginals (E, K*K)
+  (row-major ``a * K + b``), multipliers and ``zeta = xi + rho A mu`` (E, 2, K), ``zeta[e, 0]`` on
+  the separator of ``edges[e, 0]`` (row sums), ``zeta[e, 1]`` on ``edges[e, 1]`` (column sums);
+* :class:`IdalWeights` ``(wuT, wp)``: the kernel layout of :meth:`PairwiseModel.to_kernel`;
+* the node/edge features: a :class:`~crflearn.models.FeatureView` in CSR form;
+* :class:`IdalEntropy` ``(kind, node_w, edge_w, a, side)``: the separable entropy surrogate.
 
 Clique scores are ``theta_v = base_n[v] + W_u x_v + sum_{e ∋ v} zeta[e, side]`` and
-``theta_e[a, b] = base_e + W_p(x_e)[a, b] - zeta[e, 0, a] - zeta[e, 1, b]``. ``base_e`` has
-``E`` rows (per edge), 1 row (shared) or 0 rows (none). Gini relaxed inference uses the
-same kernels with no features (empty CSR, ``q = 0``) and ``inv_lam_n = 0`` (no ``w`` coupling).
+``theta_e[a, b] = base_e + W_p(x_e)[a, b] - zeta[e, 0, a] - zeta[e, 1, b]``. Relaxed inference
+uses the same kernels with no features (empty CSR, ``q = 0``) and ``inv_lam_n = 0``.
 
-The entropy surrogate is ``kappa * G(mu_v)`` on nodes and ``kappa * (G(mu_e) - a * G(rowsum mu_e))``
-on edges with ``G(p) = 1 - ||p||^2``; ``a = 0`` is the plain Gini surrogate and ``0 < a < 1/K``
-the oriented tree-reweighted one (``gini_otrw``).
+Entropies (``G(p) = 1 - ||p||^2``, ``H`` the Shannon entropy, ``P_e mu_e`` the marginal of the
+parent endpoint ``edges[e, side[e]]``):
+
+* ``kind == GINI``: ``node_w[v] G(mu_v)`` and ``edge_w[e] (G(mu_e) - a G(P_e mu_e))``; ``a = 0`` is
+  the plain Gini surrogate, ``0 < a < 1/K`` the oriented tree-reweighted one (``gini_otrw``,
+  rows are the parent);
+* ``kind == SHANNON``: ``node_w[v] H(mu_v)`` and ``edge_w[e] (H(mu_e) - H(P_e mu_e))`` (a conditional
+  entropy); with unit edge weights, parent->child orientation and weight 1 on roots only, this
+  is the Bethe entropy, exact on forests. Its block update is a 1-D Newton line search.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -29,9 +38,74 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simplex import project_simplex
+from .simplex import michelot_threshold, project_simplex
 
-__all__ = ["idal_sweep", "idal_sweep_warm", "idal_monitor", "idal_outer", "clique_order"]
+__all__ = ["IdalGraph", "IdalState", "IdalWeights", "IdalEntropy", "IdalScratch", "GINI", "SHANNON",
+           "make_scratch", "idal_sweep", "idal_outer", "clique_order"]
+
+GINI = 0
+SHANNON = 1
+
+
+class IdalGraph(NamedTuple):
+    """Structure and fixed scores of the cliques (see the module docstring)."""
+
+    edges: np.ndarray
+    inc_ptr: np.ndarray
+    inc_slot: np.ndarray
+    base_n: np.ndarray
+    base_e: np.ndarray
+
+
+class IdalState(NamedTuple):
+    """Marginals and multipliers, updated in place."""
+
+    mu_n: np.ndarray
+    mu_e: np.ndarray
+    xi: np.ndarray
+    zeta: np.ndarray
+
+
+class IdalWeights(NamedTuple):
+    """Weights in the kernel layout ``wuT (n_inputs, K)``, ``wp (q, K*K)``, updated in place."""
+
+    wuT: np.ndarray
+    wp: np.ndarray
+
+
+class IdalEntropy(NamedTuple):
+    """The separable entropy surrogate: ``kind``, per-clique weights, ``a``, parent sides."""
+
+    kind: int
+    node_w: np.ndarray
+    edge_w: np.ndarray
+    a: float
+    side: np.ndarray
+
+
+class IdalScratch(NamedTuple):
+    """Work arrays of one sweep (K*K or K long)."""
+
+    th: np.ndarray
+    tgt: np.ndarray
+    d: np.ndarray
+    buf: np.ndarray
+    tg: np.ndarray
+    rd: np.ndarray
+    cd: np.ndarray
+    rmu: np.ndarray
+    sk: np.ndarray
+    rk: np.ndarray
+    idx: np.ndarray
+    cidx: np.ndarray
+
+
+def make_scratch(n_states: int) -> IdalScratch:
+    """Work arrays for :func:`idal_sweep` and the monitoring kernels."""
+    kk = n_states * n_states
+    return IdalScratch(np.empty(kk), np.empty(kk), np.empty(kk), np.empty(kk), np.zeros(kk), np.empty(n_states),
+                       np.empty(n_states), np.empty(n_states), np.empty(n_states), np.empty(n_states),
+                       np.empty(kk, np.int64), np.empty(kk, np.int64))
 
 
 @intrinsic
@@ -60,81 +134,56 @@ def _prefetch(typingctx, arr, index):
 
 
 @njit(cache=True)
-def _prefetch_clique(c, N, K, x_ptr, x_idx, x_val, base_n, mu_n, mu_e, zeta, inc_ptr, inc_slot):
+def _prefetch_clique(c, feats, graph, state):
     """Prefetch what the update of clique ``c`` will read (cliques are visited in random order,
     which defeats the hardware prefetcher); 8 float64 per cache line."""
+    N, K = state.mu_n.shape
     if c < N:
-        lo = x_ptr[c]
-        hi = x_ptr[c + 1]
+        lo = feats.indptr[c]
+        hi = feats.indptr[c + 1]
         for j in range(lo, hi, 8):
-            _prefetch(x_idx, (j,))
-            _prefetch(x_val, (j,))
+            _prefetch(feats.indices, (j,))
+            _prefetch(feats.data, (j,))
         if hi > lo:
-            _prefetch(x_idx, (hi - 1,))
-            _prefetch(x_val, (hi - 1,))
+            _prefetch(feats.indices, (hi - 1,))
+            _prefetch(feats.data, (hi - 1,))
         for k in range(0, K, 8):
-            _prefetch(base_n, (c, k))
-            _prefetch(mu_n, (c, k))
-        _prefetch(base_n, (c, K - 1))
-        _prefetch(mu_n, (c, K - 1))
-        for j in range(inc_ptr[c], inc_ptr[c + 1]):
-            slot = inc_slot[j]
-            e = slot // 2
-            side = slot - 2 * e
-            for k in range(0, K, 8):
-                _prefetch(zeta, (e, side, k))
-            _prefetch(zeta, (e, side, K - 1))
+            _prefetch(graph.base_n, (c, k))
+            _prefetch(state.mu_n, (c, k))
+        _prefetch(graph.base_n, (c, K - 1))
+        _prefetch(state.mu_n, (c, K - 1))
+        for j in range(graph.inc_ptr[c], graph.inc_ptr[c + 1]):
+            slot = graph.inc_slot[j]
+            _prefetch_separator(state.zeta, slot // 2, slot % 2, K)
     else:
         e = c - N
         for i in range(0, K * K, 8):
-            _prefetch(mu_e, (e, i))
-        _prefetch(mu_e, (e, K * K - 1))
-        for side in range(2):
-            for k in range(0, K, 8):
-                _prefetch(zeta, (e, side, k))
-            _prefetch(zeta, (e, side, K - 1))
+            _prefetch(state.mu_e, (e, i))
+        _prefetch(state.mu_e, (e, K * K - 1))
+        _prefetch_separator(state.zeta, e, 0, K)
+        _prefetch_separator(state.zeta, e, 1, K)
 
 
 @njit(cache=True)
-def _michelot_support(buf, cidx, n):
-    """Michelot's fixed point on the candidates ``buf[:n]`` (indices ``cidx[:n]``), which must
-    contain the support and be in index order. Compacts the support into ``buf[:ns]``,
-    ``cidx[:ns]`` and returns ``(tau, ns)``; same threshold as
-    :func:`~crflearn._kernels.simplex.michelot_threshold`.
-    """
-    total = 0.0
-    for j in range(n):
-        total += buf[j]
-    tau = (total - 1.0) / n
-    while True:
-        kept = 0
-        new_total = 0.0
-        for j in range(n):
-            x = buf[j]
-            buf[kept] = x
-            cidx[kept] = cidx[j]
-            keep = x > tau
-            kept += keep
-            new_total += x if keep else 0.0
-        if kept == n:
-            break
-        n = kept
-        tau = (new_total - 1.0) / n
-    return tau, n
+def _prefetch_separator(zeta, e, side, K):
+    for k in range(0, K, 8):
+        _prefetch(zeta, (e, side, k))
+    _prefetch(zeta, (e, side, K - 1))
 
 
 @njit(cache=True)
-def _node_theta(v, th, base_n, x_ptr, x_idx, x_val, wuT, zeta, inc_ptr, inc_slot):
+def node_theta(v, th, graph, feats, wuT, zeta):
+    """Score ``theta_v`` of node ``v`` into ``th`` (length K)."""
     K = th.shape[0]
     for k in range(K):
-        th[k] = base_n[v, k]
-    for j in range(x_ptr[v], x_ptr[v + 1]):
-        c = x_idx[j]
-        x = x_val[j]
+        th[k] = graph.base_n[v, k]
+    for j in range(feats.indptr[v], feats.indptr[v + 1]):
+        c = feats.indices[j]
+        x = feats.data[j]
         for k in range(K):
             th[k] += wuT[c, k] * x
-    for j in range(inc_ptr[v], inc_ptr[v + 1]):
-        slot = inc_slot[j]
+    for j in range(graph.inc_ptr[v], graph.inc_ptr[v + 1]):
+        slot = graph.inc_slot[j]
         e = slot // 2
         side = slot - 2 * e
         for k in range(K):
@@ -142,7 +191,8 @@ def _node_theta(v, th, base_n, x_ptr, x_idx, x_val, wuT, zeta, inc_ptr, inc_slot
 
 
 @njit(cache=True)
-def _edge_theta(e, th, K, base_e, efeat, wp, zeta):
+def edge_theta(e, th, K, base_e, efeat, wp, zeta):
+    """Score ``theta_e`` (K*K, row-major) of edge ``e`` into ``th``."""
     KK = K * K
     nb = base_e.shape[0]
     if nb == 0:
@@ -170,367 +220,431 @@ WARM_DELTA = 0.1
 
 
 @njit(cache=True)
-def idal_sweep(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
-               edges, inc_ptr, inc_slot, wuT, wp, mu_n, mu_e, zeta,
-               kappa, otrw_a, rho, inv_lam_n):
+def idal_sweep(order, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
     """One pass of exact clique-wise line-search updates in the order ``order``.
 
-    ``order[j] < N`` is node ``order[j]``, otherwise edge ``order[j] - N``. Updates
-    ``mu_n``, ``mu_e``, ``zeta`` and (when ``inv_lam_n > 0``) ``wuT``, ``wp`` in place.
-    Returns the number of cliques whose step was non-zero. Same as :func:`idal_sweep_warm`
-    without remembered thresholds.
-    """
-    tau_e = np.full(mu_e.shape[0], np.nan)
-    return idal_sweep_warm(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
-                           edges, inc_ptr, inc_slot, wuT, wp, mu_n, mu_e, zeta,
-                           kappa, otrw_a, rho, inv_lam_n, tau_e)
-
-
-@njit(cache=True)
-def idal_sweep_warm(order, K, base_n, base_e, x_ptr, x_idx, x_val, x_sq, efeat, e_sq,
-                    edges, inc_ptr, inc_slot, wuT, wp, mu_n, mu_e, zeta,
-                    kappa, otrw_a, rho, inv_lam_n, tau_e):
-    """:func:`idal_sweep` with the simplex thresholds of the edge projections remembered.
-
-    ``tau_e`` (E,) holds the threshold of the last projection of every edge (NaN: none yet)
-    and is updated in place. It only selects the candidates of the next projection of that
-    edge (entries above ``tau_e - WARM_DELTA``, checked to contain the support, otherwise the
-    cold candidates above ``max - 1`` are used): results do not depend on it up to round-off.
+    ``order[j] < N`` is node ``order[j]``, otherwise edge ``order[j] - N``. Updates the state
+    and (when ``inv_lam_n > 0``) the weights in place. ``tau_e`` (E,) holds the simplex
+    threshold of the last projection of every Gini edge (NaN: none yet); it only selects the
+    candidates of the next projection (results do not depend on it up to round-off).
     Returns the number of cliques whose step was non-zero.
     """
-    N = mu_n.shape[0]
-    KK = K * K
-    th = np.empty(KK)
-    tgt = np.empty(KK)
-    d = np.empty(KK)
-    buf = np.empty(KK)
-    rd = np.empty(K)
-    cd = np.empty(K)
-    rmu = np.empty(K)
-    idx = np.empty(KK, dtype=np.int64)
-    cidx = np.empty(KK, dtype=np.int64)
-    tg = np.zeros(KK)
-    two_k = 2.0 * kappa
-    inv_2k = 1.0 / two_k
+    N = state.mu_n.shape[0]
     moved = 0
     n_order = order.shape[0]
     for jj in range(n_order):
         c = order[jj]
         if jj + 1 < n_order:
-            _prefetch_clique(order[jj + 1], N, K, x_ptr, x_idx, x_val, base_n, mu_n, mu_e, zeta,
-                             inc_ptr, inc_slot)
-        if c < N:
-            v = c
-            thv = th[:K]
-            _node_theta(v, thv, base_n, x_ptr, x_idx, x_val, wuT, zeta, inc_ptr, inc_slot)
-            # the gradient is shifted by the constant 2 kappa tau (it vanishes on the support at
-            # the block optimum); sum(d) = 0 makes this exact, and it keeps the line search
-            # accurate when d is tiny (otherwise round-off in sum(d) times tau dominates num)
-            shift0 = two_k * project_simplex(thv, 1.0 / two_k, tgt[:K], buf)
-            num = 0.0
-            dd = 0.0
-            for k in range(K):
-                dk = tgt[k] - mu_n[v, k]
-                d[k] = dk
-                if dk != 0.0:  # -inf scores (forbidden states) keep d = 0
-                    num += (thv[k] - two_k * mu_n[v, k] - shift0) * dk
-                    dd += dk * dk
-            if dd <= 0.0 or num <= 0.0:
-                continue
-            deg = inc_ptr[v + 1] - inc_ptr[v]
-            den = dd * (two_k + rho * deg + inv_lam_n * x_sq[v])
-            gamma = num / den
-            if gamma > 1.0:
-                gamma = 1.0
-            moved += 1
-            for k in range(K):
-                mu_n[v, k] += gamma * d[k]
-            if inv_lam_n > 0.0:
-                for j in range(x_ptr[v], x_ptr[v + 1]):
-                    s = gamma * inv_lam_n * x_val[j]
-                    col = x_idx[j]
-                    for k in range(K):
-                        wuT[col, k] -= s * d[k]
-            gr = gamma * rho
-            for j in range(inc_ptr[v], inc_ptr[v + 1]):
-                slot = inc_slot[j]
-                e = slot // 2
-                side = slot - 2 * e
-                for k in range(K):
-                    zeta[e, side, k] -= gr * d[k]
+            _prefetch_clique(order[jj + 1], feats, graph, state)
+        if ent.kind == SHANNON:
+            if c < N:
+                moved += _shannon_node(c, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
+            else:
+                moved += _shannon_edge(c - N, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
+        elif c < N:
+            moved += _gini_node(c, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
         else:
-            e = c - N
-            _edge_theta(e, th, K, base_e, efeat, wp, zeta)
-            src = th
-            if otrw_a > 0.0:
-                # linearised target: (theta + 2 kappa a M^T M mu) / (2 kappa)
-                for a in range(K):
-                    sm = 0.0
-                    for b in range(K):
-                        sm += mu_e[e, a * K + b]
-                    rmu[a] = sm
-                for a in range(K):
-                    shift = two_k * otrw_a * rmu[a]
-                    for b in range(K):
-                        d[a * K + b] = th[a * K + b] + shift
-                src = d
-            # projection threshold of src / (2 kappa): Michelot on candidates that contain the
-            # support, taken above the previous threshold of this edge when that is provably
-            # low enough (sum of (x - low)_+ >= 1), else above max - 1
-            low = tau_e[e] - WARM_DELTA
-            n = 0
-            for i in range(KK):
-                x = src[i] * inv_2k
-                buf[n] = x
-                cidx[n] = i
-                n += x > low
-            excess = 0.0
-            for j in range(n):
-                excess += buf[j] - low
-            if not excess >= 1.0:
-                m0 = -np.inf
-                m1 = -np.inf
-                m2 = -np.inf
-                m3 = -np.inf
-                for i in range(0, KK - 3, 4):
-                    x0 = src[i]
-                    x1 = src[i + 1]
-                    x2 = src[i + 2]
-                    x3 = src[i + 3]
-                    if x0 > m0:
-                        m0 = x0
-                    if x1 > m1:
-                        m1 = x1
-                    if x2 > m2:
-                        m2 = x2
-                    if x3 > m3:
-                        m3 = x3
-                for i in range(KK - KK % 4, KK):
-                    if src[i] > m0:
-                        m0 = src[i]
-                if m1 > m0:
-                    m0 = m1
-                if m3 > m2:
-                    m2 = m3
-                if m2 > m0:
-                    m0 = m2
-                low = m0 * inv_2k - 1.0
-                n = 0
-                for i in range(KK):
-                    x = src[i] * inv_2k
-                    buf[n] = x
-                    cidx[n] = i
-                    n += x > low
-            tau, ns = _michelot_support(buf, cidx, n)
-            tau_e[e] = tau
-            shift0 = two_k * tau
-            # target (non-zero on the support only) and the direction on its support (entries
-            # where target or mu is non-zero)
-            for j in range(ns):
-                tg[cidx[j]] = buf[j] - tau
-            nz = 0
-            for i in range(KK):
-                di = tg[i] - mu_e[e, i]
-                d[i] = di
-                idx[nz] = i
-                nz += di != 0.0
-            for j in range(ns):
-                tg[cidx[j]] = 0.0
-            if nz == 0:
-                continue
-            for a in range(K):
-                rd[a] = 0.0
-                cd[a] = 0.0
-            num = 0.0
-            dd = 0.0
-            for j in range(nz):
-                i = idx[j]
-                di = d[i]
-                num += (th[i] - two_k * mu_e[e, i] - shift0) * di
-                dd += di * di
-                a = i // K
-                rd[a] += di
-                cd[i - a * K] += di
-            if dd <= 0.0:
-                continue
-            rr = 0.0
-            cc = 0.0
-            for a in range(K):
-                rr += rd[a] * rd[a]
-                cc += cd[a] * cd[a]
-            curv = two_k * dd
-            if otrw_a > 0.0:
-                for a in range(K):
-                    num += two_k * otrw_a * rmu[a] * rd[a]
-                curv -= two_k * otrw_a * rr
-            if num <= 0.0:
-                continue
-            den = curv + rho * (rr + cc) + inv_lam_n * e_sq[e] * dd
-            gamma = num / den
-            if gamma > 1.0:
-                gamma = 1.0
-            moved += 1
-            for j in range(nz):
-                i = idx[j]
-                mu_e[e, i] += gamma * d[i]
-            if inv_lam_n > 0.0:
-                for f in range(efeat.shape[1]):
-                    s = gamma * inv_lam_n * efeat[e, f]
-                    if s != 0.0:
-                        for j in range(nz):
-                            i = idx[j]
-                            wp[f, i] -= s * d[i]
-            gr = gamma * rho
-            for a in range(K):
-                zeta[e, 0, a] += gr * rd[a]
-                zeta[e, 1, a] += gr * cd[a]
+            moved += _gini_edge(c - N, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr)
     return moved
 
 
 @njit(cache=True)
-def _gini_conj(th, scale_k, p, buf):
-    """Value of ``max_p <th, p> + kappa (1 - ||p||^2)`` (maximiser left in ``p``)."""
-    kappa = scale_k
-    project_simplex(th, 1.0 / (2.0 * kappa), p, buf)
-    val = kappa
-    for i in range(th.shape[0]):
-        if p[i] != 0.0:
-            val += p[i] * (th[i] - kappa * p[i])
-    return val
+def _apply_node(v, gamma, d, graph, feats, weights, state, rho, inv_lam_n):
+    """``mu_v += gamma d`` and the matching updates of ``W_u`` and of ``zeta`` on the separators."""
+    mu_n = state.mu_n
+    K = mu_n.shape[1]
+    for k in range(K):
+        mu_n[v, k] += gamma * d[k]
+    if inv_lam_n > 0.0:
+        for j in range(feats.indptr[v], feats.indptr[v + 1]):
+            s = gamma * inv_lam_n * feats.data[j]
+            col = feats.indices[j]
+            for k in range(K):
+                weights.wuT[col, k] -= s * d[k]
+    gr = gamma * rho
+    for j in range(graph.inc_ptr[v], graph.inc_ptr[v + 1]):
+        slot = graph.inc_slot[j]
+        e = slot // 2
+        side = slot - 2 * e
+        for k in range(K):
+            state.zeta[e, side, k] -= gr * d[k]
 
 
 @njit(cache=True)
-def _otrw_conj(th, K, kappa, a, start, p, g, buf, rp, max_iter, tol):
-    """Upper bound on ``max_p <th, p> + kappa (G(p) - a G(rowsum p))`` over the simplex.
+def _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n):
+    """``mu_e += gamma d`` on the entries ``scr.idx[:nz]``, then ``W_p`` and ``zeta``."""
+    K = scr.rd.shape[0]
+    idx = scr.idx
+    d = scr.d
+    for j in range(nz):
+        i = idx[j]
+        state.mu_e[e, i] += gamma * d[i]
+    if inv_lam_n > 0.0:
+        efeat = feats.edge_features
+        for f in range(efeat.shape[1]):
+            s = gamma * inv_lam_n * efeat[e, f]
+            if s != 0.0:
+                for j in range(nz):
+                    i = idx[j]
+                    weights.wp[f, i] -= s * d[i]
+    gr = gamma * rho
+    for a in range(K):
+        state.zeta[e, 0, a] += gr * scr.rd[a]
+        state.zeta[e, 1, a] += gr * scr.cd[a]
 
-    Projected gradient (step ``1 / (2 kappa)``, contraction ``a K``) from ``start``,
-    then the value plus the Frank-Wolfe gap of the last iterate, which bounds the
-    maximum from above and vanishes at the maximiser.
-    """
-    KK = K * K
+
+@njit(cache=True)
+def _gini_node(v, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
+    mu_n = state.mu_n
+    K = mu_n.shape[1]
+    thv = scr.th[:K]
+    tgt = scr.tgt
+    d = scr.d
+    node_theta(v, thv, graph, feats, weights.wuT, state.zeta)
+    two_k = 2.0 * ent.node_w[v]
+    # the gradient is shifted by the constant 2 kappa tau (it vanishes on the support at
+    # the block optimum); sum(d) = 0 makes this exact, and it keeps the line search
+    # accurate when d is tiny (otherwise round-off in sum(d) times tau dominates num)
+    shift0 = two_k * project_simplex(thv, 1.0 / two_k, tgt[:K], scr.buf, scr.cidx)
+    num = 0.0
+    dd = 0.0
+    for k in range(K):
+        dk = tgt[k] - mu_n[v, k]
+        d[k] = dk
+        if dk != 0.0:  # -inf scores (forbidden states) keep d = 0
+            num += (thv[k] - two_k * mu_n[v, k] - shift0) * dk
+            dd += dk * dk
+    if dd <= 0.0 or num <= 0.0:
+        return 0
+    deg = graph.inc_ptr[v + 1] - graph.inc_ptr[v]
+    gamma = num / (dd * (two_k + rho * deg + inv_lam_n * feats.sq_norms[v]))
+    _apply_node(v, min(gamma, 1.0), d, graph, feats, weights, state, rho, inv_lam_n)
+    return 1
+
+
+@njit(cache=True)
+def _edge_max(src, KK):
+    """``max(src[:KK])`` with four independent chains (vectorises)."""
+    m0 = -np.inf
+    m1 = -np.inf
+    m2 = -np.inf
+    m3 = -np.inf
+    for i in range(0, KK - 3, 4):
+        m0 = max(m0, src[i])
+        m1 = max(m1, src[i + 1])
+        m2 = max(m2, src[i + 2])
+        m3 = max(m3, src[i + 3])
+    for i in range(KK - KK % 4, KK):
+        m0 = max(m0, src[i])
+    return max(max(m0, m1), max(m2, m3))
+
+
+@njit(cache=True)
+def _edge_threshold(src, inv_2k, low, buf, cidx):
+    """Projection threshold of ``src * inv_2k``: Michelot on the candidates above ``low`` when
+    they provably contain the support (``sum (x - low)_+ >= 1``), else above ``max - 1``.
+    Returns ``(tau, ns)`` with the support compacted into ``buf[:ns]``, ``cidx[:ns]``."""
+    KK = src.shape[0]
+    n = 0
     for i in range(KK):
-        p[i] = start[i]
-    val = 0.0
-    for it in range(max_iter + 1):
-        for r in range(K):
+        x = src[i] * inv_2k
+        buf[n] = x
+        cidx[n] = i
+        n += x > low
+    excess = 0.0
+    for j in range(n):
+        excess += buf[j] - low
+    if not excess >= 1.0:
+        low = _edge_max(src, KK) * inv_2k - 1.0
+        n = 0
+        for i in range(KK):
+            x = src[i] * inv_2k
+            buf[n] = x
+            cidx[n] = i
+            n += x > low
+    return michelot_threshold(buf, cidx, n)
+
+
+@njit(cache=True)
+def _gini_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
+    mu_e = state.mu_e
+    K = scr.rd.shape[0]
+    KK = K * K
+    th = scr.th
+    d = scr.d
+    rd = scr.rd
+    cd = scr.cd
+    rmu = scr.rmu
+    edge_theta(e, th, K, graph.base_e, feats.edge_features, weights.wp, state.zeta)
+    two_k = 2.0 * ent.edge_w[e]
+    otrw_a = ent.a
+    src = th
+    if otrw_a > 0.0:
+        # linearised target: (theta + 2 kappa a M^T M mu) / (2 kappa)
+        for a in range(K):
             sm = 0.0
             for b in range(K):
-                sm += p[r * K + b]
-            rp[r] = sm
-        # gradient and value at p
-        val = kappa * (1.0 - a)
-        gmax = -np.inf
-        gp = 0.0
-        for r in range(K):
-            val += kappa * a * rp[r] * rp[r]
+                sm += mu_e[e, a * K + b]
+            rmu[a] = sm
+        for a in range(K):
+            shift = two_k * otrw_a * rmu[a]
             for b in range(K):
-                i = r * K + b
-                gi = th[i] - 2.0 * kappa * p[i] + 2.0 * kappa * a * rp[r]
-                g[i] = gi
-                if p[i] != 0.0:
-                    val += p[i] * (th[i] - kappa * p[i])
-                    gp += gi * p[i]
-                if gi > gmax:
-                    gmax = gi
-        fw = gmax - gp
-        if fw < 0.0:
-            fw = 0.0
-        if fw <= tol * (1.0 + abs(val)) or it == max_iter:
-            return val + fw
-        for r in range(K):
-            shift = 2.0 * kappa * a * rp[r]
-            for b in range(K):
-                g[r * K + b] = th[r * K + b] + shift
-        project_simplex(g, 1.0 / (2.0 * kappa), p, buf)
-    return val
+                d[a * K + b] = th[a * K + b] + shift
+        src = d
+    tau, ns = _edge_threshold(src, 1.0 / two_k, tau_e[e] - WARM_DELTA, scr.buf, scr.cidx)
+    tau_e[e] = tau
+    shift0 = two_k * tau
+    # the direction on its support (entries where target or mu is non-zero)
+    tg = scr.tg
+    for j in range(ns):
+        tg[scr.cidx[j]] = scr.buf[j] - tau
+    nz = 0
+    for i in range(KK):
+        di = tg[i] - mu_e[e, i]
+        d[i] = di
+        scr.idx[nz] = i
+        nz += di != 0.0
+    for j in range(ns):
+        tg[scr.cidx[j]] = 0.0
+    if nz == 0:
+        return 0
+    num, dd, rr, cc = _edge_direction_sums(nz, th, two_k, mu_e[e], shift0, scr)
+    if dd <= 0.0:
+        return 0
+    curv = two_k * dd
+    if otrw_a > 0.0:
+        for a in range(K):
+            num += two_k * otrw_a * rmu[a] * rd[a]
+        curv -= two_k * otrw_a * rr
+    if num <= 0.0:
+        return 0
+    gamma = num / (curv + rho * (rr + cc) + inv_lam_n * feats.edge_sq_norms[e] * dd)
+    _apply_edge(e, min(gamma, 1.0), nz, scr, feats, weights, state, rho, inv_lam_n)
+    return 1
 
 
 @njit(cache=True)
-def idal_monitor(K, base_n, base_e, x_ptr, x_idx, x_val, efeat, edges, inc_ptr, inc_slot,
-                 wuT, wp, mu_n, mu_e, zeta, kappa, otrw_a, gaps, sums):
-    """Fenchel-Young gaps of every clique and the sums needed for the objectives.
+def _edge_direction_sums(nz, th, two_k, mu_row, shift0, scr):
+    """Row/column sums of ``d`` (into ``scr.rd``, ``scr.cd``) and ``(<th - two_k mu_row - shift0, d>,
+    ||d||^2, ||rowsum d||^2, ||colsum d||^2)`` over the entries ``scr.idx[:nz]``."""
+    K = scr.rd.shape[0]
+    rd = scr.rd
+    cd = scr.cd
+    for a in range(K):
+        rd[a] = 0.0
+        cd[a] = 0.0
+    num = 0.0
+    dd = 0.0
+    for j in range(nz):
+        i = scr.idx[j]
+        di = scr.d[i]
+        num += (th[i] - two_k * mu_row[i] - shift0) * di
+        dd += di * di
+        a = i // K
+        rd[a] += di
+        cd[i - a * K] += di
+    rr = 0.0
+    cc = 0.0
+    for a in range(K):
+        rr += rd[a] * rd[a]
+        cc += cd[a] * cd[a]
+    return num, dd, rr, cc
 
-    Writes ``gaps[c] = h_c*(theta_c) - <theta_c, mu_c> - h_c(mu_c) >= 0`` for every clique
-    (nodes first, then edges) and ``sums = [sum h*(theta), sum h(mu), sum <base, mu>,
-    sum <theta, mu>]``. Returns 0.
-    """
-    N = mu_n.shape[0]
-    E = mu_e.shape[0]
-    KK = K * K
-    th = np.empty(KK)
-    p = np.empty(KK)
-    g = np.empty(KK)
-    buf = np.empty(KK)
-    rp = np.empty(K)
-    s_hstar = 0.0
-    s_h = 0.0
-    s_base = 0.0
-    s_thmu = 0.0
-    for v in range(N):
-        thv = th[:K]
-        _node_theta(v, thv, base_n, x_ptr, x_idx, x_val, wuT, zeta, inc_ptr, inc_slot)
-        hs = _gini_conj(thv, kappa, p[:K], buf)
-        h = kappa
-        tm = 0.0
-        bm = 0.0
-        for k in range(K):
-            m = mu_n[v, k]
-            if m != 0.0:
-                h -= kappa * m * m
-                tm += thv[k] * m
-                bm += base_n[v, k] * m
-        gap = hs - tm - h
-        gaps[v] = gap if gap > 0.0 else 0.0
-        s_hstar += hs
-        s_h += h
-        s_base += bm
-        s_thmu += tm
-    nb = base_e.shape[0]
-    for e in range(E):
-        _edge_theta(e, th, K, base_e, efeat, wp, zeta)
-        if otrw_a > 0.0:
-            hs = _otrw_conj(th, K, kappa, otrw_a, mu_e[e], p, g, buf, rp, 500, 1e-13)
-        else:
-            hs = _gini_conj(th, kappa, p, buf)
-        h = kappa
-        tm = 0.0
-        bm = 0.0
-        for i in range(KK):
-            m = mu_e[e, i]
-            if m == 0.0:
+
+@njit(cache=True)
+def _entropy_slope(gamma, p, d, th, w, curv, r, rd, strides):
+    """``(phi'(gamma), phi''(gamma))`` of ``phi(g) = w [H(p + g d) - H(r + g rd)] + g <th, d> - g^2 curv / 2``.
+
+    Node blocks: ``r`` empty. Edge blocks: ``r``, ``rd`` the parent marginals of ``p``, ``d``; entry
+    ``(a, b)`` (parent ``a``) is ``a * strides[0] + b * strides[1]``. The entropy term is written with
+    conditionals ``x_ab / r_a`` (the direction's conditional where the parent mass vanishes)."""
+    g1 = -gamma * curv
+    g2 = -curv
+    K = r.shape[0]
+    rows = K if K > 0 else 1
+    cols = p.shape[0] // rows
+    for a in range(rows):
+        ra = r[a] + gamma * rd[a] if K > 0 else 1.0
+        for b in range(cols):
+            i = a * strides[0] + b * strides[1]
+            di = d[i]
+            if di == 0.0:
                 continue
-            h -= kappa * m * m
-            tm += th[i] * m
-            if nb > 0:
-                bm += base_e[e if nb > 1 else 0, i] * m
-        if otrw_a > 0.0:
-            sq = 0.0
-            for r in range(K):
-                sm = 0.0
-                for b in range(K):
-                    sm += mu_e[e, r * K + b]
-                sq += sm * sm
-            h -= kappa * otrw_a * (1.0 - sq)
-        gap = hs - tm - h
-        gaps[N + e] = gap if gap > 0.0 else 0.0
-        s_hstar += hs
-        s_h += h
-        s_base += bm
-        s_thmu += tm
-    sums[0] = s_hstar
-    sums[1] = s_h
-    sums[2] = s_base
-    sums[3] = s_thmu
-    return 0
+            x = p[i] + gamma * di
+            if ra > 0.0:
+                g1 += di * (th[i] - w * np.log(x / ra))
+            else:
+                g1 += di * (th[i] - w * np.log(di / rd[a]))
+            g2 = g2 - w * di * di / x if x > 0.0 else -np.inf
+        if K > 0 and rd[a] != 0.0:
+            g2 = g2 + w * rd[a] * rd[a] / ra if ra > 0.0 else -np.inf
+    return g1, g2
 
 
 @njit(cache=True)
-def idal_outer(K, edges, mu_n, mu_e, xi, zeta, rho, eta, out):
+def entropy_line_search(p, d, th, w, curv, r, rd, strides):
+    """Exact step ``argmax_{g in [0, 1]} phi(g)`` of :func:`_entropy_slope` (concave): safeguarded
+    Newton on ``phi'`` inside a bisection bracket. Returns 0 when ``d`` is not an ascent direction."""
+    g0 = _entropy_slope(0.0, p, d, th, w, curv, r, rd, strides)[0]
+    if not g0 > 0.0:
+        return 0.0
+    if _entropy_slope(1.0, p, d, th, w, curv, r, rd, strides)[0] >= 0.0:
+        return 1.0
+    lo = 0.0
+    hi = 1.0
+    gamma = 0.5
+    for _ in range(100):
+        g1, g2 = _entropy_slope(gamma, p, d, th, w, curv, r, rd, strides)
+        if g1 > 0.0:
+            lo = gamma
+        elif g1 < 0.0:
+            hi = gamma
+        else:
+            return gamma
+        step = gamma - g1 / g2 if g2 < 0.0 else 0.5 * (lo + hi)
+        if not (lo < step < hi):
+            step = 0.5 * (lo + hi)
+        if abs(step - gamma) <= 1e-15 or hi - lo <= 1e-15:
+            return step
+        gamma = step
+    return gamma
+
+
+@njit(cache=True)
+def softmax_into(th, w, out):
+    """``out = softmax(th / w)``; returns ``w * logsumexp(th / w)`` (``max(th)`` when ``w == 0``,
+    with ``out`` the first argmax vertex)."""
+    m = -np.inf
+    am = 0
+    for i in range(th.shape[0]):
+        if th[i] > m:
+            m = th[i]
+            am = i
+    if w <= 0.0:
+        for i in range(th.shape[0]):
+            out[i] = 0.0
+        out[am] = 1.0
+        return m
+    z = 0.0
+    for i in range(th.shape[0]):
+        x = np.exp((th[i] - m) / w)
+        out[i] = x
+        z += x
+    for i in range(th.shape[0]):
+        out[i] /= z
+    return m + w * np.log(z)
+
+
+@njit(cache=True)
+def _shannon_node(v, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
+    """Entropy-weighted nodes: target ``softmax(theta / w)``; entropy-free nodes (non-roots of a
+    forest): the exact block maximiser ``Proj(mu + theta / curv)``; then the exact line search."""
+    mu_n = state.mu_n
+    K = mu_n.shape[1]
+    thv = scr.th[:K]
+    tgt = scr.tgt[:K]
+    d = scr.d[:K]
+    node_theta(v, thv, graph, feats, weights.wuT, state.zeta)
+    wv = ent.node_w[v]
+    deg = graph.inc_ptr[v + 1] - graph.inc_ptr[v]
+    curv = rho * deg + inv_lam_n * feats.sq_norms[v]
+    if wv > 0.0 or curv <= 0.0:
+        softmax_into(thv, wv, tgt)
+    else:
+        for k in range(K):
+            d[k] = mu_n[v, k] + thv[k] / curv
+        project_simplex(d, 1.0, tgt, scr.buf, scr.cidx)
+    dd = 0.0
+    for k in range(K):
+        d[k] = tgt[k] - mu_n[v, k]
+        dd += d[k] * d[k]
+    if dd <= 0.0:
+        return 0
+    gamma = entropy_line_search(mu_n[v], d, thv, wv, curv * dd, scr.rk[:0], scr.rd[:0], (0, 1))
+    if gamma <= 0.0:
+        return 0
+    _apply_node(v, gamma, d, graph, feats, weights, state, rho, inv_lam_n)
+    return 1
+
+
+@njit(cache=True)
+def parent_sums(row, K, side, out):
+    """Marginal of the parent endpoint of an edge block (``side`` 0: row sums, 1: column sums)."""
+    for a in range(K):
+        out[a] = 0.0
+    for a in range(K):
+        for b in range(K):
+            out[b if side else a] += row[a * K + b]
+
+
+@njit(cache=True)
+def _conditionals(th, w, stride_p, stride_c, out, vals):
+    """For every parent state ``a``: ``out[a, :] = softmax(th[a, :] / w)`` and ``vals[a] = w lse(th[a, :] / w)``
+    (entries ``a * stride_p + b * stride_c``)."""
+    K = vals.shape[0]
+    for a in range(K):
+        m = -np.inf
+        for b in range(K):
+            m = max(m, th[a * stride_p + b * stride_c])
+        z = 0.0
+        for b in range(K):
+            i = a * stride_p + b * stride_c
+            out[i] = np.exp((th[i] - m) / w)
+            z += out[i]
+        for b in range(K):
+            out[a * stride_p + b * stride_c] /= z
+        vals[a] = m + w * np.log(z)
+
+
+@njit(cache=True)
+def _shannon_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
+    """Conditional-entropy edge: target ``r^_a q_a`` with the conditionals ``q_a = softmax(theta_a / w)``
+    of every parent state ``a`` and the parent marginal ``r^ = Proj(r + s / L)`` (``s_a = w lse(theta_a / w)``,
+    ``L`` the penalty curvature), then the exact line search."""
+    mu_e = state.mu_e
+    K = scr.rd.shape[0]
+    th, tgt, d, sk, rk = scr.th, scr.tgt, scr.d, scr.sk, scr.rk
+    edge_theta(e, th, K, graph.base_e, feats.edge_features, weights.wp, state.zeta)
+    w = ent.edge_w[e]
+    side = ent.side[e]
+    stride_p, stride_c = (1, K) if side else (K, 1)
+    _conditionals(th, w, stride_p, stride_c, tgt, sk)
+    parent_sums(mu_e[e], K, side, scr.rmu)
+    lip = 2.0 * rho + inv_lam_n * feats.edge_sq_norms[e]
+    if lip > 0.0:
+        for a in range(K):
+            scr.cd[a] = scr.rmu[a] + sk[a] / lip
+        project_simplex(scr.cd, 1.0, rk, scr.buf, scr.cidx)
+    else:
+        softmax_into(sk, 0.0, rk)
+    nz = 0
+    for a in range(K):
+        for b in range(K):
+            i = a * stride_p + b * stride_c
+            d[i] = rk[a] * tgt[i] - mu_e[e, i]
+            scr.idx[nz] = i
+            nz += d[i] != 0.0
+    if nz == 0:
+        return 0
+    _, dd, rr, cc = _edge_direction_sums(nz, th, 0.0, mu_e[e], 0.0, scr)
+    parent_sums(d, K, side, sk)
+    gamma = entropy_line_search(mu_e[e], d, th, w, rho * (rr + cc) + inv_lam_n * feats.edge_sq_norms[e] * dd,
+                                scr.rmu, sk, (stride_p, stride_c))
+    if gamma <= 0.0:
+        return 0
+    _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n)
+    return 1
+
+
+@njit(cache=True)
+def idal_outer(graph, state, rho, eta, out):
     """Multiplier step ``xi += eta * A mu``, then ``zeta = xi + rho * A mu``.
 
     Writes ``out = [||A mu||^2, <xi_new, A mu>]``. With ``eta = 0`` it only rebuilds ``zeta``.
     Returns 0.
     """
+    edges, mu_n, mu_e, xi, zeta = graph.edges, state.mu_n, state.mu_e, state.xi, state.zeta
+    K = mu_n.shape[1]
     a2 = 0.0
     xa = 0.0
     r = np.empty(K)

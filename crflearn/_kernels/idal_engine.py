@@ -1,15 +1,50 @@
-"""Array preparation shared by the IDAL solver and Gini-relaxed inference (plain NumPy).
+"""The IDAL core shared by the solver (:func:`crflearn.solvers.idal.fit_idal`) and Gini-relaxed
+inference (:func:`crflearn.inference.gini.gini_infer`): state, sweeps, multiplier steps,
+the certificate, the adaptive penalty and the monitoring schedule (plain NumPy around the
+kernels of :mod:`crflearn._kernels.idal` and :mod:`crflearn._kernels.idal_monitor`).
 
-These helpers build the flat arrays the kernels of :mod:`crflearn._kernels.idal` read
-and perform the outer (multiplier) step. They do no input validation: callers validate.
+Callers validate their input; nothing here does.
+
+Certificate (DESIGN-idal section 5), with ``n`` the number of examples (1 in inference):
+
+* upper bound ``P~(w, zeta) = alpha/2 ||w||^2 + (sum_c h_c*(theta_c) - <w, psi*>) / n``, valid for
+  any ``zeta`` because the inner maximum over the local polytope is at most its Lagrangian
+  relaxation over the product of simplices;
+* lower bound ``D(mu~) = (sum_c h_c(mu~_c) + <l, mu~>) / n - alpha/2 ||w(mu~)||^2`` at the feasible
+  point ``mu~`` of :func:`~crflearn._kernels.idal_monitor.transport_repair`, ``w(mu~)`` recomputed
+  from scratch.
+
+Their difference bounds both ``P(w) - P*`` and ``P* - D(mu~)``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
+import math
+from contextlib import nullcontext
+from typing import Callable, Iterable
 
-__all__ = ["incidence", "constraint_residual", "csr_arrays", "empty_features"]
+import numpy as np
+
+from .idal import IdalState, clique_order, idal_outer, idal_sweep, make_scratch
+from .idal_monitor import dual_sums, idal_monitor, transport_repair
+
+__all__ = ["incidence", "orient_forest", "IdalEngine", "drive", "initial_rho_range"]
+
+#: adaptive rho: rebalance when the residual and the square root of the gap differ this much
+RHO_BALANCE = 4.0
+#: rho stays within [rho0 / RHO_RANGE, RHO_RANGE * rho0]
+RHO_RANGE = 1024.0
+#: Dykstra rounds of the certificate's repair (per edge, stops early)
+REPAIR_ROUNDS = 50
+#: node-marginal entries below this are rounded to 0 before the certificate's repair
+CLEAN_FLOOR = 1e-12
+#: most outer steps between two certificates with ``monitor_every="auto"``
+MAX_MONITOR_EVERY = 32
+
+
+def initial_rho_range(rho0: float) -> tuple[float, float]:
+    """Bounds of the adaptive penalty around its starting value."""
+    return rho0 / RHO_RANGE, rho0 * RHO_RANGE
 
 
 def incidence(edges: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -28,29 +63,240 @@ def incidence(edges: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     return inc_ptr, np.ascontiguousarray(slots[perm], dtype=np.int64)
 
 
-def constraint_residual(mu_n: np.ndarray, mu_e: np.ndarray, edges: np.ndarray, n_states: int) -> np.ndarray:
-    """``A mu`` as an array (E, 2, K): row sums minus ``mu_s``, column sums minus ``mu_t``."""
-    k = n_states
-    me = mu_e.reshape(-1, k, k)
-    out = np.empty((len(edges), 2, k))
-    if len(edges):
-        out[:, 0] = me.sum(axis=2) - mu_n[edges[:, 0]]
-        out[:, 1] = me.sum(axis=1) - mu_n[edges[:, 1]]
+def orient_forest(edges: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orientation and weights of the (tree-reweighted) Bethe entropy.
+
+    Every connected component is explored breadth first from its lowest node; an edge points
+    from the endpoint reached first (the parent) to the other. Edge weights are
+    ``rho_e = min((n_c - 1) / |E_c|, 1 / indeg(child))`` (1 on forests) and node weights
+    ``1 - sum_{e into v} rho_e`` (1 on roots, 0 elsewhere on forests), so that every block is
+    concave and the entropy is exact on forests.
+
+    Returns ``side`` (E,) int64 (the parent is ``edges[e, side[e]]``), ``node_w`` (N,), ``edge_w`` (E,).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order, connected_components
+
+    n_edges = len(edges)
+    order_pos = np.zeros(n_nodes, np.int64)
+    comp = np.arange(n_nodes)
+    if n_edges:
+        adj = coo_matrix((np.ones(n_edges), (edges[:, 0], edges[:, 1])), shape=(n_nodes, n_nodes)).tocsr()
+        _, comp = connected_components(adj, directed=False)
+        seen = np.zeros(n_nodes, bool)
+        pos = 0
+        for root in range(n_nodes):
+            if not seen[root]:
+                nodes = breadth_first_order(adj, root, directed=False, return_predecessors=False)
+                seen[nodes] = True
+                order_pos[nodes] = pos + np.arange(len(nodes))
+                pos += len(nodes)
+    side = (order_pos[edges[:, 1]] < order_pos[edges[:, 0]]).astype(np.int64) if n_edges else np.zeros(0, np.int64)
+    child = edges[np.arange(n_edges), 1 - side] if n_edges else np.zeros(0, np.int64)
+    n_c = np.bincount(comp, minlength=n_nodes).astype(float)
+    e_c = np.bincount(comp[edges[:, 0]], minlength=n_nodes).astype(float) if n_edges else np.zeros(n_nodes)
+    indeg = np.bincount(child, minlength=n_nodes).astype(float)
+    edge_w = np.ones(n_edges)
+    if n_edges:
+        c = comp[edges[:, 0]]
+        edge_w = np.minimum(np.minimum((n_c[c] - 1.0) / e_c[c], 1.0), 1.0 / indeg[child])
+    node_w = 1.0 - np.bincount(child, weights=edge_w, minlength=n_nodes)
+    return side, np.maximum(node_w, 0.0), edge_w
+
+
+def clean_simplex_rows(mu: np.ndarray, floor: float = CLEAN_FLOOR) -> np.ndarray:
+    """Rows of ``mu`` with entries below ``floor`` set to 0 and renormalised (a copy).
+
+    Round-off leaves 1e-17-sized masses where a block's optimum is 0; the repair would have to
+    route them through every edge of the node, which can cost a full mixing step."""
+    out = np.where(mu < floor, 0.0, mu)
+    out /= out.sum(axis=1, keepdims=True)
     return out
 
 
-def csr_arrays(features) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CSR arrays ``(indptr, indices, data, row_sq_norms)`` of dense or sparse node features."""
-    mat = sp.csr_matrix(features, dtype=np.float64)
-    mat.eliminate_zeros()
-    mat.sort_indices()
-    sq = np.asarray(mat.multiply(mat).sum(axis=1), dtype=np.float64).ravel()
-    return (np.ascontiguousarray(mat.indptr, dtype=np.int64), np.ascontiguousarray(mat.indices, dtype=np.int64),
-            np.ascontiguousarray(mat.data, dtype=np.float64), sq)
+class IdalEngine:
+    """State and operations of one IDAL run (see the module docstring).
+
+    Parameters
+    ----------
+    graph, feats, weights, state, ent :
+        The kernel bundles of :mod:`crflearn._kernels.idal` (updated in place).
+    rho : float
+        Augmented-Lagrangian penalty.
+    alpha : float
+        L2 strength (0 in inference: no weight coupling).
+    n_examples : int
+        Normaliser ``n`` of the objectives (1 in inference).
+    psi_star : tuple of ndarray or None
+        Ground-truth statistics ``psi*`` in the kernel layout ``(psi_u (n_inputs, K), psi_p (q, K*K))``;
+        None in inference.
+    offsets : tuple of ndarray
+        ``(node_offsets, edge_offsets)`` of the examples (sweep order).
+    rng : numpy Generator
+    """
+
+    def __init__(self, graph, feats, weights, state, ent, *, rho: float, alpha: float, n_examples: int,
+                 psi_star, offsets, rng, inner_epochs: int = 1, sampling: str = "uniform"):
+        self.graph, self.feats, self.weights, self.state, self.ent = graph, feats, weights, state, ent
+        self.rho = float(rho)
+        self.alpha = float(alpha)
+        self.n = int(n_examples)
+        self.inv_lam_n = 1.0 / (alpha * n_examples) if alpha > 0 else 0.0
+        self.psi_star = psi_star
+        self.offsets = offsets
+        self.rng = rng
+        self.inner_epochs = int(inner_epochs)
+        self.sampling = sampling
+        n_nodes, k = state.mu_n.shape
+        self.n_nodes, self.k = n_nodes, k
+        self.n_edges = state.mu_e.shape[0]
+        self.n_cliques = n_nodes + self.n_edges
+        self.gaps = np.zeros(self.n_cliques)
+        self.have_gaps = False
+        self.order = np.empty(self.n_cliques, dtype=np.int64)
+        self.tau_e = np.full(self.n_edges, np.nan)  # last simplex threshold of every edge (warm starts)
+        self.scr = make_scratch(k)
+        self.outer = np.zeros(2)
+        self.repaired = np.empty_like(state.mu_e)
+        self.rebuild_zeta()
+
+    # -- iterations ------------------------------------------------------------------------
+    def rebuild_zeta(self) -> None:
+        """``zeta = xi + rho A mu`` (after a change of ``rho`` or an interrupted sweep)."""
+        idal_outer(self.graph, self.state, self.rho, 0.0, self.outer)
+
+    def _next_order(self) -> np.ndarray:
+        if self.sampling == "gap" and self.have_gaps and self.gaps.sum() > 0:
+            prob = 0.5 / self.n_cliques + 0.5 * self.gaps / self.gaps.sum()
+            return self.rng.choice(self.n_cliques, size=self.n_cliques, p=prob / prob.sum()).astype(np.int64)
+        n_ex = len(self.offsets[0]) - 1
+        clique_order(self.rng.permutation(n_ex).astype(np.int64), self.rng.random(self.n_cliques),
+                     self.offsets[0], self.offsets[1], self.n_nodes, self.order)
+        return self.order
+
+    def step(self) -> None:
+        """``inner_epochs`` sweeps over all cliques, then the multiplier step ``xi += rho A mu``."""
+        for _ in range(self.inner_epochs):
+            idal_sweep(self._next_order(), self.graph, self.feats, self.weights, self.state, self.ent,
+                       self.rho, self.inv_lam_n, self.tau_e, self.scr)
+        idal_outer(self.graph, self.state, self.rho, self.rho, self.outer)
+
+    # -- certificate -----------------------------------------------------------------------
+    def _w_terms(self, wuT, wp) -> tuple[float, float]:
+        """``(||w||^2, <w, psi*>)``."""
+        if self.psi_star is None:
+            return 0.0, 0.0
+        return (float(np.vdot(wuT, wuT) + np.vdot(wp, wp)),
+                float(np.vdot(wuT, self.psi_star[0]) + np.vdot(wp, self.psi_star[1])))
+
+    def certify(self, repair_tol: float = 0.0) -> dict:
+        """The certificate and the diagnostics at the current state (one monitoring pass).
+
+        Returns a dict with ``primal`` (upper bound), ``dual`` (certified lower bound), ``gap``
+        (their difference), ``residual`` (RMS of ``A mu`` per separator), ``al_gap`` (the
+        augmented-Lagrangian Fenchel-Young gap), ``al_primal``, ``al_dual``, ``relaxed_dual``
+        (``D(mu)`` at the unrepaired marginals), ``repair`` (largest mixing weight) and ``value``
+        (``sum h(mu) + <base, mu>`` at the unrepaired marginals, unnormalised).
+        """
+        sums = np.empty(4)
+        st, n = self.state, self.n
+        idal_monitor(self.graph, self.feats, self.weights, st, self.ent, self.gaps, sums, self.scr)
+        self.have_gaps = True
+        wsq, wpsi = self._w_terms(self.weights.wuT, self.weights.wp)
+        a2, xa = float(self.outer[0]), float(self.outer[1])
+        hstar, hsum, base_mu = float(sums[0]), float(sums[1]), float(sums[2])
+        upper = 0.5 * self.alpha * wsq + (hstar - wpsi) / n
+        relaxed_dual = (hsum + base_mu) / n - 0.5 * self.alpha * wsq
+        mu_n = clean_simplex_rows(st.mu_n)
+        t_max = transport_repair(self.graph, mu_n, st.mu_e, self.repaired, REPAIR_ROUNDS, repair_tol)
+        lower = self._dual_value(mu_n, self.repaired)
+        return {"primal": upper, "dual": lower, "gap": upper - lower,
+                "residual": math.sqrt(a2 / (2 * self.n_edges)) if self.n_edges else 0.0,
+                "al_gap": float(np.sum(self.gaps)) / n, "al_primal": upper + 0.5 * self.rho * a2 / n,
+                "al_dual": relaxed_dual - (xa + 0.5 * self.rho * a2) / n, "relaxed_dual": relaxed_dual,
+                "repair": t_max, "value": hsum + base_mu}
+
+    def _dual_value(self, mu_n: np.ndarray, mu_e: np.ndarray) -> float:
+        """``D(mu_n, mu_e)`` with ``w`` recomputed from the marginals."""
+        w = self.weights
+        ustat = np.zeros_like(w.wuT)
+        pstat = np.zeros_like(w.wp)
+        total = dual_sums(self.graph, self.feats, self.ent, mu_n, mu_e, ustat, pstat, self.scr)
+        if self.psi_star is None:
+            return float(total)
+        wu = (self.psi_star[0] - ustat) * self.inv_lam_n
+        wpp = (self.psi_star[1] - pstat) * self.inv_lam_n
+        return float(total) / self.n - 0.5 * self.alpha * self._w_terms(wu, wpp)[0]
+
+    # -- adaptive penalty ------------------------------------------------------------------
+    def adapt_rho(self, row: dict, bounds: tuple[float, float]) -> bool:
+        """Residual balancing of ``rho`` (like with like): the squared residual ``||A mu||^2`` against
+        the inner Fenchel-Young gap over the entropy curvature, both squared distances in marginal
+        units. Doubles ``rho`` when the residual dominates by ``RHO_BALANCE``, halves it in the
+        opposite case, within ``bounds``; rebuilds ``zeta`` on a change. Returns whether it changed."""
+        a2 = float(self.outer[0])
+        curv = max(float(np.mean(self.ent.edge_w)) if self.n_edges else 1.0, 1e-12)
+        inner = float(np.sum(self.gaps)) / curv
+        old = self.rho
+        if a2 > RHO_BALANCE ** 2 * inner and self.rho * 2.0 <= bounds[1]:
+            self.rho *= 2.0
+        elif inner > RHO_BALANCE ** 2 * a2 and self.rho * 0.5 >= bounds[0]:
+            self.rho *= 0.5
+        if self.rho != old:
+            self.rebuild_zeta()
+        return self.rho != old
 
 
-def empty_features(n_nodes: int, n_edges: int, n_states: int):
-    """Empty feature arrays for uncoupled (fixed-potential) runs: CSR without entries, q = 0."""
-    return dict(x_ptr=np.zeros(n_nodes + 1, np.int64), x_idx=np.zeros(0, np.int64), x_val=np.zeros(0),
-                x_sq=np.zeros(n_nodes), efeat=np.zeros((n_edges, 0)), e_sq=np.zeros(n_edges),
-                wuT=np.zeros((1, n_states)), wp=np.zeros((0, n_states * n_states)))
+class MonitorSchedule:
+    """When to compute the certificate: every ``every`` outer steps, or ``"auto"``: predict from the
+    last two certified relative gaps (log-linear rate) the step at which ``tol`` is reached and
+    certify then (at least every step, at most every ``MAX_MONITOR_EVERY`` steps, growing by at most 2x)."""
+
+    def __init__(self, every, tol: float):
+        self.auto = every == "auto"
+        self.every = 1 if self.auto else int(every)
+        self.tol = tol
+        self.next = self.every
+        self._last = None
+
+    def due(self, step: int, is_last: bool) -> bool:
+        return is_last or step >= self.next
+
+    def update(self, step: int, rel_gap: float) -> None:
+        if not self.auto:
+            self.next = step + self.every
+            return
+        k = self.every
+        if self._last is not None and rel_gap > 0 and self.tol > 0:
+            s0, g0 = self._last
+            if 0 < rel_gap < g0 and step > s0:
+                rate = (math.log(rel_gap) - math.log(g0)) / (step - s0)
+                pred = math.ceil((math.log(self.tol) - math.log(rel_gap)) / rate)
+                k = int(min(max(pred, 1), 2 * self.every, MAX_MONITOR_EVERY))
+            else:
+                k = max(1, self.every // 2)
+        self._last = (step, max(rel_gap, 1e-300))
+        self.every = k
+        self.next = step + k
+
+
+def drive(engine: IdalEngine, iterations: Iterable[int], record: Callable[[int, dict], bool], *,
+          schedule: MonitorSchedule, is_last: Callable[[int], bool], rel_gap: Callable[[dict], float],
+          adaptive: bool, rho_bounds: tuple[float, float], monitoring=nullcontext) -> None:
+    """The outer loop: step, certify when due, adapt ``rho``, record (``record`` returns True to stop)."""
+    first = None
+    for it in iterations:
+        first = it if first is None else first
+        engine.step()
+        step = it - first + 1
+        if not schedule.due(step, is_last(it)):
+            continue
+        with monitoring():
+            row = engine.certify(repair_tol=0.0)
+            rel = rel_gap(row)
+            schedule.update(step, rel)
+        if record(it, row):
+            break
+        if adaptive:
+            with monitoring():
+                engine.adapt_rho(row, rho_bounds)

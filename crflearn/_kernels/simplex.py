@@ -5,7 +5,9 @@ result sum to one. Only entries above ``max(v) - 1`` can be in the support,
 so the kernel filters those candidates and then runs Michelot's fixed point on them:
 ``tau = (sum(candidates) - 1) / |candidates|``, drop candidates ``<= tau``, repeat until
 nothing is dropped (exact, finite termination; each pass is a branch-free compaction).
-In practice this costs a few passes over ``v``.
+In practice this costs a few passes over ``v``. :func:`michelot_threshold` is the one
+implementation of the fixed point; it also compacts the candidates' indices, which the
+IDAL edge update uses to touch the support only.
 
 References
 ----------
@@ -24,7 +26,7 @@ __all__ = ["project_simplex", "simplex_threshold", "michelot_threshold"]
 
 
 @njit(cache=True)
-def simplex_threshold(v, scale, buf):
+def simplex_threshold(v, scale, buf, idx):
     """Threshold ``tau`` with ``sum(max(v * scale - tau, 0)) == 1``.
 
     Parameters
@@ -33,7 +35,9 @@ def simplex_threshold(v, scale, buf):
     scale : float
         Positive factor applied to ``v`` on the fly (avoids a copy).
     buf : 1-D float64 array, at least as long as ``v``
-        Scratch space.
+        Scratch space (holds the support values on return).
+    idx : 1-D int64 array, at least as long as ``v``
+        Scratch space (holds the support indices on return).
     """
     m = v.shape[0]
     vmax = -np.inf
@@ -47,17 +51,19 @@ def simplex_threshold(v, scale, buf):
     for i in range(m):
         x = v[i] * scale
         buf[n] = x
+        idx[n] = i
         n += x > low
-    return michelot_threshold(buf, n)
+    return michelot_threshold(buf, idx, n)[0]
 
 
 @njit(cache=True)
-def michelot_threshold(buf, n):
-    """Michelot's fixed point on the candidates ``buf[:n]`` (overwritten).
+def michelot_threshold(buf, idx, n):
+    """Michelot's fixed point on the candidates ``buf[:n]`` with indices ``idx[:n]`` (overwritten).
 
     The candidates must contain every entry of the support (e.g. all entries above
     ``max - 1``) and be in their original order; the threshold then does not depend on
-    which superset was passed. Returns ``tau``.
+    which superset was passed. Compacts the support into ``buf[:ns]``, ``idx[:ns]`` and
+    returns ``(tau, ns)``.
     """
     total = 0.0
     for j in range(n):
@@ -69,6 +75,7 @@ def michelot_threshold(buf, n):
         for j in range(n):
             x = buf[j]
             buf[kept] = x
+            idx[kept] = idx[j]
             keep = x > tau
             kept += keep
             new_total += x if keep else 0.0
@@ -76,14 +83,16 @@ def michelot_threshold(buf, n):
             break
         n = kept
         tau = (new_total - 1.0) / n
-    return tau
+    return tau, n
 
 
 @njit(cache=True)
-def project_simplex(v, scale, out, buf):
+def project_simplex(v, scale, out, buf, idx):
     """Write ``Proj_simplex(v * scale)`` into ``out`` (same length as ``v``); return the threshold.
+
+    ``buf`` (float64) and ``idx`` (int64) are scratch arrays at least as long as ``v``.
     """
-    tau = simplex_threshold(v, scale, buf)
+    tau = simplex_threshold(v, scale, buf, idx)
     for i in range(v.shape[0]):
         x = v[i] * scale - tau
         out[i] = x if x > 0.0 else 0.0

@@ -17,6 +17,12 @@ its gradient with respect to them is the relaxed marginals, so it serves as a
 structured loss layer; with a small ``kappa`` the node marginals approach a MAP
 relaxation and their argmax is a MAP heuristic on loopy graphs.
 
+The outer loop, the certificate and the adaptive penalty are those of the IDAL solver
+(:mod:`crflearn._kernels.idal_engine`), run without features and without weight coupling.
+The result is certified: ``upper_bound`` (the message dual, valid for any messages) and
+``lower_bound`` (the objective at a feasible repair of the marginals) bracket the relaxed
+maximum, and ``converged`` means ``upper_bound - lower_bound <= tol * max(|upper_bound|, 1)``.
+
 References
 ----------
 Hu, X. and Obozinski, G. (2018). SDCA-powered inexact dual augmented Lagrangian method
@@ -32,55 +38,55 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._kernels.idal import idal_monitor, idal_sweep
-from .._kernels.idal_engine import constraint_residual, empty_features, incidence
+from .._kernels.idal import GINI, IdalEntropy, IdalGraph, IdalState, IdalWeights
+from .._kernels.idal_engine import IdalEngine, MonitorSchedule, drive, incidence, initial_rho_range
 from .._kernels.simplex import project_simplex
-from .._validation import check_nonnegative, check_positive, check_potentials
+from .._validation import check_batch_structure, check_int, check_nonnegative, check_positive, check_potentials
+from ..models import FeatureView
 
-__all__ = ["gini_infer", "GiniInferenceResult"]
+__all__ = ["gini_infer", "gini_infer_batch", "GiniInferenceResult"]
 
 
 @dataclass
 class GiniInferenceResult:
-    """Outcome of :func:`gini_infer`.
+    """Outcome of :func:`gini_infer` / :func:`gini_infer_batch`.
 
     Attributes
     ----------
     node_marginals : ndarray (n_nodes, n_states)
         Relaxed node marginals (each row in the simplex, often sparse).
     edge_marginals : ndarray (n_edges, n_states, n_states)
-        Relaxed edge marginals.
+        Relaxed edge marginals (agreeing with the node marginals up to ``residual``).
     value : float
-        Relaxed maximum ``<theta, mu> + kappa * sum_c G(mu_c)`` at the returned marginals.
+        ``<theta, mu> + kappa * sum_c G(mu_c)`` at the returned marginals.
     bound : float
-        An upper bound on the relaxed maximum (the dual value at the final messages);
-        ``bound - value`` is the certified suboptimality when ``residual`` is ~0.
+        Same as ``upper_bound`` (kept for compatibility).
+    upper_bound : float
+        Certified upper bound on the relaxed maximum (the message dual at the final messages).
+    lower_bound : float
+        Certified lower bound: the objective at a feasible repair of the returned marginals.
     residual : float
         Root mean square over separators of the agreement violation ``||A mu||``.
     n_iter : int
         Sweeps (each followed by a multiplier step) performed.
     converged : bool
-        Whether ``tol`` was met for both the relative gap and the residual.
+        Whether ``upper_bound - lower_bound <= tol * max(|upper_bound|, 1)``.
     """
 
     node_marginals: np.ndarray
     edge_marginals: np.ndarray
     value: float
     bound: float
+    upper_bound: float
+    lower_bound: float
     residual: float
     n_iter: int
     converged: bool
 
 
-def _rms_residual(amu: np.ndarray) -> float:
-    if amu.shape[0] == 0:
-        return 0.0
-    return float(np.sqrt(np.sum(amu * amu) / (amu.shape[0] * 2)))
-
-
 def gini_infer(unary, pairwise, edges, kappa: float = 1.0, max_iter: int = 1000, tol: float = 1e-6,
                rho: float | None = None, random_state: int | None = 0) -> GiniInferenceResult:
-    """Gini-relaxed marginal inference for fixed potentials.
+    """Gini-relaxed marginal inference for fixed potentials (one graph).
 
     Parameters
     ----------
@@ -96,10 +102,9 @@ def gini_infer(unary, pairwise, edges, kappa: float = 1.0, max_iter: int = 1000,
     max_iter : int, default=1000
         Maximum number of sweeps (one multiplier step after each).
     tol : float, default=1e-6
-        Stop when ``(bound - value) / max(|value|, 1)`` and the RMS residual are both
-        ``<= tol``.
+        Stop when the certified gap ``upper_bound - lower_bound <= tol * max(|upper_bound|, 1)``.
     rho : float, optional
-        Augmented-Lagrangian penalty. Default ``2 * kappa / max(mean degree, 1)``.
+        Initial augmented-Lagrangian penalty (adapted). Default ``2 * kappa / max(mean degree, 1)``.
     random_state : int, numpy Generator or None, default=0
         Seed of the random sweep order (fixed by default so results are reproducible).
 
@@ -113,69 +118,80 @@ def gini_infer(unary, pairwise, edges, kappa: float = 1.0, max_iter: int = 1000,
     A graph without edges is solved exactly in one pass (independent sparsemax per node).
     """
     u, p, e = check_potentials(unary, pairwise, edges)
+    offsets = (np.array([0, len(u)], np.int64), np.array([0, len(e)], np.int64))
+    return _solve(u, p, e, offsets, kappa, max_iter, tol, rho, random_state)
+
+
+def gini_infer_batch(unary, pairwise, edges, node_offsets, edge_offsets, *, kappa: float = 1.0,
+                     max_iter: int = 1000, tol: float = 1e-6, rho: float | None = None,
+                     random_state: int | None = 0) -> GiniInferenceResult:
+    """:func:`gini_infer` on a flat batch of graphs (the layout of :class:`~crflearn.graphs.GraphBatch`).
+
+    ``edges`` hold global node indices; example ``i`` owns nodes
+    ``node_offsets[i]:node_offsets[i + 1]`` and edges ``edge_offsets[i]:edge_offsets[i + 1]``.
+    The examples are solved jointly (one sweep visits them all, example by example); the
+    certificate and ``tol`` apply to the summed objective. Returns the relaxed marginals of
+    every node and edge (e.g. for ``predict_marginals(method="relaxed")``).
+    """
+    u, p, e = check_potentials(unary, pairwise, edges)
+    node_offsets = np.ascontiguousarray(node_offsets, dtype=np.int64)
+    edge_offsets = np.ascontiguousarray(edge_offsets, dtype=np.int64)
+    check_batch_structure(e, node_offsets, edge_offsets, len(u))
+    return _solve(u, p, e, (node_offsets, edge_offsets), kappa, max_iter, tol, rho, random_state)
+
+
+def _solve(u, p, e, offsets, kappa, max_iter, tol, rho, random_state) -> GiniInferenceResult:
     kappa = check_positive(kappa, "kappa")
     tol = check_nonnegative(tol, "tol")
     rho = check_positive(rho, "rho", allow_none=True)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    max_iter = check_int(max_iter, "max_iter", 1)
     n, k = u.shape
     n_edges = len(e)
-    if rho is None:
-        rho = 2.0 * kappa / max(2.0 * n_edges / n, 1.0)
-    rng = np.random.default_rng(random_state)
-    base_e = p.reshape(-1, k * k) if p.ndim == 3 else p.reshape(1, k * k)
-    if n_edges == 0:
-        base_e = np.zeros((0, k * k))
-    base_e = np.ascontiguousarray(base_e)
     if np.isneginf(u).all(axis=1).any():
         raise ValueError("unary forbids every state (-inf) of some node")
+    base_e = p.reshape(-1, k * k) if p.ndim == 3 else p.reshape(1, k * k)
+    base_e = np.ascontiguousarray(base_e if n_edges else np.zeros((0, k * k)))
+    if n_edges and np.isneginf(base_e).all(axis=1).any():
+        j = int(np.flatnonzero(np.isneginf(base_e).all(axis=1))[0])
+        raise ValueError(f"pairwise forbids every pair (-inf) of edge {j}")
+    if rho is None:
+        rho = 2.0 * kappa / max(2.0 * n_edges / n, 1.0)
+    engine = _engine(u, base_e, e, offsets, kappa, rho, random_state)
+    last: dict = {}
 
-    feats = empty_features(n, n_edges, k)
-    inc_ptr, inc_slot = incidence(e, n)
-    # start from the independent sparsemax of every clique (respects -inf entries)
+    def record(it: int, row: dict) -> bool:
+        last.update(row, n_iter=it)
+        return row["gap"] <= tol * max(abs(row["primal"]), 1.0)
+
+    drive(engine, range(1, max_iter + 1), record, schedule=MonitorSchedule("auto", tol),
+          is_last=lambda it: it >= max_iter, rel_gap=lambda row: row["gap"] / max(abs(row["primal"]), 1.0),
+          adaptive=True, rho_bounds=initial_rho_range(rho))
+    st = engine.state
+    return GiniInferenceResult(node_marginals=st.mu_n, edge_marginals=st.mu_e.reshape(n_edges, k, k),
+                               value=float(last["value"]), bound=float(last["primal"]),
+                               upper_bound=float(last["primal"]), lower_bound=float(last["dual"]),
+                               residual=float(last["residual"]), n_iter=int(last["n_iter"]),
+                               converged=bool(last["gap"] <= tol * max(abs(last["primal"]), 1.0)))
+
+
+def _engine(u, base_e, e, offsets, kappa, rho, random_state) -> IdalEngine:
+    """The IDAL core without features (``q = 0``) and without weight coupling (``alpha = 0``),
+    started from the independent sparsemax of every clique (which respects ``-inf`` scores)."""
+    n, k = u.shape
+    n_edges = len(e)
     mu_n = np.empty((n, k))
     mu_e = np.empty((n_edges, k * k))
     buf = np.empty(k * k)
+    idx = np.empty(k * k, np.int64)
     for v in range(n):
-        project_simplex(u[v], 1.0 / (2 * kappa), mu_n[v], buf)
+        project_simplex(u[v], 1.0 / (2 * kappa), mu_n[v], buf, idx)
     for j in range(n_edges):
-        row = base_e[j if base_e.shape[0] > 1 else 0]
-        if np.isneginf(row).all():
-            raise ValueError(f"pairwise forbids every pair (-inf) of edge {j}")
-        project_simplex(row, 1.0 / (2 * kappa), mu_e[j], buf)
-    xi = np.zeros((n_edges, 2, k))
-    amu = constraint_residual(mu_n, mu_e, e, k)
-    zeta = xi + rho * amu
-    gaps = np.empty(n + n_edges)
-    sums = np.empty(4)
-    converged = False
-    value = bound = np.nan
-    it = 0
-    for it in range(1, max_iter + 1):
-        order = rng.permutation(n + n_edges).astype(np.int64)
-        idal_sweep(order, k, u, base_e, feats["x_ptr"], feats["x_idx"], feats["x_val"], feats["x_sq"],
-                   feats["efeat"], feats["e_sq"], e, inc_ptr, inc_slot, feats["wuT"], feats["wp"],
-                   mu_n, mu_e, zeta, kappa, 0.0, rho, 0.0)
-        amu = constraint_residual(mu_n, mu_e, e, k)
-        xi += rho * amu
-        zeta = xi + rho * amu
-        if it % 5 == 0 or it == max_iter or n_edges == 0:
-            value, bound, resid = _evaluate(u, base_e, e, inc_ptr, inc_slot, feats, mu_n, mu_e, xi, kappa,
-                                            gaps, sums)
-            if (bound - value) <= tol * max(abs(value), 1.0) and resid <= tol:
-                converged = True
-                break
-    value, bound, resid = _evaluate(u, base_e, e, inc_ptr, inc_slot, feats, mu_n, mu_e, xi, kappa, gaps, sums)
-    return GiniInferenceResult(node_marginals=mu_n, edge_marginals=mu_e.reshape(n_edges, k, k),
-                               value=value, bound=bound, residual=resid, n_iter=it, converged=converged)
-
-
-def _evaluate(u, base_e, e, inc_ptr, inc_slot, feats, mu_n, mu_e, xi, kappa, gaps, sums):
-    """Primal value at ``mu``, dual bound at messages ``xi``, RMS residual."""
-    k = u.shape[1]
-    idal_monitor(k, u, base_e, feats["x_ptr"], feats["x_idx"], feats["x_val"], feats["efeat"], e,
-                 inc_ptr, inc_slot, feats["wuT"], feats["wp"], mu_n, mu_e, xi, kappa, 0.0, gaps, sums)
-    bound = float(sums[0])           # sum_c h*(theta_c - (A^T xi)_c): valid for any messages
-    value = float(sums[1] + sums[2])  # sum_c G-term + <theta, mu>
-    amu = constraint_residual(mu_n, mu_e, e, k)
-    return value, bound, _rms_residual(amu)
+        project_simplex(base_e[j if base_e.shape[0] > 1 else 0], 1.0 / (2 * kappa), mu_e[j], buf, idx)
+    inc_ptr, inc_slot = incidence(e, n)
+    feats = FeatureView(np.zeros((0, 1)), np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0), True,
+                        np.zeros(n), np.zeros((n_edges, 0)), np.zeros(n_edges), False)
+    ent = IdalEntropy(GINI, np.full(n, kappa), np.full(n_edges, kappa), 0.0, np.zeros(n_edges, np.int64))
+    state = IdalState(mu_n, mu_e, np.zeros((n_edges, 2, k)), np.empty((n_edges, 2, k)))
+    return IdalEngine(IdalGraph(e, inc_ptr, inc_slot, u, base_e), feats,
+                      IdalWeights(np.zeros((1, k)), np.zeros((0, k * k))), state, ent, rho=rho, alpha=0.0,
+                      n_examples=1, psi_star=None, offsets=offsets, rng=np.random.default_rng(random_state))

@@ -1,0 +1,140 @@
+"""Argument checks and construction of the IDAL core for :func:`crflearn.solvers.idal.fit_idal`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._kernels.idal import GINI, SHANNON, IdalEntropy, IdalGraph, IdalState, IdalWeights
+from .._kernels.idal_engine import IdalEngine, incidence, orient_forest
+from .._validation import check_int, check_positive
+from ..graphs import GraphBatch
+from ..models import PairwiseModel, hamming_loss_vectors
+
+__all__ = ["ENTROPIES", "OTRW_FRACTION", "default_rho", "check_idal_options", "build_engine", "exact_primal"]
+
+ENTROPIES = ("gini", "gini_otrw", "shannon")
+SAMPLINGS = ("uniform", "gap")
+#: fraction of the concavity limit 1/K used by ``gini_otrw`` (a_e = OTRW_FRACTION / K)
+OTRW_FRACTION = 0.5
+
+
+def default_rho(batch: GraphBatch, model: PairwiseModel, alpha: float, kappa: float = 1.0) -> float:
+    """The default augmented-Lagrangian penalty of :func:`~crflearn.solvers.idal.fit_idal`.
+
+    ``rho * mean_degree = max(2 kappa, median_v ||x_v||^2 / (alpha n))``: the penalty's
+    curvature on a node block balances the larger of the entropy curvature and the
+    curvature of the regulariser term (DESIGN-idal section 4). It is the starting value:
+    with ``rho_schedule="adaptive"`` (the default) the solver rebalances it.
+
+    Parameters
+    ----------
+    batch : GraphBatch
+    model : PairwiseModel
+    alpha : float
+        Regularisation strength (lambda).
+    kappa : float
+        Entropy weight.
+
+    Returns
+    -------
+    float
+    """
+    sq = model.feature_view(batch, "csr").sq_norms
+    mean_deg = max(2.0 * batch.n_edges / max(batch.n_nodes, 1), 1.0)
+    return float(max(2.0 * kappa, np.median(sq) / (alpha * batch.n_examples)) / mean_deg)
+
+
+def check_idal_options(kappa, rho, inner_epochs, entropy, loss_augmented, sampling, monitor_every,
+                       rho_schedule) -> tuple:
+    """Validate the IDAL-specific options; return ``(kappa, rho, inner_epochs, monitor_every)``."""
+    kappa = check_positive(kappa, "kappa")
+    rho = check_positive(rho, "rho", allow_none=True)
+    inner_epochs = check_int(inner_epochs, "inner_epochs", 1)
+    if not (isinstance(monitor_every, str) and monitor_every == "auto"):
+        monitor_every = check_int(monitor_every, "monitor_every", 1)
+    if entropy not in ENTROPIES:
+        raise ValueError(f"entropy must be one of {list(ENTROPIES)}, got {entropy!r}")
+    if rho_schedule not in ("fixed", "adaptive"):
+        raise ValueError(f"rho_schedule must be 'fixed' or 'adaptive', got {rho_schedule!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
+    if not isinstance(loss_augmented, (bool, np.bool_)):
+        raise TypeError(f"loss_augmented must be a bool, got {loss_augmented!r}")
+    return kappa, rho, inner_epochs, monitor_every
+
+
+def check_warm_start(warm_start, n_nodes: int, n_edges: int, k: int) -> dict:
+    """The arrays of a previous ``fit_idal`` state, checked against this batch."""
+    if not isinstance(warm_start, dict):
+        raise TypeError(f"warm_start must be a SolverResult.state dict or None, got {type(warm_start).__name__}")
+    shapes = {"mu_nodes": (n_nodes, k), "mu_edges": (n_edges, k, k), "xi": (n_edges, 2, k)}
+    out = {}
+    for key, shape in shapes.items():
+        if key not in warm_start:
+            raise ValueError(f"warm_start lacks {key!r}; pass the state of a previous fit_idal result")
+        arr = np.asarray(warm_start[key], dtype=np.float64)
+        if arr.shape != shape:
+            raise ValueError(f"warm_start[{key!r}] has shape {arr.shape}, expected {shape} for this batch")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"warm_start[{key!r}] contains NaN or infinite values")
+        out[key] = np.array(arr, dtype=np.float64, order="C")
+    return out
+
+
+def make_entropy(entropy: str, kappa: float, edges: np.ndarray, n_nodes: int, k: int) -> IdalEntropy:
+    """The kernel bundle of the entropy surrogate (see :mod:`crflearn._kernels.idal`)."""
+    n_edges = len(edges)
+    if entropy == "shannon":
+        side, node_w, edge_w = orient_forest(edges, n_nodes)
+        return IdalEntropy(SHANNON, kappa * node_w, kappa * edge_w, 0.0, side)
+    a = OTRW_FRACTION / k if entropy == "gini_otrw" else 0.0
+    return IdalEntropy(GINI, np.full(n_nodes, kappa), np.full(n_edges, kappa), a, np.zeros(n_edges, np.int64))
+
+
+def initial_state(batch: GraphBatch, k: int, warm: dict | None) -> IdalState:
+    """One-hot ground truth (``w = 0``, ``A mu = 0``, ``xi = 0``) or the warm-start arrays."""
+    n_nodes, n_edges = batch.n_nodes, batch.n_edges
+    if warm is not None:
+        return IdalState(warm["mu_nodes"], warm["mu_edges"].reshape(n_edges, k * k), warm["xi"],
+                         np.empty((n_edges, 2, k)))
+    y = batch.labels
+    mu_n = np.zeros((n_nodes, k))
+    mu_n[np.arange(n_nodes), y] = 1.0
+    mu_e = np.zeros((n_edges, k * k))
+    if n_edges:
+        mu_e[np.arange(n_edges), y[batch.edges[:, 0]] * k + y[batch.edges[:, 1]]] = 1.0
+    return IdalState(mu_n, mu_e, np.zeros((n_edges, 2, k)), np.empty((n_edges, 2, k)))
+
+
+def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa: float, rho: float,
+                 entropy: str, loss_augmented: bool, warm: dict | None, rng, inner_epochs: int,
+                 sampling: str) -> IdalEngine:
+    """The IDAL core for one training batch (arrays built once per call)."""
+    k = model.n_states
+    edges = np.ascontiguousarray(batch.edges, dtype=np.int64).reshape(-1, 2)
+    feats = model.feature_view(batch, "csr")
+    inc_ptr, inc_slot = incidence(edges, batch.n_nodes)
+    base_n = hamming_loss_vectors(batch, k) if loss_augmented else np.zeros((batch.n_nodes, k))
+    graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
+    state = initial_state(batch, k, warm)
+    psi_u, psi_p = model.to_kernel(model.joint_feature(batch))
+    ent = make_entropy(entropy, kappa, edges, batch.n_nodes, k)
+    # w(mu) in the kernel layout, from scratch
+    wu, wp = model.to_kernel(model.expected_joint_feature(batch, state.mu_n, state.mu_e.reshape(-1, k, k)))
+    inv = 1.0 / (alpha * batch.n_examples)
+    weights = IdalWeights(np.ascontiguousarray((psi_u - wu) * inv), np.ascontiguousarray((psi_p - wp) * inv))
+    return IdalEngine(graph, feats, weights, state, ent, rho=rho, alpha=alpha, n_examples=batch.n_examples,
+                      psi_star=(psi_u, psi_p), offsets=(batch.node_offsets, batch.edge_offsets), rng=rng,
+                      inner_epochs=inner_epochs, sampling=sampling)
+
+
+def exact_primal(model: PairwiseModel, batch: GraphBatch, w: np.ndarray, alpha: float,
+                 base_n: np.ndarray) -> float:
+    """Softmax-margin (or plain) CRF objective with exact log-partitions (forests only)."""
+    from ..inference import infer_batch
+
+    unary, pairwise = model.potentials(w, batch)
+    res = infer_batch(unary + base_n, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
+                      method="exact", edge_marginals="none")
+    scores = model.score(w, batch)
+    return float(0.5 * alpha * (w @ w) + np.mean(np.asarray(res.log_partition) - scores))
