@@ -22,7 +22,22 @@ __all__ = [
     "check_nonnegative",
     "check_int",
     "check_batch_structure",
+    "structured_input_tags",
 ]
+
+
+def structured_input_tags(tags, *, labels: bool = False):
+    """scikit-learn tags of an estimator taking a list of structured examples (not one 2-D array).
+
+    With ``labels``, ``y`` is required and is a list of label arrays (not 1-D labels).
+    """
+    tags.input_tags.two_d_array = False
+    tags.input_tags.sparse = False
+    tags.requires_fit = True
+    if labels:
+        tags.target_tags.required = True
+        tags.target_tags.one_d_labels = False
+    return tags
 
 
 def _describe(value) -> str:
@@ -80,7 +95,9 @@ def check_features(features, name: str = "features", *, allow_sparse: bool = Tru
     if sp.issparse(features):
         if not allow_sparse:
             raise TypeError(f"{name} must be a dense array; sparse input is not supported here")
-        out = sp.csr_matrix(features, dtype=np.float64)
+        if features.dtype.kind == "c":
+            raise TypeError(f"{name} must be real, got complex dtype {features.dtype}")
+        out = sp.csr_matrix(features, dtype=np.float64)  # any scipy format (dok, lil, coo, ...)
         out.sum_duplicates()
         out.sort_indices()
         data = out.data
@@ -94,6 +111,8 @@ def check_features(features, name: str = "features", *, allow_sparse: bool = Tru
             raise TypeError(f"{name} must be a 2-D numeric array: {exc}") from None
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+        if arr.dtype.kind == "c":
+            raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
         if arr.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_nodes, n_features), got shape {arr.shape}")
         out = np.ascontiguousarray(arr, dtype=np.float64)

@@ -46,8 +46,15 @@ and for NPZ input an archive with ``labels`` and ``lengths`` (or, without
 ``--out``, one line of space-separated labels per example on stdout).
 
 Exit status: 0 on success, 1 for an error in the data, files or training,
-2 for a command-line usage error, 130 when interrupted. Errors are reported
-as one line on stderr; set ``CRFLEARN_DEBUG=1`` to see the full traceback.
+2 for a command-line usage error, 130 when interrupted (Ctrl-C). Errors are
+reported as one line on stderr; set ``CRFLEARN_DEBUG=1`` to see the full
+traceback.
+
+Files: every output is written atomically (a temporary file in the same
+directory, renamed on success), output paths are checked before any training,
+and an output may not be one of the input files. After Ctrl-C, ``fit`` does not
+write the model (an existing file is left as it was) unless ``--save-partial``
+is given; ``demo`` stops; ``compare`` writes the partial comparison.
 """
 
 from __future__ import annotations
@@ -176,7 +183,10 @@ def write_npz_data(path: str | os.PathLike, X: Sequence, y: Sequence | None = No
             if not all(with_ef):
                 raise ValueError("some examples have edge features and some do not")
             out["edge_features"] = np.concatenate([np.asarray(item[2], dtype=np.float64) for item in items])
-    np.savez(path, **out)
+    from .persistence import atomic_write
+
+    with atomic_write(path) as fh:  # written exactly at ``path`` (no suffix added), atomically
+        np.savez(fh, **out)
 
 
 def _data_format(path: str, fmt: str) -> str:
@@ -201,44 +211,34 @@ def _vocab_path(model_path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------
 # argument parsing
 # --------------------------------------------------------------------------------------
+def _parse_number(text: str, cast, what: str, ok) -> float:
+    try:
+        value = cast(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return _parse_number(text, int, "a positive integer", lambda v: v >= 1)
 
 
 def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
+    return _parse_number(text, float, "a non-negative number", lambda v: np.isfinite(v) and v >= 0)
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, *, max_iter: int) -> None:
-    from .solvers import SOLVER_NAMES
+    from .compare import alpha_argument
+    from .solvers import SOLVERS
 
-    parser.add_argument("--solver", choices=SOLVER_NAMES, default="idal",
-                        help="learning algorithm (default: %(default)s)")
-    parser.add_argument("--alpha", type=_positive_float, default=None,
-                        help="L2 regularisation strength (default: the CRF default, or a per-dataset value "
-                             "in the demo)")
+    parser.add_argument("--solver", choices=tuple(SOLVERS), default="idal",
+                        help="learning algorithm (default: %(default)s): " + "; ".join(
+                            f"{s.name}: {s.description}" for s in SOLVERS.values()))
+    parser.add_argument("--alpha", type=alpha_argument, default=None,
+                        help="L2 regularisation strength, or 'auto' for 1 / n_examples (default: the CRF "
+                             "default 'auto', or a per-dataset value in the demo)")
     parser.add_argument("--max-iter", type=_positive_int, default=max_iter,
                         help="maximum number of epochs / outer iterations (default: %(default)s)")
     parser.add_argument("--tol", type=_nonnegative_float, default=1e-3,
@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="data format (default: from the extension, .npz or else CoNLL)")
     fit.add_argument("--tag-column", type=_tag_column, default=-1,
                      help="CoNLL column holding the tag (default: -1, the last)")
+    fit.add_argument("--save-partial", action="store_true",
+                     help="after Ctrl-C, still save the last iterate (default: save nothing, exit 130)")
     _add_training_arguments(fit, max_iter=100)
     fit.set_defaults(handler=_cmd_fit)
 
@@ -326,6 +328,34 @@ def _unavailable(name: str, exc: Exception):
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
+def _check_output(path, *, inputs: Sequence = ()) -> Path:
+    """Refuse an output path before any work: a directory, a missing directory, or one of the inputs."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"the output {str(out)!r} is a directory")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {str(out)!r}: the directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {str(out)!r}: the directory {str(parent)!r} is not writable")
+    for source in inputs:
+        if source is not None and out.resolve() == Path(source).resolve():
+            raise UserError(f"the output {str(out)!r} is also an input file; choose another output name")
+    return out
+
+
+def _write_text(path, text: str) -> None:
+    from .persistence import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _interrupted(args, what: str) -> int:
+    print(f"{_PROG} {args.command}: interrupted; {what}", file=sys.stderr)
+    return 130
+
+
 def _say(args, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(message, flush=True)
@@ -406,14 +436,22 @@ def _demo_data(args):
 
 
 def _cmd_demo(args) -> int:
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output directory {str(out_dir)!r}: {exc}") from None
+    figure_path = _check_output(out_dir / f"demo_{args.dataset}_{args.solver}_gap.png")
     X_train, y_train, X_test, y_test, desc, alpha = _demo_data(args)
     n_nodes = sum(len(lab) for lab in y_train)
     _say(args, f"crflearn demo: {desc}")
     _say(args, f"  {len(X_train)} training examples ({n_nodes} nodes), {len(X_test)} test examples")
     est = _make_crf(args, alpha)
-    _say(args, f"training CRF(solver={args.solver!r}, alpha={est.alpha:g}, max_iter={args.max_iter}, "
+    _say(args, f"training CRF(solver={args.solver!r}, alpha={est.alpha}, max_iter={args.max_iter}, "
                f"tol={args.tol:g}) ...")
     seconds, note = _fit_quietly(est, X_train, y_train)
+    if est.interrupted_:
+        return _interrupted(args, "demo stopped")
     train_acc = est.score(X_train, y_train)
     test_acc = est.score(X_test, y_test)
     print(f"training time: {seconds:.2f} s (includes Numba compilation on the first run)")
@@ -422,16 +460,12 @@ def _cmd_demo(args) -> int:
         print(f"note: {note}")
     print(f"node accuracy: train {train_acc:.4f}, test {test_acc:.4f}")
 
-    out_dir = Path(args.out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output directory {str(out_dir)!r}: {exc}") from None
-    figure_path = out_dir / f"demo_{args.dataset}_{args.solver}_gap.png"
+    from .persistence import atomic_write
     from .plotting import plot_convergence
 
     fig = plot_convergence([est], x="time", y="gap")
-    fig.savefig(figure_path, dpi=100)
+    with atomic_write(figure_path) as fh:
+        fig.savefig(fh, format="png", dpi=100)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -458,28 +492,35 @@ def _load_examples(path: str, fmt: str, tag_column: int | None, *, need_labels: 
 
 
 def _cmd_fit(args) -> int:
-    X, y, sentences, fmt = _load_examples(args.data, args.format, args.tag_column, need_labels=True)
     vocab_file = _vocab_path(args.model)
+    for out in (args.model, vocab_file):  # before reading or training anything
+        _check_output(out, inputs=(args.data,))
+    X, y, sentences, fmt = _load_examples(args.data, args.format, args.tag_column, need_labels=True)
     if fmt == "conll":
         from sklearn.feature_extraction import DictVectorizer
 
         vec = DictVectorizer(sparse=True).fit([row for sent in X for row in sent])
         X = [vec.transform(sent) for sent in X]
     est = _make_crf(args, None)
-    _say(args, f"training CRF(solver={args.solver!r}, alpha={est.alpha:g}) on {len(X)} examples "
+    _say(args, f"training CRF(solver={args.solver!r}, alpha={est.alpha}) on {len(X)} examples "
                f"({sum(len(t) for t in y)} nodes) from {args.data}")
     seconds, note = _fit_quietly(est, X, y)
-    est.save(args.model)
+    if est.interrupted_ and not args.save_partial:
+        return _interrupted(args, f"nothing written to {args.model} (pass --save-partial to save the last "
+                                  "iterate)")
     if fmt == "conll":
-        vocab_file.write_text(json.dumps({"format": "crflearn-conll-features", "version": 1,
-                                          "feature_names": [str(n) for n in vec.feature_names_]}))
-    elif vocab_file.exists():
+        _write_text(vocab_file, json.dumps({"format": "crflearn-conll-features", "version": 1,
+                                            "feature_names": [str(n) for n in vec.feature_names_]}))
+    est.save(args.model)
+    if fmt != "conll" and vocab_file.exists():
         vocab_file.unlink()  # a stale vocabulary from an earlier CoNLL model
     print(f"trained in {seconds:.2f} s; {_summary(est)}")
     if note:
         print(f"note: {note}")
     print(f"training node accuracy: {est.score(X, y):.4f}")
     print(f"model saved to {args.model}" + (f" (vocabulary in {vocab_file})" if fmt == "conll" else ""))
+    if est.interrupted_:
+        return _interrupted(args, f"the partial model was saved to {args.model} (--save-partial)")
     return 0
 
 
@@ -502,6 +543,8 @@ def _cmd_predict(args) -> int:
 
     if not Path(args.model).is_file():
         raise FileNotFoundError(f"model file not found: {args.model!r}")
+    if args.out:
+        _check_output(args.out, inputs=(args.data, args.model, _vocab_path(args.model)))
     est = CRF.load(args.model)
     X, y, sentences, fmt = _load_examples(args.data, args.format, args.tag_column, need_labels=False)
     if fmt == "conll":
@@ -523,12 +566,15 @@ def _cmd_predict(args) -> int:
             lines.append("")
         text = "\n".join(lines) + "\n"
         if args.out:
-            Path(args.out).write_text(text, encoding="utf-8")
+            _write_text(args.out, text)
         else:
             sys.stdout.write(text)
     elif args.out:
-        np.savez(args.out, labels=np.concatenate([np.asarray(p) for p in pred]),
-                 lengths=np.array([len(p) for p in pred], dtype=np.int64))
+        from .persistence import atomic_write
+
+        with atomic_write(args.out) as fh:  # exactly at args.out: np.savez adds no suffix to a file object
+            np.savez(fh, labels=np.concatenate([np.asarray(p) for p in pred]),
+                     lengths=np.array([len(p) for p in pred], dtype=np.int64))
     else:
         for p in pred:
             print(" ".join(str(v) for v in np.asarray(p).tolist()))
@@ -572,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{_PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (UserError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError, TypeError) as exc:
+    except (UserError, OSError, ValueError, TypeError) as exc:
         if os.environ.get("CRFLEARN_DEBUG"):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

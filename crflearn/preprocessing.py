@@ -17,6 +17,8 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import structured_input_tags
+
 __all__ = ["NodeTransformer"]
 
 
@@ -85,17 +87,9 @@ def _node_rows(value, i: int):
 
 
 def _examples(X) -> list[_Example]:
-    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype != object:
-        raise TypeError("X must be a list of examples, not a single 2-D array; wrap one sequence as [X]")
-    if X is None or sp.issparse(X) or isinstance(X, (str, bytes, dict)):
-        raise TypeError(f"X must be a list of examples, got {type(X).__name__}")
-    try:
-        items = list(X)
-    except TypeError:
-        raise TypeError(f"X must be a list of examples, got {type(X).__name__}") from None
-    if not items:
-        raise ValueError("X is empty: at least one example is needed")
-    return [_split_example(item, i) for i, item in enumerate(items)]
+    from .graphs import check_instances
+
+    return [_split_example(item, i) for i, item in enumerate(check_instances(X))]
 
 
 def _stack(examples: list[_Example]):
@@ -159,11 +153,7 @@ class NodeTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self.transformer = transformer
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.sparse = False
-        tags.requires_fit = True
-        return tags
+        return structured_input_tags(super().__sklearn_tags__())
 
     def _check_transformer(self) -> None:
         if isinstance(self.transformer, type):
