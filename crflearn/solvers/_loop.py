@@ -11,13 +11,16 @@ A solver allocates its state, then::
                 primal, dual = ...
             if loop.record(it, primal=primal, dual=dual, w=w, oracle_calls=calls):
                 break                           # converged, or the callback asked to stop
+    if loop.unrecorded:                         # an interrupt cut an iteration short:
+        ...restore the state of the last recorded row...
     history = loop.finish()                     # ConvergenceWarning when max_iter ran out
 
-The loop owns: the BLAS thread pool (limited to one thread inside ``with loop``), the stopwatch (``time`` excludes monitoring, ``monitor_time`` is its own
-column, ``wall_time`` counts everything since the loop started), the stopping rule (relative
-certified gap ``<= tol``, optionally the residual too), ``verbose`` progress lines, the
-``callback`` protocol, the interrupt semantics (``n_iter`` = the last recorded row) and the
-not-converged warning.
+The loop owns: the BLAS thread pool (limited to one thread inside ``with loop``), the stopwatch
+(``time`` excludes monitoring, ``monitor_time`` is its own column, ``wall_time`` counts everything
+since the loop started), the stopping rule (relative certified gap ``<= tol`` up to round-off,
+optionally the residual too), ``verbose`` progress lines, the ``callback`` protocol, the
+interrupt semantics (``n_iter`` = the last recorded row; the solver returns that row's iterate)
+and the not-converged warning.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class SolverLoop:
         self.interrupted = False
         self.stopped = False
         self.last_row: dict | None = None
+        self.last_w: np.ndarray | None = None
         self.iteration = history.last_iteration
 
     # -- context: interrupts ---------------------------------------------------------------
@@ -156,7 +160,7 @@ class SolverLoop:
                                       monitor_time=self._monitor_offset + self._monitor_total,
                                       wall_time=self._wall_offset + time.perf_counter() - self._t_start,
                                       **extra)
-            self.last_row = row
+            self.last_row, self.last_w = row, w
             if self.verbose and (len(self.history) % self.verbose == 0 or self.verbose == 1):
                 self._report(row)
             rel = relative_gap(row["gap"], row["primal"])
@@ -180,6 +184,12 @@ class SolverLoop:
     def n_iter(self) -> int:
         """Iterations run in total: the last recorded row (warm starts included)."""
         return self.history.last_iteration
+
+    def recorded_w(self, default: np.ndarray) -> np.ndarray:
+        """The weights of the last row recorded in this call (``default`` when none was): what a
+        solver returns, also after an interrupt. ``record`` keeps a reference, so solvers pass
+        arrays they do not modify afterwards."""
+        return default if self.last_w is None else self.last_w
 
     @property
     def unrecorded(self) -> bool:

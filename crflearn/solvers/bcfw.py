@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import SolverResult, check_common
-from ._ssvm import Checkpoint, SSVMProblem, kernel_weights, prepare, run_epoch, ssvm_loop
+from ._ssvm import SSVMProblem, kernel_weights, prepare, run_epoch, ssvm_loop
 from .._kernels.ssvm import BCFWState, bcfw_epoch, bcfw_step
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
@@ -94,19 +94,17 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
     rng = np.random.default_rng(random_state)
     loop = ssvm_loop("bcfw", max_iter, tol, verbose, callback, warm)
     state.counters[1] = loop.history.last_oracle_calls
-    checkpoint = Checkpoint(state)
+    w_start = _reported(model, state, averaging)[0]
     with loop:
         for it in loop.iterations():
-            checkpoint.save(state)
             run_epoch(prob, rng.permutation(prob.n), state, bcfw_epoch, bcfw_step, alpha, code)
             w_rep, ell_rep = _reported(model, state, averaging)
             if prob.record(loop, it, w_rep, ell_rep, int(state.counters[1])):
                 break
-    if loop.unrecorded:
-        checkpoint.restore(state)
     hist = loop.finish()
-    w_rep, _ = _reported(model, state, averaging)
-    return SolverResult(w=w_rep, n_iter=loop.n_iter, state=_state_dict(model, state, alpha, hist), history=hist,
+    # after an interrupt the dual state may be a part-epoch ahead of the last row: still feasible,
+    # a valid warm start; the weights returned are those of the last row
+    return SolverResult(w=loop.recorded_w(w_start), n_iter=loop.n_iter, state=_state_dict(model, state, alpha, hist), history=hist,
                         converged=loop.converged, interrupted=loop.interrupted,
                         info={"inference": prob.inference_note, "averaging": averaging,
                               "exact_oracle": prob.exact_oracle})

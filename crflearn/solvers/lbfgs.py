@@ -144,7 +144,6 @@ def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter
     psi_true = model.joint_feature(batch)
     calls = [loop.history.last_oracle_calls]
     last = {"x": None, "f": None, "g": None}
-    recorded = {loop.n_iter: w0}  # the iterates of the last history rows
     iterations = loop.iterations()
 
     def fun(x):
@@ -161,8 +160,6 @@ def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter
                 f, g = last["f"], last["g"]
             else:
                 f, g = crf_objective(x, batch, model, alpha, loss_augmented, psi_true)
-        recorded[it] = x
-        recorded.pop(it - 2, None)
         # strong convexity: P(x) - P* <= ||grad||^2 / (2 alpha), a certified gap
         if loop.record(it, primal=f, dual=f - float(g @ g) / (2.0 * alpha), w=x, oracle_calls=calls[0]):
             raise StopIteration
@@ -171,7 +168,7 @@ def fit_lbfgs(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter
         minimize(fun, w0, jac=True, method="L-BFGS-B", callback=on_iter,
                  options={"maxiter": max_iter, "maxcor": memory, "gtol": 0.0, "ftol": 0.0})
     hist = loop.finish()
-    w = recorded[loop.n_iter]
+    w = loop.recorded_w(w0)
     return SolverResult(w=w, n_iter=loop.n_iter, state={"w": w.copy(), "history": hist, "solver": "lbfgs"},
                         history=hist, converged=loop.converged, interrupted=loop.interrupted,
                         info={"inference": "exact (sum-product)", "loss_augmented": bool(loss_augmented)})
