@@ -26,6 +26,8 @@ from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from sklearn.metrics import make_scorer
 from sklearn.metrics import precision_recall_fscore_support
 
+from ._labels import as_label_array, encode_labels
+
 __all__ = [
     "flatten_labels",
     "node_accuracy",
@@ -61,9 +63,10 @@ def _as_examples(y, name: str) -> list[np.ndarray]:
         raise ValueError(f"{name} is empty: at least one example is needed")
     out = []
     for i, item in enumerate(items):
-        if isinstance(item, (str, bytes)) or np.ndim(item) != 1:
+        arr = None if isinstance(item, (str, bytes)) else as_label_array(item)
+        if arr is None or arr.ndim != 1:
             raise ValueError(f"{name}[{i}] must be a 1-D array of node labels, got {item!r:.80}")
-        out.append(np.asarray(item))
+        out.append(arr)
     return out
 
 
@@ -76,6 +79,15 @@ def _paired(y_true, y_pred) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if len(t) != len(p):
             raise ValueError(f"example {i}: y_true has {len(t)} labels but y_pred has {len(p)}")
     return true, pred
+
+
+def _codes(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Both label lists encoded together by the one label encoder (TypeError for labels of two types):
+    ``(true codes, predicted codes, true, pred)``, the codes flat."""
+    true, pred = _paired(y_true, y_pred)
+    _, codes = encode_labels(true + pred)
+    n = sum(len(t) for t in true)
+    return codes[:n], codes[n:], true, pred
 
 
 def flatten_labels(y: Sequence) -> np.ndarray:
@@ -106,8 +118,7 @@ def node_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     -------
     float in [0, 1]
     """
-    true, pred = _paired(y_true, y_pred)
-    t, p = np.concatenate(true), np.concatenate(pred)
+    t, p, _, _ = _codes(y_true, y_pred)
     if t.size == 0:
         raise ValueError("y_true has no nodes")
     return float(np.mean(t == p))
@@ -124,8 +135,9 @@ def sequence_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     -------
     float in [0, 1]
     """
-    true, pred = _paired(y_true, y_pred)
-    return float(np.mean([np.array_equal(t, p) for t, p in zip(true, pred)]))
+    t, p, true, _ = _codes(y_true, y_pred)
+    bounds = np.cumsum([len(lab) for lab in true])[:-1]
+    return float(np.mean([np.array_equal(a, b) for a, b in zip(np.split(t, bounds), np.split(p, bounds))]))
 
 
 def per_label_precision_recall_f1(y_true: Sequence, y_pred: Sequence, *, labels=None) -> dict:
@@ -144,7 +156,7 @@ def per_label_precision_recall_f1(y_true: Sequence, y_pred: Sequence, *, labels=
         ``{"labels", "precision", "recall", "f1", "support"}``, each a 1-D array
         aligned with ``labels``. A ratio with an empty denominator is 0.
     """
-    true, pred = _paired(y_true, y_pred)
+    _, _, true, pred = _codes(y_true, y_pred)
     t, p = np.concatenate(true), np.concatenate(pred)
     if labels is None:
         labels = np.unique(np.concatenate([t, p]))
@@ -173,7 +185,7 @@ def node_f1_score(y_true: Sequence, y_pred: Sequence, *, average: str = "macro",
     """
     if average not in _AVERAGES:
         raise ValueError(f"average must be one of {list(_AVERAGES)}, got {average!r}")
-    true, pred = _paired(y_true, y_pred)
+    _, _, true, pred = _codes(y_true, y_pred)
     _, _, f1, _ = precision_recall_fscore_support(
         np.concatenate(true), np.concatenate(pred), labels=labels, average=average, zero_division=0)
     return float(f1)
@@ -193,7 +205,7 @@ def node_classification_report(y_true: Sequence, y_pred: Sequence, **kwargs):
     -------
     str or dict
     """
-    true, pred = _paired(y_true, y_pred)
+    _, _, true, pred = _codes(y_true, y_pred)
     kwargs.setdefault("zero_division", 0)
     return _sk_classification_report(np.concatenate(true), np.concatenate(pred), **kwargs)
 
@@ -211,7 +223,7 @@ def node_confusion_matrix(y_true: Sequence, y_pred: Sequence, *, labels=None) ->
     -------
     ndarray of shape (n_labels, n_labels), int
     """
-    true, pred = _paired(y_true, y_pred)
+    _, _, true, pred = _codes(y_true, y_pred)
     return _sk_confusion_matrix(np.concatenate(true), np.concatenate(pred), labels=labels)
 
 

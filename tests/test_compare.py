@@ -57,6 +57,10 @@ def test_compare_and_write(tmp_path):
     rows = (tmp_path / "history.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + sum(len(r["history"]["iteration"]) for r in res.values())
     assert "| bcfw |" in format_summary(res)
+    from crflearn.solvers import get_solver_spec
+
+    for name, rec in res.items():  # the objective comes from the solver registry
+        assert rec["objective"] == get_solver_spec(name).objective and rec["interrupted"] is False
 
 
 def test_lbfgs_skipped_on_loopy_graphs():
@@ -66,6 +70,7 @@ def test_lbfgs_skipped_on_loopy_graphs():
     y = [rng.integers(0, 2, size=4) for _ in range(6)]
     res = compare_solvers(X[:4], y[:4], X[4:], y[4:], solvers="lbfgs,subgradient", max_time=0.2, max_iter=2)
     assert "skipped" in res["lbfgs"] and "history" in res["subgradient"]
+    assert res["lbfgs"]["objective"] == "crf" and res["lbfgs"]["interrupted"] is False
 
 
 def test_bad_arguments():

@@ -369,3 +369,85 @@ def test_readable_coefficients_are_read_only_views_of_coef(chain_data):
     after = crf.predict(X)
     assert all(np.all(p == p[0]) for p in after)
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_alpha_auto_is_one_over_n_for_every_solver(chain_data):
+    from crflearn.solvers import SOLVER_NAMES
+
+    X, y = chain_data
+    for name in SOLVER_NAMES:
+        crf = CRF(solver=name, max_iter=3, random_state=0).fit(X, y)
+        assert crf.alpha == "auto" and crf.alpha_ == 1.0 / len(X)
+        same = CRF(solver=name, alpha=1.0 / len(X), max_iter=3, random_state=0).fit(X, y)
+        np.testing.assert_array_equal(crf.coef_, same.coef_)
+    assert CRF(alpha=0.25, solver="bcfw", max_iter=2).fit(X, y).alpha_ == 0.25
+
+
+def test_solver_specific_parameter_for_another_solver_names_the_takers(chain_data):
+    X, y = chain_data
+    with pytest.raises(ValueError, match=r"inner_epochs.*\['idal'\]"):
+        CRF(solver="lbfgs", inner_epochs=3).fit(X, y)
+    with pytest.raises(ValueError, match=r"loss_augmented.*\['idal', 'lbfgs'\]"):
+        CRF(solver="bcfw", loss_augmented=True).fit(X, y)
+    CRF(solver="bcfw", loss_augmented=False, kappa=1.0, max_iter=2).fit(X, y)  # defaults are fine
+
+
+def test_solvers_are_called_once_validated(chain_data, monkeypatch):
+    from crflearn.solvers import get_solver_spec
+
+    X, y = chain_data
+    spec = get_solver_spec("bcfw")
+    real = spec.load()
+    seen = {}
+
+    def spy(batch, model, *, check_input=True, **kwargs):
+        seen.update(kwargs, check_input=check_input, fit_intercept=model.fit_intercept,
+                    n_features=batch.n_features)
+        return real(batch, model, check_input=check_input, **kwargs)
+
+    monkeypatch.setattr(type(spec), "load", lambda self: spy)
+    CRF(solver="bcfw", max_iter=2).fit(X, y)
+    assert seen["check_input"] is False
+    # the intercept is the model's business: the batch keeps the raw features
+    assert seen["fit_intercept"] is True and seen["n_features"] == X[0].shape[1]
+
+
+def test_relaxed_marginals_differ_from_exact_and_are_the_gini_solution(chain_data):
+    from crflearn.inference import gini_infer
+
+    X, y = chain_data
+    crf = CRF(solver="bcfw", max_iter=5, random_state=0).fit(X, y)
+    exact = crf.predict_marginals(X[:2])
+    relaxed = crf.predict_marginals(X[:2], method="relaxed")
+    for e, r, x in zip(exact, relaxed, X[:2]):
+        np.testing.assert_allclose(r.sum(axis=1), 1.0, atol=1e-6)
+        unary, pairwise = crf.model_.potentials(crf.coef_, __import__("crflearn").graphs.make_batch([x])[0])
+        edges = np.column_stack([np.arange(len(x) - 1), np.arange(1, len(x))])
+        ref = gini_infer(unary, pairwise, edges, kappa=crf.kappa).node_marginals
+        np.testing.assert_allclose(r, ref, atol=1e-4)  # both solved to the default tolerance
+    assert max(np.abs(e - r).max() for e, r in zip(exact, relaxed)) > 1e-3
+    with pytest.raises(ValueError, match="method"):
+        crf.predict_marginals(X, method="bethe")
+
+
+def test_prediction_runs_with_one_blas_thread(chain_data, monkeypatch):
+    import crflearn.inference as inference
+    from threadpoolctl import threadpool_info
+
+    X, y = chain_data
+    crf = CRF(solver="bcfw", max_iter=2).fit(X, y)
+    seen = []
+    real_decode, real_infer = inference.decode_batch, inference.infer_batch
+
+    def record(fn):
+        def wrapped(*args, **kwargs):
+            seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(inference, "decode_batch", record(real_decode))
+    monkeypatch.setattr(inference, "infer_batch", record(real_infer))
+    crf.predict(X)
+    crf.predict_marginals(X)
+    crf.score(X, y)
+    assert len(seen) == 3 and all(threads <= {1} for threads in seen)

@@ -118,3 +118,21 @@ def test_get_scorer_errors_and_passthrough():
         get_scorer(3)
     fn = metrics.node_accuracy_scorer
     assert get_scorer(fn) is fn
+
+
+def test_labels_of_two_types_raise_instead_of_scoring_zero():
+    from crflearn.metrics import node_accuracy, sequence_accuracy
+
+    with pytest.raises(TypeError, match="type"):
+        node_accuracy([np.array([0, 1])], [np.array(["0", "1"])])
+    with pytest.raises(TypeError, match="type"):
+        sequence_accuracy([np.array([0, 1])], [np.array(["0", "1"])])
+
+
+def test_tuple_labels_are_compared_whole():
+    from crflearn.metrics import node_accuracy, sequence_accuracy
+
+    y = [[("B", "PER"), ("O",)], [("O",)]]
+    pred = [[("B", "PER"), ("B", "PER")], [("O",)]]
+    assert node_accuracy(y, pred) == pytest.approx(2 / 3)
+    assert sequence_accuracy(y, pred) == 0.5
