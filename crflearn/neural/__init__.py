@@ -51,7 +51,7 @@ from ._loopy import (
 )
 from ._graph import GiniRelaxedLoss, gini_relaxed_loss, graph_hinge_loss, graph_score
 from .estimator import NeuralCRF
-from .networks import BiLSTMTagger, LetterCNN, NodeMLP
+from .networks import BiLSTMTagger, GridCNN, LetterCNN, NodeMLP
 
 __all__ = [
     "ChainCRFLoss",
@@ -76,4 +76,5 @@ __all__ = [
     "NodeMLP",
     "LetterCNN",
     "BiLSTMTagger",
+    "GridCNN",
 ]

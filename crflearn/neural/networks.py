@@ -1,7 +1,9 @@
 """Built-in networks emitting unary potentials for :class:`~crflearn.neural.NeuralCRF`.
 
-The contract of a unary network: ``module(x)`` with ``x`` a padded batch
-``(B, T, n_features)`` returns scores ``(B, T, n_states)``. A module that also
+The contract of a unary network for chains: ``module(x)`` with ``x`` a padded batch
+``(B, T, n_features)`` returns scores ``(B, T, n_states)``; for graphs, ``module(x)``
+maps flat node features ``(N, n_features)`` to ``(N, n_states)``; for images,
+``module(x)`` maps ``(B, channels, H, W)`` to ``(B, n_states, H, W)`` (:class:`GridCNN`). A module that also
 needs the sequence lengths sets the attribute ``accepts_lengths = True`` and
 is called as ``module(x, lengths)``. Per-node networks (an MLP, a CNN on the
 node's image) act on the last axis and ignore the sequence structure; the
@@ -16,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .symmetry import SYMMETRY_MODES, SymmetricConv2d
 
-__all__ = ["NodeMLP", "LetterCNN", "BiLSTMTagger"]
+__all__ = ["NodeMLP", "LetterCNN", "BiLSTMTagger", "GridCNN"]
 
 
 class NodeMLP(nn.Module):
@@ -139,3 +141,36 @@ class BiLSTMTagger(nn.Module):
             h, _ = self.lstm(packed)
             h, _ = pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
         return self.out(h)
+
+
+class GridCNN(nn.Module):
+    """Fully convolutional network for pixel grids: ``(B, C, H, W) -> (B, n_states, H, W)``.
+
+    ``len(channels)`` convolutions of ``kernel_size`` (same padding) with ReLU, then a
+    1x1 convolution to the state scores; ``channels=()`` with ``kernel_size=1`` is a
+    per-pixel linear model.
+
+    Parameters
+    ----------
+    in_channels, n_states : int
+    channels : tuple of int
+        Widths of the hidden convolutions.
+    kernel_size : int
+        Odd size of the hidden convolutions.
+    """
+
+    def __init__(self, in_channels: int, n_states: int, channels: tuple[int, ...] = (32, 32), kernel_size: int = 3):
+        super().__init__()
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
+                or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+        layers: list[nn.Module] = []
+        width = in_channels
+        for c in channels:
+            layers += [nn.Conv2d(width, c, kernel_size, padding=kernel_size // 2), nn.ReLU()]
+            width = c
+        layers.append(nn.Conv2d(width, n_states, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
