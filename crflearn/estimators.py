@@ -116,6 +116,13 @@ def _solver_params(value, options: dict) -> dict[str, Any]:
     return dict(value)
 
 
+def _trusted(batch: GraphBatch) -> dict[str, Any]:
+    """Inference options for a batch make_batch has validated: its schedule, and no re-validation."""
+    from .inference import make_schedule
+
+    return {"schedule": make_schedule(batch), "check_input": False}
+
+
 def _seed(random_state) -> int | None:
     """The int seed the solvers take (drawn from a RandomState instance)."""
     if isinstance(random_state, np.random.RandomState):
@@ -428,12 +435,11 @@ class CRF(BaseEstimator):
         from .inference import decode_batch, infer_batch
 
         unary, pairwise = self.model_.potentials(self.coef_, batch)
+        args = (unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets)
         if self.inference in ("trw", "bp"):
-            res = infer_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
-                              method=self.inference, edge_marginals="none")
+            res = infer_batch(*args, method=self.inference, edge_marginals="none", **_trusted(batch))
             return np.argmax(res.node_marginals, axis=1)
-        return decode_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
-                            method=self.inference)
+        return decode_batch(*args, method=self.inference, **_trusted(batch))
 
     def predict(self, X: Sequence) -> list[np.ndarray]:
         """Most likely labeling (MAP) of every example.
@@ -463,7 +469,7 @@ class CRF(BaseEstimator):
                              f"MAP method; use one of {list(_marginal_methods())}")
         unary, pairwise = self.model_.potentials(self.coef_, batch)
         return infer_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
-                           method=self.inference, edge_marginals="none")
+                           method=self.inference, edge_marginals="none", **_trusted(batch))
 
     def predict_marginals(self, X: Sequence, method: str = "exact") -> list[np.ndarray]:
         """Node marginal probabilities of every example.
