@@ -17,95 +17,12 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.optimize import minimize
+from _idal_reference import reference_w
 from sklearn.exceptions import ConvergenceWarning
 
 from crflearn.graphs import GraphBatch, chain_edges, grid_edges, make_batch
 from crflearn.models import PairwiseModel, hamming_loss_vectors
-from crflearn.solvers.idal import OTRW_FRACTION, default_rho, fit_idal
-
-
-# ---------------------------------------------------------------- independent reference
-def _proj(v):
-    """Sort-based Euclidean projection onto the simplex (plain NumPy)."""
-    u = np.sort(v)[::-1]
-    css = np.cumsum(u) - 1.0
-    idx = np.arange(1, len(v) + 1)
-    r = idx[u - css / idx > 0][-1]
-    return np.maximum(v - css[r - 1] / r, 0.0)
-
-
-def _gini_conj(theta, kappa):
-    p = _proj(theta / (2 * kappa))
-    return theta @ p + kappa * (1 - p @ p), p
-
-
-def _otrw_conj(theta, kappa, a, k):
-    """max_p <theta, p> + kappa (G(p) - a G(rowsum p)) by accelerated projected gradient."""
-    p = _proj(theta / (2 * kappa))
-    y = p.copy()
-    t = 1.0
-    for _ in range(3000):
-        r = y.reshape(k, k).sum(1)
-        g = theta - 2 * kappa * y + 2 * kappa * a * np.repeat(r, k)
-        p_new = _proj(y + g / (2 * kappa))
-        t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
-        y = p_new + (t - 1) / t_new * (p_new - p)
-        if np.abs(p_new - p).max() < 1e-15:
-            p = p_new
-            break
-        p, t = p_new, t_new
-    r = p.reshape(k, k).sum(1)
-    val = theta @ p + kappa * (1 - p @ p) - kappa * a * (1 - r @ r)
-    return val, p
-
-
-def reference_w(batch, model, alpha, kappa, loss_augmented=False, entropy="gini"):
-    """Minimise the relaxed primal P(w, zeta) with L-BFGS; return w."""
-    k = model.n_states
-    n = batch.n_examples
-    edges = batch.edges
-    n_edges = len(edges)
-    x = batch.node_features.toarray() if sp.issparse(batch.node_features) else batch.node_features
-    loss = hamming_loss_vectors(batch, k) if loss_augmented else np.zeros((batch.n_nodes, k))
-    psi_star = model.joint_feature(batch)
-    ef = np.ones((n_edges, 1)) if batch.edge_features is None else batch.edge_features
-    a = OTRW_FRACTION / k if entropy == "gini_otrw" else 0.0
-    size = model.size
-
-    def fun(z):
-        w, zeta = z[:size], z[size:].reshape(n_edges, 2, k)
-        wu = w[: model.size_unary].reshape(k, -1)
-        wp = w[model.size_unary:].reshape(-1, k * k)
-        th_n = x @ wu.T + loss
-        np.add.at(th_n, edges[:, 0], zeta[:, 0])
-        np.add.at(th_n, edges[:, 1], zeta[:, 1])
-        th_e = ef @ wp - (zeta[:, 0][:, :, None] + zeta[:, 1][:, None, :]).reshape(n_edges, k * k)
-        total = 0.5 * alpha * w @ w - w @ psi_star / n
-        mu_n = np.empty_like(th_n)
-        mu_e = np.empty_like(th_e)
-        for v in range(len(th_n)):
-            val, mu_n[v] = _gini_conj(th_n[v], kappa)
-            total += val / n
-        for e in range(n_edges):
-            if a > 0:
-                val, mu_e[e] = _otrw_conj(th_e[e], kappa, a, k)
-            else:
-                val, mu_e[e] = _gini_conj(th_e[e], kappa)
-            total += val / n
-        gw_u = (mu_n.T @ x).ravel()
-        gw_p = (ef.T @ mu_e).ravel()
-        grad_w = alpha * w + (np.concatenate([gw_u, gw_p]) - psi_star) / n
-        me = mu_e.reshape(n_edges, k, k)
-        g_zeta = np.empty((n_edges, 2, k))
-        g_zeta[:, 0] = (mu_n[edges[:, 0]] - me.sum(2)) / n
-        g_zeta[:, 1] = (mu_n[edges[:, 1]] - me.sum(1)) / n
-        return total, np.concatenate([grad_w, g_zeta.ravel()])
-
-    z0 = np.zeros(size + n_edges * 2 * k)
-    res = minimize(fun, z0, jac=True, method="L-BFGS-B",
-                   options=dict(maxiter=20000, maxcor=30, ftol=1e-16, gtol=1e-11))
-    return res.x[:size], res.fun
+from crflearn.solvers.idal import default_rho, fit_idal
 
 
 # ---------------------------------------------------------------- tiny problems

@@ -31,9 +31,12 @@ from .idal_monitor import dual_sums, idal_monitor, transport_repair
 __all__ = ["incidence", "orient_forest", "IdalEngine", "drive", "initial_rho_range"]
 
 #: adaptive rho: rebalance when the residual and the square root of the gap differ this much
-RHO_BALANCE = 4.0
-#: rho stays within [rho0 / RHO_RANGE, RHO_RANGE * rho0]
-RHO_RANGE = 1024.0
+RHO_BALANCE = 16.0
+#: rho stays within [rho0, RHO_RANGE * rho0]
+RHO_RANGE = 4.0
+#: outer steps before the first change of an adaptive rho (the first inner gaps measure the
+#: distance of the starting point, not the balance of the penalty)
+RHO_WARMUP = 10
 #: Dykstra rounds of the certificate's repair (per edge, stops early)
 REPAIR_ROUNDS = 50
 #: node-marginal entries below this are rounded to 0 before the certificate's repair
@@ -43,7 +46,7 @@ MAX_MONITOR_EVERY = 32
 
 
 def initial_rho_range(rho0: float) -> tuple[float, float]:
-    """Bounds of the adaptive penalty around its starting value."""
+    """Bounds of the adaptive penalty: ``[rho0, RHO_RANGE * rho0]``."""
     return rho0 / RHO_RANGE, rho0 * RHO_RANGE
 
 
@@ -230,17 +233,16 @@ class IdalEngine:
 
     # -- adaptive penalty ------------------------------------------------------------------
     def adapt_rho(self, row: dict, bounds: tuple[float, float]) -> bool:
-        """Residual balancing of ``rho`` (like with like): the squared residual ``||A mu||^2`` against
-        the inner Fenchel-Young gap over the entropy curvature, both squared distances in marginal
-        units. Doubles ``rho`` when the residual dominates by ``RHO_BALANCE``, halves it in the
-        opposite case, within ``bounds``; rebuilds ``zeta`` on a change. Returns whether it changed."""
-        a2 = float(self.outer[0])
-        curv = max(float(np.mean(self.ent.edge_w)) if self.n_edges else 1.0, 1e-12)
-        inner = float(np.sum(self.gaps)) / curv
+        """Residual balancing of ``rho`` in objective units: the penalty ``rho/2 ||A mu||^2 / n`` against
+        the inner (augmented-Lagrangian) gap, both quadratic in the distance to the saddle point.
+        Doubles ``rho`` when the penalty dominates by ``RHO_BALANCE``, halves it in the opposite case,
+        within ``bounds``; rebuilds ``zeta`` on a change. Returns whether it changed."""
+        penalty = 0.5 * self.rho * float(self.outer[0]) / self.n
+        inner = float(np.sum(self.gaps)) / self.n
         old = self.rho
-        if a2 > RHO_BALANCE ** 2 * inner and self.rho * 2.0 <= bounds[1]:
+        if penalty > RHO_BALANCE * inner and self.rho * 2.0 <= bounds[1]:
             self.rho *= 2.0
-        elif inner > RHO_BALANCE ** 2 * a2 and self.rho * 0.5 >= bounds[0]:
+        elif inner > RHO_BALANCE * penalty and self.rho * 0.5 >= bounds[0]:
             self.rho *= 0.5
         if self.rho != old:
             self.rebuild_zeta()
@@ -297,6 +299,6 @@ def drive(engine: IdalEngine, iterations: Iterable[int], record: Callable[[int, 
             schedule.update(step, rel)
         if record(it, row):
             break
-        if adaptive:
+        if adaptive and step > RHO_WARMUP:
             with monitoring():
                 engine.adapt_rho(row, rho_bounds)
