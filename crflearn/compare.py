@@ -196,7 +196,11 @@ def _run_one(name: str, params: dict, X_train, y_train, evaluator: _Evaluator, m
     except KeyboardInterrupt:  # outside the solver loop (which keeps the last iterate itself)
         return _skipped(name, "interrupted (Ctrl-C) before the first iteration", interrupted=True)
     wall = time.perf_counter() - start
-    final_error = evaluator.error(est.coef_, est.model_)
+    interrupted = bool(est.interrupted_)
+    try:
+        final_error = evaluator.error(est.coef_, est.model_)
+    except KeyboardInterrupt:  # Ctrl-C during the final evaluation: keep the run, marked
+        final_error, interrupted = math.nan, True
     if not trace["iteration"] or trace["iteration"][-1] != est.history_["iteration"][-1]:
         trace["iteration"].append(int(est.history_["iteration"][-1]))
         trace["time"].append(float(est.history_["time"][-1]))
@@ -215,7 +219,7 @@ def _run_one(name: str, params: dict, X_train, y_train, evaluator: _Evaluator, m
         "n_iter": int(est.n_iter_),
         "alpha": float(est.alpha_),
         "converged": bool(est.converged_),
-        "interrupted": bool(est.interrupted_),
+        "interrupted": interrupted,
         "info": {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
                  for k, v in est.solver_info_.items()},
     }

@@ -558,7 +558,8 @@ class CRF(BaseEstimator):
             If ``y`` holds labels of another type than ``classes_`` (e.g. strings
             for a model trained on integers).
         ValueError
-            If ``y`` holds a label not seen in training, or its shapes do not match ``X``.
+            If the shapes of ``y`` do not match ``X``. (A label not seen in
+            training is a wrong prediction, not an error.)
         """
         batch = self._predict_batch(X)
         y_items = list(y)
@@ -566,8 +567,8 @@ class CRF(BaseEstimator):
             raise ValueError(f"X has {batch.n_examples} examples but y has {len(y_items)}")
         lengths = batch.lengths
         truth = []
-        for i, lab in enumerate(y_items):
-            codes = transform_labels(self.classes_, lab, f"y[{i}]")
+        for i, lab in enumerate(y_items):  # a label unseen in training counts as an error
+            codes = transform_labels(self.classes_, lab, f"y[{i}]", unknown=-1)
             if codes.shape != (lengths[i],):
                 raise ValueError(f"y[{i}] has {len(codes)} labels but X[{i}] has {lengths[i]} nodes")
             truth.append(codes)

@@ -176,8 +176,13 @@ def test_compare_command_exits_130_after_ctrl_c_and_writes_atomically(tmp_path, 
 
     import crflearn.compare as compare
 
-    def interrupted(self, w, model):
-        raise KeyboardInterrupt
+    calls = []
+
+    def interrupted(self, w, model):  # one Ctrl-C, inside the first solver's loop
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return 0.5
 
     monkeypatch.setattr(compare._Evaluator, "error", interrupted)
     monkeypatch.setattr(compare, "load_comparison_data", lambda *a, **k: _tiny_split())
@@ -185,5 +190,22 @@ def test_compare_command_exits_130_after_ctrl_c_and_writes_atomically(tmp_path, 
                               random_state=0, solvers="bcfw,lbfgs", max_time=5.0, alpha="auto", eval_every=1,
                               out=str(tmp_path / "cmp"), no_plots=True)
     assert run_compare(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err
     names = sorted(p.name for p in (tmp_path / "cmp").iterdir())
     assert names == ["history.csv", "results.json", "summary.csv"]  # no temporary files left
+
+
+def test_compare_survives_ctrl_c_during_the_final_evaluation(monkeypatch):
+    import crflearn.compare as compare
+
+    def interrupted(self, w, model):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare._Evaluator, "error", interrupted)
+    try:
+        results = compare_solvers(*_tiny_split(), solvers="bcfw,subgradient", max_time=30, max_iter=5)
+    except KeyboardInterrupt:  # must not escape (it would also stop this test session)
+        pytest.fail("KeyboardInterrupt escaped compare_solvers")
+    assert results["bcfw"]["interrupted"] is True and np.isnan(results["bcfw"]["final_test_error"])
+    assert "skipped" in results["subgradient"]

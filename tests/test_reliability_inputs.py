@@ -136,5 +136,4 @@ def test_score_with_labels_of_another_type_raises(chain_data):
     crf = CRF(**FAST).fit(X, y)
     with pytest.raises(TypeError, match="type"):
         crf.score(X, [np.array(["a"] * len(lab)) for lab in y])
-    with pytest.raises(ValueError, match="not seen in training"):
-        crf.score(X, [lab + 10 for lab in y])
+    assert crf.score(X, [lab + 10 for lab in y]) == 0.0  # labels unseen in training: every node wrong
