@@ -16,37 +16,33 @@ from crflearn.models import hamming_loss_vectors
 from crflearn.solvers.idal import OTRW_FRACTION
 
 
-def _proj(v):
-    """Sort-based Euclidean projection onto the simplex (plain NumPy)."""
-    u = np.sort(v)[::-1]
-    css = np.cumsum(u) - 1.0
-    idx = np.arange(1, len(v) + 1)
-    r = idx[u - css / idx > 0][-1]
-    return np.maximum(v - css[r - 1] / r, 0.0)
+def _proj_rows(v):
+    """Row-wise sort-based projection onto the simplex (plain NumPy)."""
+    u = -np.sort(-v, axis=1)
+    css = np.cumsum(u, axis=1) - 1.0
+    idx = np.arange(1, v.shape[1] + 1)
+    r = np.sum(u - css / idx > 0, axis=1)
+    tau = css[np.arange(len(v)), r - 1] / r
+    return np.maximum(v - tau[:, None], 0.0)
 
 
-def _gini_conj(theta, kappa):
-    p = _proj(theta / (2 * kappa))
-    return theta @ p + kappa * (1 - p @ p), p
-
-
-def _otrw_conj(theta, kappa, a, k):
-    """max_p <theta, p> + kappa (G(p) - a G(rowsum p)) by accelerated projected gradient."""
-    p = _proj(theta / (2 * kappa))
+def _otrw_conj_rows(theta, kappa, a, k):
+    """max_p <theta_e, p> + kappa (G(p) - a G(rowsum p)) for every row by accelerated projected gradient."""
+    p = _proj_rows(theta / (2 * kappa))
     y = p.copy()
     t = 1.0
-    for _ in range(3000):
-        r = y.reshape(k, k).sum(1)
-        g = theta - 2 * kappa * y + 2 * kappa * a * np.repeat(r, k)
-        p_new = _proj(y + g / (2 * kappa))
+    for _ in range(5000):
+        r = y.reshape(-1, k, k).sum(2)
+        g = theta - 2 * kappa * y + 2 * kappa * a * np.repeat(r, k, axis=1)
+        p_new = _proj_rows(y + g / (2 * kappa))
         t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
         y = p_new + (t - 1) / t_new * (p_new - p)
         if np.abs(p_new - p).max() < 1e-15:
             p = p_new
             break
         p, t = p_new, t_new
-    r = p.reshape(k, k).sum(1)
-    val = theta @ p + kappa * (1 - p @ p) - kappa * a * (1 - r @ r)
+    r = p.reshape(-1, k, k).sum(2)
+    val = np.sum(theta * p, 1) + kappa * (1 - np.sum(p * p, 1)) - kappa * a * (1 - np.sum(r * r, 1))
     return val, p
 
 
@@ -72,17 +68,16 @@ def relaxed_primal(batch, model, alpha, kappa, loss_augmented=False, entropy="gi
         np.add.at(th_n, edges[:, 1], zeta[:, 1])
         th_e = ef @ wp - (zeta[:, 0][:, :, None] + zeta[:, 1][:, None, :]).reshape(n_edges, k * k)
         total = 0.5 * alpha * w @ w - w @ psi_star / n
-        mu_n = np.empty_like(th_n)
-        mu_e = np.empty_like(th_e)
-        for v in range(len(th_n)):
-            val, mu_n[v] = _gini_conj(th_n[v], kappa)
-            total += val / n
-        for e in range(n_edges):
-            if a > 0:
-                val, mu_e[e] = _otrw_conj(th_e[e], kappa, a, k)
-            else:
-                val, mu_e[e] = _gini_conj(th_e[e], kappa)
-            total += val / n
+        mu_n = _proj_rows(th_n / (2 * kappa))
+        total += np.sum(np.sum(th_n * mu_n, 1) + kappa * (1 - np.sum(mu_n * mu_n, 1))) / n
+        if n_edges and a > 0:
+            val, mu_e = _otrw_conj_rows(th_e, kappa, a, k)
+            total += np.sum(val) / n
+        elif n_edges:
+            mu_e = _proj_rows(th_e / (2 * kappa))
+            total += np.sum(np.sum(th_e * mu_e, 1) + kappa * (1 - np.sum(mu_e * mu_e, 1))) / n
+        else:
+            mu_e = np.zeros((0, k * k))
         gw_u = (mu_n.T @ x).ravel()
         gw_p = (ef.T @ mu_e).ravel()
         grad_w = alpha * w + (np.concatenate([gw_u, gw_p]) - psi_star) / n
