@@ -111,7 +111,7 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
     if loop.interrupted:
         ws.rollback(loop.n_iter)
     hist = loop.finish()
-    state = dict(constraints=ws.A, offsets=ws.b, beta=ws.beta.copy(), cache=ws.cache, history=hist)
+    state = dict(constraints=ws.A.copy(), offsets=ws.b.copy(), beta=ws.beta.copy(), cache=ws.cache, history=hist)
     return SolverResult(w=ws.w.copy(), n_iter=loop.n_iter, state=state, history=hist, converged=loop.converged,
                         interrupted=loop.interrupted,
                         info={"inference": prob.inference_note, "exact_oracle": prob.exact_oracle,
@@ -130,44 +130,59 @@ class _WorkingSet:
         self.qp_max_iter = qp_max_iter
         d, n_nodes = prob.model.size, prob.batch.n_nodes
         if warm is None:  # the trivial constraint (all ground truths): a = 0, b = 0
-            self.A, self.b, self.beta = np.zeros((1, d)), np.zeros(1), np.ones(1)
+            A, b, self.beta = np.zeros((1, d)), np.zeros(1), np.ones(1)
             self.cache = np.empty((0, n_nodes), dtype=np.int64)
         else:
-            self.A = np.array(warm["constraints"], dtype=np.float64)
-            self.b = np.array(warm["offsets"], dtype=np.float64)
+            A = np.array(warm["constraints"], dtype=np.float64)
+            b = np.array(warm["offsets"], dtype=np.float64)
             self.beta = np.array(warm["beta"], dtype=np.float64)
             self.cache = np.array(warm["cache"], dtype=np.int64)
-            if (self.A.ndim != 2 or self.A.shape[1] != d or self.b.shape != (len(self.A),)
-                    or self.beta.shape != self.b.shape or self.cache.shape[1:] != (n_nodes,)):
+            if (A.ndim != 2 or A.shape[1] != d or b.shape != (len(A),) or self.beta.shape != b.shape
+                    or self.cache.shape[1:] != (n_nodes,)):
                 raise ValueError("warm_start does not match this batch and model")
-        self.gram = self.A @ self.A.T
-        self.solved = len(self.b)
-        self.w = self.A.T @ self.beta / prob.alpha
+        # constraints, offsets and Gram matrix live in buffers that grow by doubling
+        self.m = len(b)
+        self._A, self._b, self._gram = A, b, A @ A.T
+        self.solved = self.m
+        self.w = A.T @ self.beta / prob.alpha
         self._snapshots: dict[int, tuple] = {}
         self.snapshot(iteration)
 
+    @property
+    def A(self) -> np.ndarray:
+        return self._A[:self.m]
+
+    @property
+    def b(self) -> np.ndarray:
+        return self._b[:self.m]
+
     def add(self, labels: np.ndarray) -> None:
         """Append the constraint of a joint labeling (``beta`` 0 for it)."""
-        prob = self.prob
+        prob, m = self.prob, self.m
         a_new = (prob.psi_true - prob.model.joint_feature(prob.batch, labels)) / prob.n
+        if m == len(self._b):
+            cap = 2 * m
+            grown = np.empty((cap, cap))
+            grown[:m, :m] = self._gram[:m, :m]
+            self._gram = grown
+            self._A = np.concatenate([self._A, np.empty_like(self._A)])
+            self._b = np.concatenate([self._b, np.empty_like(self._b)])
         g_row = self.A @ a_new
-        m = len(self.b)
-        gram = np.empty((m + 1, m + 1))
-        gram[:m, :m] = self.gram
-        gram[m, :m] = gram[:m, m] = g_row
-        gram[m, m] = a_new @ a_new
-        self.A, self.b = np.vstack([self.A, a_new]), np.append(self.b, float(prob.losses(labels).mean()))
-        self.gram, self.beta = gram, np.append(self.beta, 0.0)
+        self._gram[m, :m] = self._gram[:m, m] = g_row
+        self._gram[m, m] = a_new @ a_new
+        self._A[m], self._b[m] = a_new, float(prob.losses(labels).mean())
+        self.beta = np.append(self.beta, 0.0)
+        self.m = m + 1
 
     def solve(self) -> None:
         """Maximise the restricted dual over the simplex (no-op when nothing was added)."""
-        if self.solved == len(self.b):
+        if self.solved == self.m:
             return
         alpha = self.prob.alpha
-        lip = max(float(np.linalg.eigvalsh(self.gram)[-1]) / alpha, 1e-12)
         scale = max(float(np.abs(self.b).max()), 1e-12)
-        simplex_qp(self.gram, self.b, alpha, lip, self.beta, self.qp_max_iter, 1e-10 * scale)
-        self.solved = len(self.b)
+        # the buffers go as they are: the kernel reads their leading m x m block
+        simplex_qp(self._gram, self._b, alpha, self.beta, self.qp_max_iter, 1e-10 * scale)
+        self.solved = self.m
         self.w = self.A.T @ self.beta / alpha
 
     def slack(self) -> float:
@@ -181,8 +196,9 @@ class _WorkingSet:
         best = prob.labels.copy()
         best_val = np.zeros(prob.n)
         ex = prob.batch.example_of_node()
+        truth = prob.model.score(w, prob.batch)
         for cand in candidates:
-            h = prob.losses(cand) + prob.model.score(w, prob.batch, cand) - prob.model.score(w, prob.batch)
+            h = prob.losses(cand) + prob.model.score(w, prob.batch, cand) - truth
             better = h > best_val
             if better.any():
                 best_val = np.where(better, h, best_val)
@@ -193,7 +209,7 @@ class _WorkingSet:
     def snapshot(self, iteration: int) -> None:
         """Remember the point of history row ``iteration`` (the last two are kept)."""
         self._snapshots = {key: snap for key, snap in self._snapshots.items() if key == iteration - 1}
-        self._snapshots[iteration] = (len(self.b), self.beta.copy(), self.cache, self.w)
+        self._snapshots[iteration] = (self.m, self.beta.copy(), self.cache, self.w)
 
     def commit(self, labels: np.ndarray, cache_size: int) -> None:
         """Add the oracle pass's constraint and cache its labeling, after its row was recorded."""
@@ -203,6 +219,6 @@ class _WorkingSet:
 
     def rollback(self, iteration: int) -> None:
         """Back to the point of history row ``iteration``, the last recorded one (after an interrupt)."""
-        m, beta, self.cache, self.w = self._snapshots[iteration]
-        self.A, self.b, self.gram, self.beta = self.A[:m], self.b[:m], self.gram[:m, :m], beta.copy()
-        self.solved = m
+        self.m, beta, self.cache, self.w = self._snapshots[iteration]
+        self.beta = beta.copy()
+        self.solved = self.m
