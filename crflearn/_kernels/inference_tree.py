@@ -15,8 +15,8 @@ that underflow could cost accuracy, e.g. widely spread potentials) the entry
 is recomputed with an exact max-shifted log-sum-exp. ``-inf`` entries
 (forbidden states or pairs) are exact zeros throughout.
 
-Numerics: every sum-product log-message is normalised (its maximum subtracted,
-the constant added to the log-partition), and every probability vector or table
+Numerics: every sum-product log-message is normalised (the sender's largest
+belief subtracted, the constant added to the log-partition), and every probability vector or table
 is normalised by dividing by its sum, never through ``exp(b - logsumexp(b))``
 (at scores of 1e16 the log-sum-exp rounds to the maximum and such rows would sum
 to the number of tied states). Rows therefore sum to one within a few ulps for
@@ -138,21 +138,19 @@ def softmax_table(L, P):
 def reduce_entry(semiring, x, pw, transpose, scale, a):
     """``(op_b (x[b] + scale * Q[a, b]), argmax_b)`` with ``Q = pw`` or ``pw.T`` and ``op`` the
     maximum (``MAX``) or a max-shifted log-sum-exp (``SUM``); the first maximiser wins ties."""
-    k = x.shape[0]
+    row = pw[:, a] if transpose else pw[a, :]  # Q[a, :]
     m = -np.inf
     arg = 0
-    for b in range(k):
-        q = pw[b, a] if transpose else pw[a, b]
-        t = x[b] + scale * q
+    for b in range(x.shape[0]):
+        t = x[b] + scale * row[b]
         if t > m:
             m = t
             arg = b
     if semiring == MAX or m == -np.inf:
         return m, arg
     s = 0.0
-    for b in range(k):
-        q = pw[b, a] if transpose else pw[a, b]
-        s += np.exp(x[b] + scale * q - m)
+    for b in range(x.shape[0]):
+        s += np.exp(x[b] + scale * row[b] - m)
     return m + np.log(s), arg
 
 
@@ -165,12 +163,36 @@ def direct_message(semiring, x, pw, transpose, scale, out, arg):
 
 
 @njit(cache=True)
+def max_message_add(x, pw, transpose, acc, arg):
+    """``acc[a] += max_b (x[b] + Q[a, b])`` and ``arg[a] = argmax_b`` (first on ties), ``Q = pw`` or ``pw.T``."""
+    k = x.shape[0]
+    for a in range(k):
+        best = -np.inf
+        j = 0
+        if transpose:
+            for b in range(k):
+                t = x[b] + pw[b, a]
+                if t > best:
+                    best = t
+                    j = b
+        else:
+            for b in range(k):
+                t = x[b] + pw[a, b]
+                if t > best:
+                    best = t
+                    j = b
+        acc[a] += best
+        arg[a] = j
+
+
+@njit(cache=True)
 def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
-    """``out[a] = log sum_b exp(x[b] + Q[a, b])`` with ``Q = pw`` (or ``pw.T``) and its exp-form ``E, shift``.
+    """``out[a] = log sum_b exp(x[b] + Q[a, b]) - max(x)`` with ``Q = pw`` (or ``pw.T``) and its
+    exp-form ``E, shift``: the log-message normalised by the constant ``max(x)``.
 
     Leaves ``ex[b] = exp(x[b] - max x)`` and the fast sums ``ssum[a] = sum_b ex[b] E[a, b]``
-    behind for :func:`fast_pair_table`. Returns 0, or 1 when the exact fallback
-    was used for some entry (or ``x`` is all ``-inf``), in which case ``ex`` /
+    behind for :func:`fast_pair_table`. Returns ``(max(x), flag)`` with ``flag`` 1 when the
+    exact fallback was used for some entry (or ``x`` is all ``-inf``), in which case ``ex`` /
     ``ssum`` must not be reused.
     """
     k = x.shape[0]
@@ -181,7 +203,7 @@ def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
     if mx == -np.inf:
         for a in range(k):
             out[a] = -np.inf
-        return 1
+        return mx, 1
     for b in range(k):
         ex[b] = np.exp(x[b] - mx)
     flag = 0
@@ -195,11 +217,11 @@ def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
             s += ex[b] * E[a, b]
         ssum[a] = s
         if s > TINY:
-            out[a] = mx + shift[a] + np.log(s)
+            out[a] = shift[a] + np.log(s)
         else:  # exact fallback: the fast sum underflowed or every term is zero
             flag = 1
-            out[a] = reduce_entry(SUM, x, pw, transpose, 1.0, a)[0]
-    return flag
+            out[a] = reduce_entry(SUM, x, pw, transpose, 1.0, a)[0] - mx
+    return mx, flag
 
 
 @njit(cache=True)
@@ -297,9 +319,10 @@ def _edge_exp_form(pots, work, slot, transpose):
 def _upward(pots, sched, lo, hi, semiring, belief, msg, back, work):
     """Leaves to roots: every non-root node's message to its parent, added to the parent's belief.
 
-    ``msg[v, a] = op_b (belief[v, b] + Q[a, b])`` over the parent's states ``a``
-    (``Q[a_p, b_v]``). ``MAX`` records the maximisers in ``back[v]``; ``SUM``
-    normalises each log-message and returns the sum of the normalisers.
+    The message is ``op_b (belief[v, b] + Q[a, b])`` over the parent's states ``a``
+    (``Q[a_p, b_v]``). ``MAX`` adds it straight into the parent's belief and records
+    the maximisers in ``back[v]``; ``SUM`` keeps it in ``msg[v]`` for the downward
+    pass, normalised by the child's largest belief, and returns the sum of the normalisers.
     """
     k = belief.shape[1]
     shift = 0.0
@@ -312,11 +335,10 @@ def _upward(pots, sched, lo, hi, semiring, belief, msg, back, work):
         # Q[a_p, b_v] = pw[a_p, b_v] if the parent is edges[e, 0] else pw[b_v, a_p]
         tr = sched.parent_first[v] == 0
         if semiring == MAX:
-            direct_message(MAX, belief[v], pots.pw3[slot], tr, 1.0, msg[v], back[v])
-        else:
-            E, sh = _edge_exp_form(pots, work, slot, tr)
-            lse_message(belief[v], pots.pw3[slot], tr, E, sh, work.ex, work.ssum, msg[v])
-            shift += normalise_log(msg[v])
+            max_message_add(belief[v], pots.pw3[slot], tr, belief[p], back[v])
+            continue
+        E, sh = _edge_exp_form(pots, work, slot, tr)
+        shift += lse_message(belief[v], pots.pw3[slot], tr, E, sh, work.ex, work.ssum, msg[v])[0]
         for a in range(k):
             belief[p, a] += msg[v, a]
     return shift
@@ -385,13 +407,12 @@ def _downward(pots, sched, lo, hi, edge_mode, belief, msg, node_marg, edge_out, 
         tr = sched.parent_first[v] == 1
         slot = 0 if pots.shared else e
         E, sh = _edge_exp_form(pots, work, slot, tr)
-        flag = lse_message(cav, pots.pw3[slot], tr, E, sh, work.ex, work.ssum, work.tmp)
+        flag = lse_message(cav, pots.pw3[slot], tr, E, sh, work.ex, work.ssum, work.tmp)[1]
         if edge_mode != 2:
             # T[b_v, a_p] ∝ exp(belief_v[b] + Q[b, a] + cav[a]) (belief_v still excludes the parent side)
             if flag != 0 or fast_pair_table(belief[v], sh, E, work.ex, work.ssum, work.B, work.T) != 0:
                 pair_table(belief[v], cav, pots.pw3[slot], tr, E, sh, work.A, work.B, work.T)
             _store_pair(work.T, tr, e, edge_mode, node_marg[v], edge_out)
-        normalise_log(work.tmp)
         for b in range(k):
             belief[v, b] += work.tmp[b]
 
@@ -415,7 +436,7 @@ def forest_pass(pots, sched, active, semiring, edge_mode, node_marg, edge_out, l
     n, k = pots.unary.shape
     work = _tree_work(pots, semiring)
     belief = pots.unary.copy()
-    msg = np.empty((n, k))
+    msg = np.empty((n if semiring == SUM else 0, k))
     back = np.empty((n if semiring == MAX else 0, k), dtype=np.int64)
     for i in range(sched.node_offsets.shape[0] - 1):
         if not active[i]:
