@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,12 +9,9 @@ import numpy as np
 from .._validation import check_int, check_nonnegative, check_positive
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
-from ._history import relative_gap
-from ._loop import interrupted_message, not_converged_message
 from ._registry import get_solver_spec
 
-__all__ = ["SolverResult", "check_common", "check_warm_state", "report_progress", "warn_not_converged",
-           "warn_interrupted"]
+__all__ = ["SolverResult", "check_common", "check_warm_state"]
 
 
 @dataclass
@@ -94,23 +90,3 @@ def check_warm_state(warm_start, solver: str, alpha: float) -> dict | None:
         raise ValueError(f"warm_start was computed with alpha={float(warm_start['alpha']):g} but alpha={alpha:g}: "
                          f"{solver} can only warm start with the same alpha")
     return warm_start
-
-
-def report_progress(verbose: int, row: dict, solver: str) -> None:
-    """Print one progress line when ``verbose`` is truthy (for loops not yet on :class:`SolverLoop`)."""
-    if verbose:
-        print(f"[{solver}] iter {row['iteration']:4d}  t={row['time']:8.3f}s  primal={row['primal']:.6e}  "
-              f"dual={row['dual']:.6e}  rel.gap={relative_gap(row['gap'], row['primal']):.3e}  "
-              f"residual={row['residual']:.3e}", flush=True)
-
-
-def warn_not_converged(solver: str, max_iter: int, gap: float, tol: float, residual: float | None = None) -> None:
-    """``ConvergenceWarning`` as :meth:`SolverLoop.finish` gives it (for loops not yet on it)."""
-    from sklearn.exceptions import ConvergenceWarning
-
-    warnings.warn(not_converged_message(solver, max_iter, gap, tol, residual), ConvergenceWarning, stacklevel=3)
-
-
-def warn_interrupted(solver: str, n_iter: int) -> None:
-    """The interrupt warning of :class:`SolverLoop` (for loops not yet on it)."""
-    warnings.warn(interrupted_message(solver, n_iter), RuntimeWarning, stacklevel=3)

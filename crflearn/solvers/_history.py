@@ -100,10 +100,8 @@ class ConvergenceHistory:
 
 
 class Stopwatch:
-    """Accumulates solver time while excluding monitoring.
-
-    Use ``with watch.paused(): ...`` around gap computations and callbacks.
-    """
+    """Accumulates solver time while excluding monitoring (:meth:`pause` / :meth:`resume`;
+    :meth:`SolverLoop.monitoring` drives it)."""
 
     def __init__(self, offset: float = 0.0):
         self._total = float(offset)
@@ -124,18 +122,3 @@ class Stopwatch:
         if not self._running:
             self._start = time.perf_counter()
             self._running = True
-
-    class _Paused:
-        def __init__(self, watch):
-            self.watch = watch
-
-        def __enter__(self):
-            self.watch.pause()
-            return self.watch
-
-        def __exit__(self, *exc):
-            self.watch.resume()
-            return False
-
-    def paused(self) -> "_Paused":
-        return Stopwatch._Paused(self)
