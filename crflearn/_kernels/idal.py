@@ -470,13 +470,16 @@ def _entropy_slope(gamma, p, d, th, w, curv, r, rd, strides):
             di = d[i]
             if di == 0.0:
                 continue
+            g1 += di * th[i]
+            if w == 0.0:
+                continue
             x = p[i] + gamma * di
             if ra > 0.0:
-                g1 += di * (th[i] - w * np.log(x / ra))
+                g1 -= w * di * np.log(x / ra)
             else:
-                g1 += di * (th[i] - w * np.log(di / rd[a]))
+                g1 -= w * di * np.log(di / rd[a])
             g2 = g2 - w * di * di / x if x > 0.0 else -np.inf
-        if K > 0 and rd[a] != 0.0:
+        if K > 0 and rd[a] != 0.0 and w != 0.0:
             g2 = g2 + w * rd[a] * rd[a] / ra if ra > 0.0 else -np.inf
     return g1, g2
 
