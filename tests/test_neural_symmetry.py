@@ -10,6 +10,7 @@ from torch import nn  # noqa: E402
 from crflearn.neural.symmetry import (  # noqa: E402
     FactorizedConv2d,
     FactorizedLinear,
+    FlipSharedConv2d,
     SymmetricConv2d,
     SymmetricLinear,
     count_parameters,
@@ -55,53 +56,82 @@ def test_triangular_square_has_about_half_the_parameters():
     assert count_parameters(nn.Linear(64, 64, bias=False)) == 4096
 
 
-@pytest.mark.parametrize("groups", [2, 4])
-def test_block_mode_is_shift_invariant_and_learns_one_over_g(groups):
+def _tied(layer, mode):
+    """Whether the effective weight satisfies the constraint of ``mode`` exactly."""
+    w = layer.weight.detach()
+    if mode in ("triangular", "average"):
+        w3 = w.reshape(w.shape[0], w.shape[1], -1)
+        return all(torch.equal(b, b.transpose(0, 1)) for p in range(w3.shape[2])
+                   for b in _square_blocks(w3[:, :, p]))
+    if mode == "block":
+        return torch.equal(w, w.flip(0)) and torch.equal(w, w.flip(1))
+    return torch.equal(w, w.transpose(-1, -2))  # channel: symmetric spatial kernels
+
+
+@pytest.mark.parametrize("mode", ["triangular", "average", "block", "channel"])
+def test_exact_weight_tying_after_optimiser_steps(mode):
+    torch.manual_seed(0)
+    layers = [SymmetricConv2d(3, 5, 3, mode=mode, padding=1)]
+    if mode != "channel":
+        layers.append(SymmetricLinear(7, 4, mode=mode))
+    for layer in layers:
+        opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+        x = torch.randn(4, 3, 6, 6) if isinstance(layer, SymmetricConv2d) else torch.randn(4, 7)
+        before = layer.weight.detach().clone()
+        for _ in range(5):
+            opt.zero_grad()
+            (layer(x) - 1.0).square().sum().backward()
+            opt.step()
+        assert not torch.equal(before, layer.weight.detach())
+        assert _tied(layer, mode)
+
+
+def test_parameter_savings_per_mode():
+    assert count_parameters(SymmetricConv2d(8, 8, 3, mode="channel", bias=False)) == 8 * 8 * 6
+    assert count_parameters(SymmetricConv2d(8, 8, 3, mode="block", bias=False)) == 9 * 4 * 4
+    assert count_parameters(SymmetricConv2d(7, 5, 1, mode="block", bias=False)) == 4 * 3
+    with pytest.raises(ValueError, match="square convolution kernel"):
+        SymmetricLinear(3, 3, mode="channel")
+    with pytest.raises(ValueError, match="square convolution kernel"):
+        SymmetricConv2d(3, 3, (3, 2), mode="channel")
+
+
+def test_flip_shared_conv_copies_kernels():
     torch.manual_seed(1)
-    out, inp = 8, 12
-    layer = SymmetricLinear(inp, out, mode="block", groups=groups, bias=False)
-    w = layer.weight
-    assert count_parameters(layer) == out * inp // groups
-    # cyclic shift of the channel groups on both sides leaves the weight unchanged
-    bo, bi = out // groups, inp // groups
-    shifted = torch.roll(torch.roll(w, bo, dims=0), bi, dims=1)
-    torch.testing.assert_close(shifted, w)
-    conv = SymmetricConv2d(inp, out, 3, mode="block", groups=groups, bias=False)
-    wc = conv.weight
-    torch.testing.assert_close(torch.roll(torch.roll(wc, bo, dims=0), bi, dims=1), wc)
-    assert count_parameters(conv) == out * inp * 9 // groups
-
-
-@pytest.mark.parametrize("factor", [2, 4])
-def test_conv_channel_mode_flip_copies(factor):
-    torch.manual_seed(2)
-    conv = SymmetricConv2d(3, 8, 3, mode="channel", factor=factor, bias=False, padding=1)
+    conv = FlipSharedConv2d(3, 8, 3, factor=4, bias=False)
     w = conv.weight
-    c = 8 // factor
-    assert count_parameters(conv) == c * 3 * 9
-    torch.testing.assert_close(w[c:2 * c], torch.flip(w[:c], (-1,)))
-    if factor == 4:
-        torch.testing.assert_close(w[2 * c:3 * c], torch.flip(w[:c], (-2,)))
-        torch.testing.assert_close(w[3 * c:], torch.flip(w[:c], (-2, -1)))
-    # flip equivariance: flipping the input horizontally swaps the two channel halves, flipped
-    x = torch.randn(2, 3, 7, 5)
-    y, yf = conv(x), conv(torch.flip(x, (-1,)))
-    torch.testing.assert_close(yf[:, c:2 * c], torch.flip(y[:, :c], (-1,)), atol=1e-5, rtol=1e-5)
+    assert count_parameters(conv) == 2 * 3 * 9
+    torch.testing.assert_close(w[2:4], w[:2].flip(-1))
+    torch.testing.assert_close(w[4:6], w[:2].flip(-2))
+    torch.testing.assert_close(w[6:8], w[:2].flip(-2, -1))
+    with pytest.raises(ValueError, match="factor"):
+        FlipSharedConv2d(3, 6, 3, factor=4)
 
 
-def test_linear_channel_mode_rolls():
-    layer = SymmetricLinear(5, 6, mode="channel", factor=3, bias=False)
-    w = layer.weight
-    assert count_parameters(layer) == 2 * 5
-    torch.testing.assert_close(w[2:4], torch.roll(w[:2], 1, dims=1))
-    torch.testing.assert_close(w[4:], torch.roll(w[:2], 2, dims=1))
+@pytest.mark.parametrize("rank", [1, 3])
+def test_spectral_init_is_truncated_svd_of_dense_init(rank):
+    gen = torch.Generator().manual_seed(2)
+    layer = FactorizedLinear(7, 5, rank=rank, generator=gen)
+    full = layer.init_full_.double()
+    u, s, vh = torch.linalg.svd(full)
+    best = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    torch.testing.assert_close(layer.weight.double(), best, atol=1e-6, rtol=0)
+    # balanced factors: U^T U = V^T V = diag(S_r)
+    torch.testing.assert_close((layer.U.T @ layer.U).double(), torch.diag(s[:rank]), atol=1e-5, rtol=0)
+    torch.testing.assert_close((layer.V.T @ layer.V).double(), torch.diag(s[:rank]), atol=1e-5, rtol=0)
+    conv = FactorizedConv2d(2, 4, 3, rank=rank, generator=gen)
+    u, s, vh = torch.linalg.svd(conv.init_full_.double())
+    best = ((u[:, :rank] * s[:rank]) @ vh[:rank]).reshape(4, 2, 3, 3)
+    torch.testing.assert_close(conv.weight.double(), best, atol=1e-6, rtol=0)
+    # the dense init has the scale of nn.Linear's default (Kaiming-uniform, bound 1 / sqrt(fan_in))
+    assert float(layer.init_full_.abs().max()) <= 1 / np.sqrt(7)
 
 
 @pytest.mark.parametrize("mode", ["triangular", "average", "block", "channel"])
 def test_conv_forward_equals_plain_conv_and_gradients_flow(mode):
     torch.manual_seed(3)
-    conv = SymmetricConv2d(4, 8, (3, 2), mode=mode, padding=1, stride=1)
-    plain = nn.Conv2d(4, 8, (3, 2), padding=1)
+    conv = SymmetricConv2d(4, 8, (3, 3) if mode == "channel" else (3, 2), mode=mode, padding=1, stride=1)
+    plain = nn.Conv2d(4, 8, conv.kernel_size, padding=1)
     with torch.no_grad():
         plain.weight.copy_(conv.weight)
         plain.bias.copy_(conv.bias)
@@ -109,8 +139,8 @@ def test_conv_forward_equals_plain_conv_and_gradients_flow(mode):
     torch.testing.assert_close(conv(x), plain(x))
     if mode in ("triangular", "average"):
         w = conv.weight
-        for i in range(3):
-            for j in range(2):
+        for i in range(w.shape[2]):
+            for j in range(w.shape[3]):
                 assert _is_block_symmetric(w[:, :, i, j])
     conv(x).square().sum().backward()
     grads = [p.grad for p in conv.parameters()]
@@ -175,12 +205,8 @@ def test_count_parameters_filters_and_dedups():
 def test_errors():
     with pytest.raises(ValueError, match="mode"):
         SymmetricLinear(3, 3, mode="diagonal")
-    with pytest.raises(ValueError, match="groups=3"):
-        SymmetricLinear(4, 6, mode="block", groups=3)
-    with pytest.raises(ValueError, match="factor=4"):
-        SymmetricLinear(4, 6, mode="channel", factor=4)
-    with pytest.raises(ValueError, match="factor must be 1, 2 or 4"):
-        SymmetricConv2d(4, 6, 3, mode="channel", factor=3)
+    with pytest.raises(ValueError, match="rank must be"):
+        FactorizedLinear(3, 4, rank=4)
     with pytest.raises(TypeError, match="in_features"):
         SymmetricLinear(3.0, 3)
     with pytest.raises(ValueError, match="kernel_size"):

@@ -174,7 +174,8 @@ class GiniRelaxedLoss(torch.autograd.Function):
         if len(edges):
             ys, yt = labels[edges[:, 0]], labels[edges[:, 1]]
             true += (p[ys, yt] if p.ndim == 2 else p[np.arange(len(edges)), ys, yt]).sum()
-        value = float(res.value) - float(true)
+        # the certified upper bound of the relaxed maximum (gini_infer certifies it within tol)
+        value = float(getattr(res, "upper_bound", res.value)) - float(true)
         ctx.save_for_backward(torch.as_tensor(node_grad, dtype=unary.dtype, device=unary.device),
                               torch.as_tensor(pair_grad, dtype=pairwise.dtype, device=pairwise.device))
         return torch.as_tensor(value, dtype=unary.dtype, device=unary.device)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .symmetry import SYMMETRY_MODES, SymmetricConv2d
+from .symmetry import SYMMETRY_MODES, FlipSharedConv2d, SymmetricConv2d
 
 __all__ = ["NodeMLP", "LetterCNN", "BiLSTMTagger", "GridCNN"]
 
@@ -66,18 +66,18 @@ class LetterCNN(nn.Module):
         Width of the fully connected layer.
     dropout : float
     symmetry : str or None
-        None for plain convolutions, else a mode of
-        :class:`~crflearn.neural.symmetry.SymmetricConv2d` used for both
-        convolutions (``"channel"`` with ``factor=2``: flip-shared kernels;
-        ``"triangular"``: symmetric channel blocks; a layer with one input
-        channel uses ``"channel"`` whenever the mode saves nothing there).
+        None for plain convolutions; a mode of
+        :class:`~crflearn.neural.symmetry.SymmetricConv2d` (``"triangular"``,
+        ``"average"``, ``"block"``, ``"channel"``: the constraints of Hu et al. 2019)
+        for both convolutions; or ``"flip"`` for
+        :class:`~crflearn.neural.symmetry.FlipSharedConv2d` (``factor=2``).
     """
 
     def __init__(self, n_states: int, image_shape: tuple[int, int] = (16, 8), channels: tuple[int, int] = (32, 64),
                  hidden: int = 256, dropout: float = 0.3, symmetry: str | None = None):
         super().__init__()
-        if symmetry is not None and symmetry not in SYMMETRY_MODES:
-            raise ValueError(f"symmetry must be None or one of {SYMMETRY_MODES}, got {symmetry!r}")
+        if symmetry is not None and symmetry not in SYMMETRY_MODES + ("flip",):
+            raise ValueError(f"symmetry must be None, 'flip' or one of {SYMMETRY_MODES}, got {symmetry!r}")
         h, w = image_shape
         if h < 4 or w < 4:
             raise ValueError(f"image_shape must be at least (4, 4) for two 2x2 poolings, got {image_shape}")
@@ -87,8 +87,9 @@ class LetterCNN(nn.Module):
         def conv(cin, cout):
             if symmetry is None:
                 return nn.Conv2d(cin, cout, 3, padding=1)
-            mode = "channel" if (cin == 1 and symmetry in ("triangular", "average", "block")) else symmetry
-            return SymmetricConv2d(cin, cout, 3, mode=mode, padding=1)
+            if symmetry == "flip":
+                return FlipSharedConv2d(cin, cout, 3, factor=2, padding=1)
+            return SymmetricConv2d(cin, cout, 3, mode=symmetry, padding=1)
 
         self.features = nn.Sequential(
             conv(1, c1), nn.ReLU(), nn.MaxPool2d(2),

@@ -1,44 +1,48 @@
-"""Parameter-saving layers with symmetric weights, and soft alternatives.
+"""Parameter-saving layers: symmetric weights (Hu et al. 2019), flip sharing, low-rank factors.
 
-Hard constraints (the layer stores fewer numbers and builds the effective
-weight on the fly; :attr:`weight` is always the effective weight, so
-``layer(x)`` equals a plain layer using ``layer.weight``):
+Symmetric layers (:class:`SymmetricLinear`, :class:`SymmetricConv2d`) impose the hard
+symmetry constraints of Hu, Zagoruyko & Komodakis (2019). The layer stores fewer numbers
+and builds the effective weight on the fly (:attr:`weight`), so ``layer(x)`` equals a plain
+layer using ``layer.weight``. The constraints hold exactly after any optimiser step (the
+effective weight is a function of the stored parameters), which the tests check per mode:
 
 ``"triangular"``
-    Each square channel block is symmetric and stored as its upper triangle
-    (``m (m + 1) / 2`` numbers instead of ``m^2``). For a non-square channel
-    matrix ``(out, in)`` with ``m = min(out, in)``, the longer axis is cut into
-    ``floor(max / m)`` square ``m x m`` blocks that are each symmetric; a
-    leftover strip (when ``max`` is not a multiple of ``m``) is stored densely.
-    For convolutions the constraint applies to the channel matrix
-    ``W[:, :, i, j]`` at every kernel position (so a layer with one input
-    channel saves nothing).
+    The channel matrix ``W[:, :, p]`` at every kernel position is symmetric, stored as its
+    upper triangle, ``W = triu(P) + triu(P, 1)^T`` (``m (m + 1) / 2`` numbers instead of
+    ``m^2``). The paper defines it for square matrices; for ``(out, in)`` with
+    ``m = min(out, in)`` the longer axis is cut here into ``floor(max / m)`` symmetric
+    ``m x m`` blocks plus a dense leftover strip.
 ``"average"``
-    The same block structure, but every block is stored densely and the
-    effective block is ``(B + B^T) / 2``: symmetric, with as many parameters as
-    a plain layer (a re-parametrisation, useful as a control).
+    The same symmetry as ``"triangular"`` through ``W = (P + P^T) / 2`` with a dense ``P``
+    (as many stored numbers as a plain layer: a re-parametrisation, not a saving).
 ``"block"``
-    Block symmetry over ``groups`` channel groups (both ``in`` and ``out`` must
-    be divisible by ``groups``): the ``g x g`` grid of channel blocks is block
-    circulant, ``W[i, j] = B[(j - i) mod g]``, so only one block row
-    (a ``1/g`` fraction) is learned and the layer is equivariant to cyclic
-    shifts of the channel groups.
+    Block symmetry: the channel matrix is invariant under reversing the order of the output
+    channels and, separately, of the input channels, ``W[i, j] = W[out-1-i, j] = W[i, in-1-j]``:
+    one corner block (about a quarter) is learned and mirrored into the other three.
 ``"channel"``
-    Channel-wise sharing: ``out / factor`` output channels are learned, the
-    others are generated from them. For :class:`SymmetricConv2d` the copies are
-    spatial flips of the learned kernels (``factor`` 2: identity and horizontal
-    flip; 4: also vertical and both flips), giving flip-equivariant features.
-    For :class:`SymmetricLinear` copy ``c`` is the learned block rolled by ``c``
-    positions along the input axis.
+    Channel-wise symmetry (convolutions with square kernels only): every spatial kernel
+    ``W[o, i]`` is a symmetric matrix, ``W[o, i, a, b] = W[o, i, b, a]``, stored as its upper
+    triangle (6 numbers instead of 9 for 3x3 kernels).
 
-Soft options (no parameter saving by themselves): :func:`symmetry_penalty`
-(``sum ||B - B^T||_F^2`` over square channel blocks of plain layers) and, as a
-second parameter-saving route, the low-rank :class:`FactorizedLinear` /
-:class:`FactorizedConv2d` with Frobenius decay ``||U V^T||_F^2`` (Khodak et
-al., 2021) instead of weight decay on ``U`` and ``V``.
+:func:`symmetry_penalty` is the soft alternative (``sum ||B - B^T||_F^2`` over the square
+channel blocks of plain layers, added to the loss).
+
+:class:`FlipSharedConv2d` is a different kind of sharing, not from that paper: output
+channels come in groups of ``factor`` whose kernels are spatial flips of one learned kernel.
+No equivariance property is claimed for any of these layers.
+
+:class:`FactorizedLinear` / :class:`FactorizedConv2d` are low-rank layers ``W = U V^T``
+with the spectral initialisation and Frobenius decay of Khodak et al. (2021): a
+standard-initialised full weight is replaced by its rank-``r`` truncated SVD
+``U_r S_r V_r^T`` with factors ``U = U_r sqrt(S_r)`` and ``V = V_r sqrt(S_r)``, and the
+penalty is ``||U V^T||_F^2`` (:func:`frobenius_decay`; ``NeuralCRF(frobenius_decay=...)``)
+instead of weight decay on ``U`` and ``V``.
 
 References
 ----------
+Hu, S. X., Zagoruyko, S. and Komodakis, N. (2019). Exploring weight symmetry in deep
+neural networks. Computer Vision and Image Understanding 187. arXiv:1812.11027.
+
 Khodak, M., Tenenholtz, N., Mackey, L. and Fusi, N. (2021). Initialization and
 regularization of factorized neural layers. ICLR.
 """
@@ -57,6 +61,7 @@ __all__ = [
     "SYMMETRY_MODES",
     "SymmetricLinear",
     "SymmetricConv2d",
+    "FlipSharedConv2d",
     "FactorizedLinear",
     "FactorizedConv2d",
     "symmetry_penalty",
@@ -67,58 +72,71 @@ __all__ = [
 SYMMETRY_MODES = ("triangular", "average", "block", "channel")
 
 
+def _uniform(shape, bound, generator):
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+
+def _triangle_index(m: int) -> torch.Tensor:
+    """``(m, m)`` index into the ``m (m + 1) / 2`` upper-triangle entries, symmetric."""
+    iu = torch.triu_indices(m, m)
+    index = torch.zeros(m, m, dtype=torch.long)
+    index[iu[0], iu[1]] = torch.arange(iu.shape[1])
+    index[iu[1], iu[0]] = torch.arange(iu.shape[1])
+    return index
+
+
+def _fold(n: int) -> torch.Tensor:
+    """Index ``min(i, n - 1 - i)``: mirror positions share an entry."""
+    i = torch.arange(n)
+    return torch.minimum(i, n - 1 - i)
+
 
 class _SymmetricWeight(nn.Module):
     """Parametrisation of a weight ``(out, in, *kernel)`` under one symmetry mode.
 
-    Internally the weight is handled as ``S`` channel matrices ``(S, out, in)``,
-    ``S = prod(kernel)`` (1 for a linear layer).
+    The weight is handled as ``S`` channel matrices ``(S, out, in)``, ``S = prod(kernel)``
+    (1 for a linear layer); the channel mode works on the kernels instead.
     """
 
+    accepts_generator = True
+
     def __init__(self, out_features: int, in_features: int, kernel: tuple[int, ...], mode: str,
-                 groups: int, factor: int):
+                 generator: torch.Generator | None = None):
         super().__init__()
         if mode not in SYMMETRY_MODES:
             raise ValueError(f"mode must be one of {SYMMETRY_MODES}, got {mode!r}")
         self.out_features, self.in_features, self.kernel, self.mode = out_features, in_features, kernel, mode
-        self.n_pos = math.prod(kernel)
-        fan_in = in_features * self.n_pos
-        bound = 1.0 / math.sqrt(fan_in)  # variance of the default (Kaiming-uniform, a=sqrt(5)) init
-        s = self.n_pos
-        if mode in ("triangular", "average"):
-            m = min(out_features, in_features)
-            self.m, self.q = m, max(out_features, in_features) // m
-            self.r = max(out_features, in_features) - self.q * m
-            self.rows_long = out_features > in_features
+        self.n_pos = s = math.prod(kernel)
+        m = min(out_features, in_features)
+        self.m, self.q = m, max(out_features, in_features) // m
+        self.r = max(out_features, in_features) - self.q * m
+        self.rows_long = out_features > in_features
+        if mode == "triangular":
+            self.register_buffer("_index", _triangle_index(m), persistent=False)
+            self.tri = nn.Parameter(torch.empty(s, self.q, m * (m + 1) // 2))
             rest_shape = (s, self.r, m) if self.rows_long else (s, m, self.r)
-            if mode == "triangular":
-                iu = torch.triu_indices(m, m)
-                index = torch.zeros(m, m, dtype=torch.long)
-                index[iu[0], iu[1]] = torch.arange(iu.shape[1])
-                index[iu[1], iu[0]] = torch.arange(iu.shape[1])
-                self.register_buffer("_index", index, persistent=False)
-                self.tri = nn.Parameter(torch.empty(s, self.q, iu.shape[1]).uniform_(-bound, bound))
-                self.rest = nn.Parameter(torch.empty(rest_shape).uniform_(-bound, bound)) if self.r else None
-            else:
-                self.raw = nn.Parameter(torch.empty(s, out_features, in_features).uniform_(-bound, bound))
+            self.rest = nn.Parameter(torch.empty(rest_shape)) if self.r else None
+        elif mode == "average":
+            self.raw = nn.Parameter(torch.empty(s, out_features, in_features))
         elif mode == "block":
-            g = check_int(groups, "groups")
-            if out_features % g or in_features % g:
-                raise ValueError(f"groups={g} must divide both the input ({in_features}) and the output "
-                                 f"({out_features}) channels")
-            self.groups = g
-            self.blocks = nn.Parameter(torch.empty(s, g, out_features // g, in_features // g)
-                                       .uniform_(-bound, bound))
-            i = torch.arange(g)
-            self.register_buffer("_shift", (i[None, :] - i[:, None]) % g, persistent=False)
-        else:  # channel
-            r = check_int(factor, "factor")
-            if out_features % r:
-                raise ValueError(f"factor={r} must divide the output channels ({out_features})")
-            if kernel and r not in (1, 2, 4):
-                raise ValueError(f"factor must be 1, 2 or 4 for convolutions (spatial flips), got {r}")
-            self.factor = r
-            self.base = nn.Parameter(torch.empty(out_features // r, in_features, *kernel).uniform_(-bound, bound))
+            self.register_buffer("_rows", _fold(out_features), persistent=False)
+            self.register_buffer("_cols", _fold(in_features), persistent=False)
+            self.corner = nn.Parameter(torch.empty(s, (out_features + 1) // 2, (in_features + 1) // 2))
+        else:  # channel: symmetric spatial kernels
+            if len(kernel) != 2 or kernel[0] != kernel[1]:
+                raise ValueError(f"mode='channel' (symmetric spatial kernels) needs a square convolution "
+                                 f"kernel, got kernel size {kernel if kernel else 'none (a linear layer)'}")
+            k = kernel[0]
+            self.register_buffer("_index", _triangle_index(k), persistent=False)
+            self.tri = nn.Parameter(torch.empty(out_features, in_features, k * (k + 1) // 2))
+        self.reset_parameters(generator=generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform ``(-1/sqrt(fan_in), 1/sqrt(fan_in))`` stored entries (the scale of a default layer)."""
+        bound = 1.0 / math.sqrt(self.in_features * self.n_pos)
+        with torch.no_grad():
+            for p in self.parameters(recurse=False):
+                p.copy_(_uniform(p.shape, bound, generator))
 
     def _stack_blocks(self, blocks: torch.Tensor, rest: torch.Tensor | None) -> torch.Tensor:
         """(S, q, m, m) square blocks + leftover strip -> (S, out, in)."""
@@ -129,52 +147,58 @@ class _SymmetricWeight(nn.Module):
         w = blocks.permute(0, 2, 1, 3).reshape(s, m, q * m)
         return torch.cat([w, rest], dim=2) if rest is not None else w
 
-    def _matrices(self) -> torch.Tensor:
-        """The effective weight as ``(S, out, in)`` (not for the channel mode)."""
-        s, m, q = self.n_pos, getattr(self, "m", 0), getattr(self, "q", 0)
-        if self.mode == "triangular":
-            return self._stack_blocks(self.tri[:, :, self._index], self.rest)
-        if self.mode == "average":
-            raw = self.raw
-            if self.rows_long:
-                sq = raw[:, : q * m].reshape(s, q, m, m)
-                rest = raw[:, q * m:] if self.r else None
-            else:
-                sq = raw[:, :, : q * m].reshape(s, m, q, m).permute(0, 2, 1, 3)
-                rest = raw[:, :, q * m:] if self.r else None
-            return self._stack_blocks(0.5 * (sq + sq.transpose(-1, -2)), rest)
-        # block circulant: grid[i, j] = blocks[(j - i) mod g]
-        grid = self.blocks[:, self._shift]  # (S, g, g, out/g, in/g)
-        return grid.permute(0, 1, 3, 2, 4).reshape(s, self.out_features, self.in_features)
+    def _average(self) -> torch.Tensor:
+        s, m, q, raw = self.n_pos, self.m, self.q, self.raw
+        if self.rows_long:
+            sq = raw[:, : q * m].reshape(s, q, m, m)
+            rest = raw[:, q * m:] if self.r else None
+        else:
+            sq = raw[:, :, : q * m].reshape(s, m, q, m).permute(0, 2, 1, 3)
+            rest = raw[:, :, q * m:] if self.r else None
+        return self._stack_blocks(0.5 * (sq + sq.transpose(-1, -2)), rest)
 
     def forward(self) -> torch.Tensor:
         """The effective weight ``(out, in, *kernel)``."""
         if self.mode == "channel":
-            base, r = self.base, self.factor
-            if not self.kernel:
-                copies = [torch.roll(base, shifts=c, dims=1) for c in range(r)]
-            else:
-                flips = [(), (-1,), (-2,), (-2, -1)][:r]
-                copies = [base if not dims else torch.flip(base, dims) for dims in flips]
-            return torch.cat(copies, dim=0)
-        w = self._matrices()  # (S, out, in)
+            return self.tri[:, :, self._index]
+        if self.mode == "triangular":
+            w = self._stack_blocks(self.tri[:, :, self._index], self.rest)
+        elif self.mode == "average":
+            w = self._average()
+        else:
+            w = self.corner[:, self._rows][:, :, self._cols]
         return w.permute(1, 2, 0).reshape(self.out_features, self.in_features, *self.kernel)
 
 
+def _bias(n: int, fan_in: int, enabled: bool) -> nn.Parameter | None:
+    return nn.Parameter(torch.empty(n)) if enabled else None
+
+
+def _reset_bias(bias, fan_in, generator):
+    if bias is not None:
+        with torch.no_grad():
+            bias.copy_(_uniform(bias.shape, 1.0 / math.sqrt(fan_in), generator))
+
+
+def _kernel_size(kernel_size) -> tuple[int, int]:
+    ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    if len(ks) != 2 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"kernel_size must be a positive int or a pair of them, got {kernel_size!r}")
+    return ks
+
+
 class SymmetricLinear(nn.Module):
-    """Linear layer ``y = x W^T + b`` with a symmetric (structured) weight.
+    """Linear layer ``y = x W^T + b`` with a symmetric weight (Hu et al. 2019).
 
     Parameters
     ----------
     in_features, out_features : int
-    mode : {"triangular", "average", "block", "channel"}
-        See the module docstring.
+    mode : {"triangular", "average", "block"}
+        See the module docstring (``"channel"`` needs convolution kernels).
     bias : bool
         Learn an additive bias (not constrained).
-    groups : int
-        Number of channel groups for ``mode="block"``.
-    factor : int
-        Output channels per learned channel for ``mode="channel"``.
+    generator : torch.Generator, optional
+        Source of the initial values (default: torch's global generator).
 
     Attributes
     ----------
@@ -182,15 +206,21 @@ class SymmetricLinear(nn.Module):
         The effective weight (a property, rebuilt from the learned parameters).
     """
 
+    accepts_generator = True
+
     def __init__(self, in_features: int, out_features: int, mode: str = "triangular", bias: bool = True,
-                 *, groups: int = 2, factor: int = 2):
+                 *, generator: torch.Generator | None = None):
         super().__init__()
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
         self.mode = mode
-        self._param = _SymmetricWeight(self.out_features, self.in_features, (), mode, groups, factor)
-        bound = 1.0 / math.sqrt(self.in_features)
-        self.bias = nn.Parameter(torch.empty(self.out_features).uniform_(-bound, bound)) if bias else None
+        self._param = _SymmetricWeight(self.out_features, self.in_features, (), mode, generator)
+        self.bias = _bias(self.out_features, self.in_features, bias)
+        _reset_bias(self.bias, self.in_features, generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        self._param.reset_parameters(generator)
+        _reset_bias(self.bias, self.in_features, generator)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -205,23 +235,19 @@ class SymmetricLinear(nn.Module):
 
 
 class SymmetricConv2d(nn.Module):
-    """2-D convolution whose kernel bank has a symmetric (structured) channel structure.
+    """2-D convolution with symmetric weights (Hu et al. 2019).
 
     Parameters
     ----------
     in_channels, out_channels : int
     kernel_size : int or (int, int)
     mode : {"triangular", "average", "block", "channel"}
-        See the module docstring; ``"triangular"``/``"average"``/``"block"`` act
-        on the ``(out, in)`` channel matrix at each kernel position,
-        ``"channel"`` generates output channels by spatial flips.
+        See the module docstring: the first three constrain the ``(out, in)`` channel matrix
+        at every kernel position, ``"channel"`` makes every spatial kernel symmetric.
     stride, padding : int or (int, int)
         As in :class:`torch.nn.Conv2d`.
     bias : bool
-    groups : int
-        Channel groups for ``mode="block"``.
-    factor : {1, 2, 4}
-        Output channels per learned channel for ``mode="channel"``.
+    generator : torch.Generator, optional
 
     Attributes
     ----------
@@ -229,19 +255,23 @@ class SymmetricConv2d(nn.Module):
         The effective kernel bank.
     """
 
+    accepts_generator = True
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, mode: str = "triangular",
-                 stride=1, padding=0, bias: bool = True, *, groups: int = 2, factor: int = 2):
+                 stride=1, padding=0, bias: bool = True, *, generator: torch.Generator | None = None):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels")
         self.out_channels = check_int(out_channels, "out_channels")
-        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        if len(ks) != 2 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-            raise ValueError(f"kernel_size must be a positive int or a pair of them, got {kernel_size!r}")
-        self.kernel_size = ks
+        self.kernel_size = _kernel_size(kernel_size)
         self.stride, self.padding, self.mode = stride, padding, mode
-        self._param = _SymmetricWeight(self.out_channels, self.in_channels, ks, mode, groups, factor)
-        bound = 1.0 / math.sqrt(self.in_channels * ks[0] * ks[1])
-        self.bias = nn.Parameter(torch.empty(self.out_channels).uniform_(-bound, bound)) if bias else None
+        self._param = _SymmetricWeight(self.out_channels, self.in_channels, self.kernel_size, mode, generator)
+        self._fan_in = self.in_channels * math.prod(self.kernel_size)
+        self.bias = _bias(self.out_channels, self._fan_in, bias)
+        _reset_bias(self.bias, self._fan_in, generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        self._param.reset_parameters(generator)
+        _reset_bias(self.bias, self._fan_in, generator)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -255,29 +285,106 @@ class SymmetricConv2d(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
 
 
-class FactorizedLinear(nn.Module):
-    """Low-rank linear layer ``W = U V^T`` (``U`` (out, rank), ``V`` (in, rank)).
+class FlipSharedConv2d(nn.Module):
+    """Convolution whose output channels come in groups of spatially flipped copies of learned kernels.
 
-    Train with :meth:`frobenius_decay` (``||U V^T||_F^2``) added to the loss
-    instead of weight decay on the factors (Khodak et al., 2021).
+    ``out_channels / factor`` kernels are learned; the bank is
+    ``[K, flip_w(K)]`` (``factor=2``) or ``[K, flip_w(K), flip_h(K), flip_hw(K)]``
+    (``factor=4``), concatenated along the output channels. This is parameter sharing, not
+    a symmetry constraint of Hu et al., and no equivariance is claimed.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    factor : {1, 2, 4}
+        Output channels per learned kernel; must divide ``out_channels``.
+    stride, padding, bias
+        As in :class:`torch.nn.Conv2d`.
+    generator : torch.Generator, optional
+    """
+
+    accepts_generator = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, factor: int = 2, stride=1, padding=0,
+                 bias: bool = True, *, generator: torch.Generator | None = None):
+        super().__init__()
+        self.in_channels = check_int(in_channels, "in_channels")
+        self.out_channels = check_int(out_channels, "out_channels")
+        self.kernel_size = _kernel_size(kernel_size)
+        if factor not in (1, 2, 4) or isinstance(factor, bool):
+            raise ValueError(f"factor must be 1, 2 or 4 (spatial flips), got {factor!r}")
+        if self.out_channels % factor:
+            raise ValueError(f"factor={factor} must divide the output channels ({self.out_channels})")
+        self.factor, self.stride, self.padding = factor, stride, padding
+        self._fan_in = self.in_channels * math.prod(self.kernel_size)
+        self.base = nn.Parameter(torch.empty(self.out_channels // factor, self.in_channels, *self.kernel_size))
+        self.bias = _bias(self.out_channels, self._fan_in, bias)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            self.base.copy_(_uniform(self.base.shape, 1.0 / math.sqrt(self._fan_in), generator))
+        _reset_bias(self.bias, self._fan_in, generator)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        flips = [(), (-1,), (-2,), (-2, -1)][: self.factor]
+        return torch.cat([self.base if not dims else torch.flip(self.base, dims) for dims in flips], dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+def _spectral_factors(full: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U_r sqrt(S_r), V_r sqrt(S_r))`` of the rank-``rank`` truncated SVD of ``full`` (out, in)."""
+    u, s, vh = torch.linalg.svd(full.double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return (u[:, :rank] * root).to(full.dtype), (vh[:rank].T * root).to(full.dtype)
+
+
+class FactorizedLinear(nn.Module):
+    """Low-rank linear layer ``W = U V^T`` (``U`` (out, rank), ``V`` (in, rank)), Khodak et al. (2021).
+
+    Spectral initialisation: a standard-initialised full weight (Kaiming-uniform, as
+    :class:`torch.nn.Linear`) is replaced by its rank-``rank`` truncated SVD, with factors
+    ``U = U_r sqrt(S_r)`` and ``V = V_r sqrt(S_r)``. Train with :meth:`frobenius_decay`
+    (``||U V^T||_F^2``) instead of weight decay on ``U`` and ``V``.
 
     Parameters
     ----------
     in_features, out_features, rank : int
+        ``rank <= min(in_features, out_features)``.
     bias : bool
+    generator : torch.Generator, optional
     """
 
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+    accepts_generator = True
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, *,
+                 generator: torch.Generator | None = None):
         super().__init__()
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
         self.rank = check_int(rank, "rank")
-        # spectral init: the product has roughly the scale of a default dense init
-        scale = (1.0 / in_features) ** 0.25 / rank ** 0.25
-        self.U = nn.Parameter(torch.empty(out_features, rank).uniform_(-scale, scale))
-        self.V = nn.Parameter(torch.empty(in_features, rank).uniform_(-scale, scale))
-        bound = 1.0 / math.sqrt(in_features)
-        self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound)) if bias else None
+        if self.rank > min(self.in_features, self.out_features):
+            raise ValueError(f"rank must be <= min(in_features, out_features) = "
+                             f"{min(self.in_features, self.out_features)}, got {rank}")
+        self.U = nn.Parameter(torch.empty(self.out_features, self.rank))
+        self.V = nn.Parameter(torch.empty(self.in_features, self.rank))
+        self.bias = _bias(self.out_features, self.in_features, bias)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Spectral initialisation; the dense matrix it started from is kept as ``init_full_``."""
+        full = torch.empty(self.out_features, self.in_features)
+        nn.init.kaiming_uniform_(full, a=math.sqrt(5), generator=generator)
+        u, v = _spectral_factors(full, self.rank)
+        with torch.no_grad():
+            self.U.copy_(u)
+            self.V.copy_(v)
+        self.init_full_ = full
+        _reset_bias(self.bias, self.in_features, generator)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -296,32 +403,48 @@ class FactorizedLinear(nn.Module):
 
 
 class FactorizedConv2d(nn.Module):
-    """Low-rank convolution: a ``rank``-channel convolution followed by a 1x1 mixing ``U``.
+    """Low-rank convolution: a ``rank``-channel convolution ``V`` followed by a 1x1 mixing ``U``.
 
     The effective kernel is ``W[o] = sum_r U[o, r] V[r]`` with ``V`` of shape
-    ``(rank, in, kh, kw)``; :meth:`frobenius_decay` is ``||U V||_F^2``.
+    ``(rank, in, kh, kw)``; spectral initialisation as :class:`FactorizedLinear` on the
+    ``(out, in * kh * kw)`` matrix of a standard-initialised convolution;
+    :meth:`frobenius_decay` is ``||U V||_F^2``.
 
     Parameters
     ----------
     in_channels, out_channels, kernel_size, rank
     stride, padding, bias
         As in :class:`torch.nn.Conv2d`.
+    generator : torch.Generator, optional
     """
 
+    accepts_generator = True
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, rank: int, stride=1, padding=0,
-                 bias: bool = True):
+                 bias: bool = True, *, generator: torch.Generator | None = None):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels")
         self.out_channels = check_int(out_channels, "out_channels")
         self.rank = check_int(rank, "rank")
-        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.kernel_size, self.stride, self.padding = ks, stride, padding
-        fan_in = in_channels * ks[0] * ks[1]
-        scale = (1.0 / fan_in) ** 0.25 / rank ** 0.25
-        self.U = nn.Parameter(torch.empty(out_channels, rank).uniform_(-scale, scale))
-        self.V = nn.Parameter(torch.empty(rank, in_channels, *ks).uniform_(-scale, scale))
-        bound = 1.0 / math.sqrt(fan_in)
-        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
+        self.kernel_size, self.stride, self.padding = _kernel_size(kernel_size), stride, padding
+        self._fan_in = self.in_channels * math.prod(self.kernel_size)
+        if self.rank > min(self.out_channels, self._fan_in):
+            raise ValueError(f"rank must be <= min(out_channels, in_channels * kh * kw) = "
+                             f"{min(self.out_channels, self._fan_in)}, got {rank}")
+        self.U = nn.Parameter(torch.empty(self.out_channels, self.rank))
+        self.V = nn.Parameter(torch.empty(self.rank, self.in_channels, *self.kernel_size))
+        self.bias = _bias(self.out_channels, self._fan_in, bias)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        full = torch.empty(self.out_channels, self._fan_in)
+        nn.init.kaiming_uniform_(full, a=math.sqrt(5), generator=generator)
+        u, v = _spectral_factors(full, self.rank)
+        with torch.no_grad():
+            self.U.copy_(u)
+            self.V.copy_(v.T.reshape(self.V.shape))
+        self.init_full_ = full
+        _reset_bias(self.bias, self._fan_in, generator)
 
     @property
     def weight(self) -> torch.Tensor:
