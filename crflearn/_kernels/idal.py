@@ -38,7 +38,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simplex import michelot_threshold, project_simplex
+from .simplex import candidates_above, michelot_threshold, project_simplex
 
 __all__ = ["IdalGraph", "IdalState", "IdalWeights", "IdalEntropy", "IdalScratch", "GINI", "SHANNON",
            "make_scratch", "idal_sweep", "idal_outer", "clique_order"]
@@ -344,24 +344,12 @@ def _edge_threshold(src, inv_2k, low, buf, cidx):
     """Projection threshold of ``src * inv_2k``: Michelot on the candidates above ``low`` when
     they provably contain the support (``sum (x - low)_+ >= 1``), else above ``max - 1``.
     Returns ``(tau, ns)`` with the support compacted into ``buf[:ns]``, ``cidx[:ns]``."""
-    KK = src.shape[0]
-    n = 0
-    for i in range(KK):
-        x = src[i] * inv_2k
-        buf[n] = x
-        cidx[n] = i
-        n += x > low
+    n = candidates_above(src, inv_2k, low, buf, cidx)
     excess = 0.0
     for j in range(n):
         excess += buf[j] - low
     if not excess >= 1.0:
-        low = _edge_max(src, KK) * inv_2k - 1.0
-        n = 0
-        for i in range(KK):
-            x = src[i] * inv_2k
-            buf[n] = x
-            cidx[n] = i
-            n += x > low
+        n = candidates_above(src, inv_2k, _edge_max(src, src.shape[0]) * inv_2k - 1.0, buf, cidx)
     return michelot_threshold(buf, cidx, n)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["project_simplex", "simplex_threshold", "michelot_threshold"]
+__all__ = ["project_simplex", "simplex_threshold", "michelot_threshold", "candidates_above"]
 
 
 @njit(cache=True)
@@ -45,15 +45,22 @@ def simplex_threshold(v, scale, buf, idx):
         x = v[i]
         if x > vmax:
             vmax = x
-    low = vmax * scale - 1.0
-    # candidates: only entries above max - 1 can be in the support (branch-free compaction)
+    # candidates: only entries above max - 1 can be in the support
+    n = candidates_above(v, scale, vmax * scale - 1.0, buf, idx)
+    return michelot_threshold(buf, idx, n)[0]
+
+
+@njit(cache=True)
+def candidates_above(v, scale, low, buf, idx):
+    """Branch-free compaction of the entries of ``v * scale`` above ``low`` into ``buf``, ``idx``
+    (original order); returns their number."""
     n = 0
-    for i in range(m):
+    for i in range(v.shape[0]):
         x = v[i] * scale
         buf[n] = x
         idx[n] = i
         n += x > low
-    return michelot_threshold(buf, idx, n)[0]
+    return n
 
 
 @njit(cache=True)

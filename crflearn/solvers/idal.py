@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.idal_engine import MonitorSchedule, drive, initial_rho_range
+from .._validation import check_positive
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
 from ._base import SolverResult, check_common
@@ -141,34 +142,48 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
                                                             model.n_states)
     if warm is not None and rho is None and "rho" in warm_start:
-        rho = check_positive_rho(warm_start["rho"])
+        rho = check_positive(warm_start["rho"], "warm_start['rho']")
     rho0 = default_rho(batch, model, alpha, kappa) if rho is None else rho
     engine = build_engine(batch, model, alpha=alpha, kappa=kappa, rho=rho0, entropy=entropy,
                           loss_augmented=bool(loss_augmented), warm=warm,
                           rng=np.random.default_rng(random_state), inner_epochs=inner_epochs, sampling=sampling)
-    exact_ok = batch.is_forest()
-    history = ConvergenceHistory(extra=_DIAGNOSTICS + ("rho",) + (("exact_primal",) if exact_ok else ()),
+    history = ConvergenceHistory(extra=_DIAGNOSTICS + ("rho",) + (("exact_primal",) if batch.is_forest() else ()),
                                  start=None if warm_start is None else warm_start.get("history"))
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback, history=history)
-    oracle0, it0 = history.last_oracle_calls, history.last_iteration
-    calls_per_step = inner_epochs * batch.n_examples
-
-    def record(it: int, row: dict) -> bool:
-        w = model.from_kernel(*engine.weights)
-        extra = {key: row[key] for key in _DIAGNOSTICS}
-        extra["rho"] = engine.rho
-        if exact_ok and (len(loop.history) + 1) % _EXACT_EVERY == 0:
-            with loop.monitoring():
-                extra["exact_primal"] = exact_primal(model, batch, w, alpha, engine.graph.base_n)
-        return loop.record(it, primal=row["primal"], dual=row["dual"], gap=row["gap"], residual=row["residual"],
-                           w=w, oracle_calls=oracle0 + (it - it0) * calls_per_step, **extra)
-
     with loop:
-        drive(engine, loop.iterations(), record, schedule=MonitorSchedule(monitor_every, tol),
-              is_last=lambda it: loop.is_last, rel_gap=lambda row: relative_gap(row["gap"], row["primal"]),
+        drive(engine, loop.iterations(), _Recorder(engine, loop, model, batch, alpha, inner_epochs),
+              schedule=MonitorSchedule(monitor_every, tol), is_last=lambda it: loop.is_last,
+              rel_gap=lambda row: relative_gap(row["gap"], row["primal"]),
               adaptive=rho_schedule == "adaptive", rho_bounds=initial_rho_range(rho0), monitoring=loop.monitoring)
     if loop.interrupted:  # the interrupted sweep may have left zeta stale
         engine.rebuild_zeta()
+    return _result(engine, loop, model, batch, kappa, entropy)
+
+
+class _Recorder:
+    """Turns a certificate row of the engine into a :class:`SolverLoop` record (weights, exact primal)."""
+
+    def __init__(self, engine, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, alpha: float,
+                 inner_epochs: int):
+        self.engine, self.loop, self.model, self.batch, self.alpha = engine, loop, model, batch, alpha
+        self.exact_ok = batch.is_forest()
+        self.oracle0, self.it0 = loop.history.last_oracle_calls, loop.history.last_iteration
+        self.calls_per_step = inner_epochs * batch.n_examples
+
+    def __call__(self, it: int, row: dict) -> bool:
+        loop, engine = self.loop, self.engine
+        w = self.model.from_kernel(*engine.weights)
+        extra = {key: row[key] for key in _DIAGNOSTICS}
+        extra["rho"] = engine.rho
+        if self.exact_ok and (len(loop.history) + 1) % _EXACT_EVERY == 0:
+            with loop.monitoring():
+                extra["exact_primal"] = exact_primal(self.model, self.batch, w, self.alpha, engine.graph.base_n)
+        return loop.record(it, primal=row["primal"], dual=row["dual"], gap=row["gap"], residual=row["residual"],
+                           w=w, oracle_calls=self.oracle0 + (it - self.it0) * self.calls_per_step, **extra)
+
+
+def _result(engine, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, kappa: float,
+            entropy: str) -> SolverResult:
     hist = loop.finish()
     w = model.from_kernel(*engine.weights)
     st = engine.state
@@ -179,10 +194,3 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
             "kappa": float(kappa), "entropy": entropy}
     return SolverResult(w=w, n_iter=loop.n_iter, state=state, history=hist, converged=loop.converged,
                         interrupted=loop.interrupted, info=info)
-
-
-def check_positive_rho(value) -> float:
-    """``warm_start['rho']`` as a positive float."""
-    from .._validation import check_positive
-
-    return check_positive(value, "warm_start['rho']")
