@@ -391,6 +391,12 @@ def load_comparison_data(dataset: str, *, protocol: str = "large", data_path=Non
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``crflearn compare`` from parsed arguments; print a summary table; return an exit code."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # checked before any training
+        raise ValueError(f"the output directory {str(out)!r} is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"the output directory {str(out)!r} is not writable")
     X_train, y_train, X_test, y_test = load_comparison_data(
         args.dataset, protocol=args.protocol, data_path=args.data_path, n_sequences=args.n_sequences,
         random_state=args.random_state)

@@ -13,6 +13,9 @@ from crflearn.compare import compare_solvers, run_compare
 
 FIT = ["--solver", "bcfw", "--max-iter", "5", "-q"]
 
+# the solvers' own "interrupted" RuntimeWarning is expected in these tests
+pytestmark = pytest.mark.filterwarnings("ignore:.*interrupted by the user:RuntimeWarning")
+
 
 def _data(tmp_path, n=12):
     rng = np.random.default_rng(0)
@@ -209,3 +212,13 @@ def test_compare_survives_ctrl_c_during_the_final_evaluation(monkeypatch):
         pytest.fail("KeyboardInterrupt escaped compare_solvers")
     assert results["bcfw"]["interrupted"] is True and np.isnan(results["bcfw"]["final_test_error"])
     assert "skipped" in results["subgradient"]
+
+
+def test_compare_output_directory_checked_before_training(tmp_path, capsys, monkeypatch):
+    import crflearn.compare as compare
+
+    monkeypatch.setattr(compare, "compare_solvers", lambda *a, **k: pytest.fail("training started"))
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a directory")
+    code, _, err = _run(capsys, "compare", "--dataset", "synthetic", "--out", str(blocker))
+    assert code == 1 and "is a file" in err and err.count("\n") == 1
