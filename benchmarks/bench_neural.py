@@ -26,7 +26,7 @@ from torch import nn
 
 from crflearn.datasets import load_ocr
 from crflearn.neural import NeuralCRF
-from crflearn.neural.symmetry import SymmetricConv2d, count_parameters
+from crflearn.neural.symmetry import FlipSharedConv2d, SymmetricConv2d, count_parameters
 
 
 def run(name, X_train, y_train, X_test, y_test, args, **params):
@@ -39,7 +39,7 @@ def run(name, X_train, y_train, X_test, y_test, args, **params):
     letters = np.concatenate(y_test)
     letter_err = float(np.mean(np.concatenate(pred) != letters))
     word_err = float(np.mean([np.any(p != t) for p, t in zip(pred, y_test)]))
-    conv = count_parameters(clf.net_.unary, (nn.Conv2d, SymmetricConv2d))
+    conv = count_parameters(clf.net_.unary, (nn.Conv2d, SymmetricConv2d, FlipSharedConv2d))
     return dict(name=name, time=train_time, epochs=clf.n_iter_, conv=conv,
                 total=count_parameters(clf.net_), letter=letter_err, word=word_err,
                 loss=float(clf.history_["primal"][-1]))
@@ -54,8 +54,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="train on 400 words only (smoke test)")
-    parser.add_argument("--configs", default="linear,cnn,cnn-channel,cnn-triangular",
-                        help="comma-separated subset of linear, cnn, cnn-channel, cnn-triangular, cnn-block")
+    parser.add_argument("--configs", default="linear,cnn,cnn-flip,cnn-triangular",
+                        help="comma-separated subset of linear, cnn, cnn-flip, cnn-channel, cnn-triangular, "
+                             "cnn-block")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     X_train, y_train, X_test, y_test = load_ocr("large")
@@ -64,6 +65,7 @@ def main(argv=None):
     configs = {
         "linear": dict(module="linear", loss="nll"),
         "cnn": dict(module="cnn", loss="nll"),
+        "cnn-flip": dict(module="cnn", loss="nll", symmetry="flip"),
         "cnn-channel": dict(module="cnn", loss="nll", symmetry="channel"),
         "cnn-triangular": dict(module="cnn", loss="nll", symmetry="triangular"),
         "cnn-block": dict(module="cnn", loss="nll", symmetry="block"),

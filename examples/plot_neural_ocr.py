@@ -7,8 +7,8 @@ unary scores; a learned 26x26 transition matrix couples neighbouring letters.
 Both are trained end to end with the CRF negative log-likelihood by
 :class:`crflearn.neural.NeuralCRF` (``module="cnn"``), on the large protocol
 (train on folds 1..9, test on fold 0). A second network with flip-shared
-symmetric convolutions (``symmetry="channel"``) learns half the convolution
-parameters.
+convolutions (``symmetry="flip"``: half of the kernels are mirror images of the
+other half) learns half the convolution parameters.
 
 Runs in a few minutes on a laptop CPU; set ``CRFLEARN_DATA`` to the folder
 holding ``ocr_letters.npz`` if it is not in ``../shared/datasets``.
@@ -20,19 +20,19 @@ from torch import nn
 
 from crflearn.datasets import load_ocr
 from crflearn.neural import NeuralCRF
-from crflearn.neural.symmetry import SymmetricConv2d, count_parameters
+from crflearn.neural.symmetry import FlipSharedConv2d, count_parameters
 
 X_train, y_train, X_test, y_test = load_ocr("large")
 letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
 models = {}
-for name, symmetry in (("plain CNN", None), ("symmetric CNN", "channel")):
+for name, symmetry in (("plain CNN", None), ("flip-shared CNN", "flip")):
     clf = NeuralCRF(module="cnn", image_shape=(16, 8), symmetry=symmetry, max_epochs=4, batch_size=16, lr=2e-3,
-                    validation_fraction=0.1, random_state=0, verbose=1)
+                    random_state=0, verbose=1)
     clf.fit(X_train, y_train)
     pred = clf.predict(X_test)
     error = np.mean(np.concatenate(pred) != np.concatenate(y_test))
-    conv = count_parameters(clf.net_.unary, (nn.Conv2d, SymmetricConv2d))
+    conv = count_parameters(clf.net_.unary, (nn.Conv2d, FlipSharedConv2d))
     print(f"{name}: test letter error {100 * error:.2f}%, {conv} learned conv parameters")
     models[name] = (clf, pred)
 

@@ -207,14 +207,15 @@ def _update(logm, unary, exp_pw, col_max, graph, rho_msg, damping):
     """One parallel (damped) TRW update of every message; max-normalised.
 
     ``new[y] = log sum_x exp(cav[x] + pw[x, y] / rho)`` evaluated as a product in exp space,
-    ``log sum_x exp(cav[x] - max cav) * exp_pw[x, y] + col_max[y]`` (the row constant
+    ``log sum_x exp_pw[y, x] * exp(cav[x] - max cav) + col_max[y]`` (a batched matrix-vector
+    product; ``exp_pw[y, x] = exp(pw[x, y] / rho - col_max[y])``; the row constant
     ``max cav`` cancels in the normalisation). The sum is at least the term of the best
     ``x``; it is floored at the smallest normal number, so a term more than ~87 (float32)
     or ~708 (float64) nats below its column maximum cannot produce ``-inf``.
     """
     cav = _beliefs(unary, logm, graph, rho_msg)[graph.src] - _reverse(logm)
     a = (cav - cav.amax(dim=1, keepdim=True)).exp()
-    total = (a.unsqueeze(2) * exp_pw).sum(dim=1).clamp_min(torch.finfo(a.dtype).tiny)
+    total = torch.bmm(exp_pw, a.unsqueeze(2)).squeeze(2).clamp_min(torch.finfo(a.dtype).tiny)
     new = total.log() + col_max
     new = new - new.amax(dim=1, keepdim=True)
     if damping > 0.0:
@@ -231,7 +232,7 @@ def _run_messages(unary, pw_e, graph, init, max_iter, tol, damping, check_every)
     # oriented [source state, target state] and scaled by 1 / rho, once per call
     pw_msg = torch.stack([pw_e, pw_e.transpose(1, 2)], dim=1).reshape(2 * m, k, k) / rho_msg[:, None, None]
     col_max = pw_msg.amax(dim=1)
-    exp_pw = (pw_msg - col_max[:, None, :]).exp()
+    exp_pw = (pw_msg - col_max[:, None, :]).exp().transpose(1, 2).contiguous()  # [target, source]
     del pw_msg
     logm = unary.new_zeros(2 * m, k) if init is None else init.to(unary.dtype)
     residual = unary.new_zeros(())
