@@ -182,7 +182,9 @@ def write_npz_data(path: str | os.PathLike, X: Sequence, y: Sequence | None = No
         if any(with_ef):
             if not all(with_ef):
                 raise ValueError("some examples have edge features and some do not")
-            out["edge_features"] = np.concatenate([np.asarray(item[2], dtype=np.float64) for item in items])
+            blocks = [np.asarray(item[2], dtype=np.float64) for item in items]
+            width = max((b.shape[1] for b in blocks if b.ndim == 2), default=0)
+            out["edge_features"] = np.concatenate([b.reshape(-1, width) for b in blocks])  # (0,) for no edges
     from .persistence import atomic_write
 
     with atomic_write(path) as fh:  # written exactly at ``path`` (no suffix added), atomically

@@ -137,3 +137,15 @@ def test_score_with_labels_of_another_type_raises(chain_data):
     with pytest.raises(TypeError, match="type"):
         crf.score(X, [np.array(["a"] * len(lab)) for lab in y])
     assert crf.score(X, [lab + 10 for lab in y]) == 0.0  # labels unseen in training: every node wrong
+
+
+def test_edgeless_examples_round_trip_through_the_cli_data_format(tmp_path):
+    from crflearn.cli import read_npz_data, write_npz_data
+
+    data, y = _graphs(edge_features=True)
+    data[0] = (data[0][0], np.zeros((0, 2), np.int64), np.zeros(0))  # a one-node example, flat empty features
+    write_npz_data(tmp_path / "d.npz", data, y)
+    X2, y2 = read_npz_data(tmp_path / "d.npz")
+    assert X2[0][1].shape == (0, 2) and X2[0][2].shape == (0, 3)
+    crf = CRF(**FAST).fit(X2, y2)
+    assert crf.predict(X2[:1])[0].shape == (1,)
