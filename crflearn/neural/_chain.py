@@ -204,12 +204,7 @@ def chain_marginals(unary: torch.Tensor, transitions: torch.Tensor,
 
 def chain_viterbi(unary: torch.Tensor, transitions: torch.Tensor,
                   lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Most likely labeling of each chain (Viterbi, max-sum).
-
-    Parameters
-    ----------
-    unary, transitions, lengths
-        As in :func:`chain_log_partition`.
+    """Most likely labeling of each chain (Viterbi, max-sum), same inputs as :func:`chain_log_partition`.
 
     Returns
     -------

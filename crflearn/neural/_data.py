@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .._labels import encode_labels, transform_labels
-from ..graphs import GraphBatch, grid_edges, make_batch
+from ..graphs import GraphBatch, check_instances, grid_edges, make_batch
 
 __all__ = ["NeuralData", "parse_inputs", "to_device"]
 
@@ -107,14 +107,10 @@ def parse_inputs(X, y=None, *, classes=None, n_features=None, n_edge_features="i
     data : NeuralData
     classes : ndarray or None
     """
-    if isinstance(X, (str, bytes, dict)) or (isinstance(X, np.ndarray) and X.dtype != object and X.ndim < 3):
-        return _parse_error(X)
-    try:
-        items = list(X)
-    except TypeError:
-        raise TypeError(f"X must be a list of examples, got {type(X).__name__}") from None
-    if not items:
-        raise ValueError("X is empty: at least one example is needed")
+    if isinstance(X, np.ndarray) and X.dtype != object and X.ndim == 3:
+        items = list(X)  # a stack of equally sized images
+    else:
+        items = check_instances(X)
     found = _kind_of(items)
     if kind is not None and found != kind:
         raise ValueError(f"the model was fitted on {kind} examples but X holds {found} examples")
@@ -134,13 +130,6 @@ def parse_inputs(X, y=None, *, classes=None, n_features=None, n_edge_features="i
     if batch.is_sparse:
         batch.node_features = batch.node_features.toarray()
     return NeuralData(found, batch, shapes), classes
-
-
-def _parse_error(X):
-    if isinstance(X, np.ndarray):
-        raise TypeError("X must be a list of examples (one (n_nodes, n_features) array per sequence), not a "
-                        "single 2-D array; wrap it as [X] for one sequence")
-    raise TypeError(f"X must be a list of examples, got {type(X).__name__}")
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

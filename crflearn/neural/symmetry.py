@@ -187,7 +187,30 @@ def _kernel_size(kernel_size) -> tuple[int, int]:
     return ks
 
 
-class SymmetricLinear(nn.Module):
+class _SymmetricLayer(nn.Module):
+    """Shared parts of the symmetric layers: the effective weight and the initialisation."""
+
+    accepts_generator = True
+
+    def _setup(self, out_features: int, in_features: int, kernel: tuple[int, ...], mode: str, bias: bool,
+               generator) -> None:
+        self.mode = mode
+        self._param = _SymmetricWeight(out_features, in_features, kernel, mode, generator)
+        self._fan_in = in_features * math.prod(kernel)
+        self.bias = _bias(out_features, self._fan_in, bias)
+        _reset_bias(self.bias, self._fan_in, generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        self._param.reset_parameters(generator)
+        _reset_bias(self.bias, self._fan_in, generator)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight, rebuilt from the stored parameters."""
+        return self._param()
+
+
+class SymmetricLinear(_SymmetricLayer):
     """Linear layer ``y = x W^T + b`` with a symmetric weight (Hu et al. 2019).
 
     Parameters
@@ -206,25 +229,12 @@ class SymmetricLinear(nn.Module):
         The effective weight (a property, rebuilt from the learned parameters).
     """
 
-    accepts_generator = True
-
     def __init__(self, in_features: int, out_features: int, mode: str = "triangular", bias: bool = True,
                  *, generator: torch.Generator | None = None):
         super().__init__()
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
-        self.mode = mode
-        self._param = _SymmetricWeight(self.out_features, self.in_features, (), mode, generator)
-        self.bias = _bias(self.out_features, self.in_features, bias)
-        _reset_bias(self.bias, self.in_features, generator)
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        self._param.reset_parameters(generator)
-        _reset_bias(self.bias, self.in_features, generator)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self._param()
+        self._setup(self.out_features, self.in_features, (), mode, bias, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -234,7 +244,7 @@ class SymmetricLinear(nn.Module):
                 f"bias={self.bias is not None}")
 
 
-class SymmetricConv2d(nn.Module):
+class SymmetricConv2d(_SymmetricLayer):
     """2-D convolution with symmetric weights (Hu et al. 2019).
 
     Parameters
@@ -255,27 +265,14 @@ class SymmetricConv2d(nn.Module):
         The effective kernel bank.
     """
 
-    accepts_generator = True
-
     def __init__(self, in_channels: int, out_channels: int, kernel_size, mode: str = "triangular",
                  stride=1, padding=0, bias: bool = True, *, generator: torch.Generator | None = None):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels")
         self.out_channels = check_int(out_channels, "out_channels")
         self.kernel_size = _kernel_size(kernel_size)
-        self.stride, self.padding, self.mode = stride, padding, mode
-        self._param = _SymmetricWeight(self.out_channels, self.in_channels, self.kernel_size, mode, generator)
-        self._fan_in = self.in_channels * math.prod(self.kernel_size)
-        self.bias = _bias(self.out_channels, self._fan_in, bias)
-        _reset_bias(self.bias, self._fan_in, generator)
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        self._param.reset_parameters(generator)
-        _reset_bias(self.bias, self._fan_in, generator)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self._param()
+        self.stride, self.padding = stride, padding
+        self._setup(self.out_channels, self.in_channels, self.kernel_size, mode, bias, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
@@ -336,11 +333,17 @@ class FlipSharedConv2d(nn.Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
 
-def _spectral_factors(full: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(U_r sqrt(S_r), V_r sqrt(S_r))`` of the rank-``rank`` truncated SVD of ``full`` (out, in)."""
+def _spectral_init(layer, rows: int, cols: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spectral initialisation of a factorised layer: draw a Kaiming-uniform ``(rows, cols)`` matrix
+    (kept as ``layer.init_full_``), return ``(U_r sqrt(S_r), V_r sqrt(S_r))`` of its rank-``layer.rank``
+    truncated SVD and reset the bias."""
+    full = torch.empty(rows, cols)
+    nn.init.kaiming_uniform_(full, a=math.sqrt(5), generator=generator)
+    layer.init_full_ = full
+    _reset_bias(layer.bias, cols, generator)
     u, s, vh = torch.linalg.svd(full.double(), full_matrices=False)
-    root = s[:rank].sqrt()
-    return (u[:, :rank] * root).to(full.dtype), (vh[:rank].T * root).to(full.dtype)
+    root = s[:layer.rank].sqrt()
+    return (u[:, :layer.rank] * root).to(full.dtype), (vh[:layer.rank].T * root).to(full.dtype)
 
 
 class FactorizedLinear(nn.Module):
@@ -377,14 +380,10 @@ class FactorizedLinear(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Spectral initialisation; the dense matrix it started from is kept as ``init_full_``."""
-        full = torch.empty(self.out_features, self.in_features)
-        nn.init.kaiming_uniform_(full, a=math.sqrt(5), generator=generator)
-        u, v = _spectral_factors(full, self.rank)
+        u, v = _spectral_init(self, self.out_features, self.in_features, generator)
         with torch.no_grad():
             self.U.copy_(u)
             self.V.copy_(v)
-        self.init_full_ = full
-        _reset_bias(self.bias, self.in_features, generator)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -437,14 +436,10 @@ class FactorizedConv2d(nn.Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        full = torch.empty(self.out_channels, self._fan_in)
-        nn.init.kaiming_uniform_(full, a=math.sqrt(5), generator=generator)
-        u, v = _spectral_factors(full, self.rank)
+        u, v = _spectral_init(self, self.out_channels, self._fan_in, generator)
         with torch.no_grad():
             self.U.copy_(u)
             self.V.copy_(v.T.reshape(self.V.shape))
-        self.init_full_ = full
-        _reset_bias(self.bias, self._fan_in, generator)
 
     @property
     def weight(self) -> torch.Tensor:
