@@ -101,7 +101,7 @@ _Cache = namedtuple("_Cache", "pws e_fwd s_fwd e_bwd s_bwd")
 _Work = namedtuple("_Work", "weights gamma gamma_chain belief cur nxt has_prev arg th cav new ex ssum f g T P")
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _store_message(new, msgs, idx, k, delta):
     """Write ``new[:k]`` into ``msgs[idx]``; return ``max(delta, largest change)`` (inf if a
     message entry switches between finite and -inf)."""
@@ -118,12 +118,12 @@ def _store_message(new, msgs, idx, k, delta):
     return delta
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _msg_index(edges, e, source):
     return 2 * e if edges[e, 0] == source else 2 * e + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _node_belief(v, unary, msgs, graph, weights, out):
     """``out = unary[v] + sum_e weights[e] * msgs[e -> v]``."""
     k = unary.shape[1]
@@ -137,14 +137,14 @@ def _node_belief(v, unary, msgs, graph, weights, out):
             out[a] += r * msgs[idx, a]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _cavity(b, g, m, out):
     """``out = g * b - m`` with ``-inf`` wherever ``b`` or ``m`` is ``-inf``."""
     for a in range(b.shape[0]):
         out[a] = -np.inf if (m[a] == -np.inf or b[a] == -np.inf) else g * b[a] - m[a]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _damp(new, old, damping, renormalise):
     """``new = (1 - damping) new + damping old`` (``-inf`` where either is); optionally re-normalised."""
     for y in range(new.shape[0]):
@@ -156,7 +156,7 @@ def _damp(new, old, damping, renormalise):
         normalise_log(new)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _message(pots, cache, semiring, e, j, first, inv_rho, work):
     """``work.new[y] = op_x (cav[x] + pw_(s,t)[x, y] / rho_e)``: the message ``s -> t`` along edge ``e``
     (local index ``j``; ``first`` when ``s = edges[e, 0]``)."""
@@ -168,7 +168,7 @@ def _message(pots, cache, semiring, e, j, first, inv_rho, work):
                         work.new)
     else:
         pw = pots.pw3[0] if pots.shared else pots.pw3[e]
-        direct_message(semiring, work.cav, pw, first, inv_rho, work.new, work.arg)
+        direct_message(semiring, work.cav, pw, first, inv_rho, work.new, work.arg, False)
 
 
 @njit(cache=True)
@@ -306,7 +306,7 @@ def _sum_outputs(pots, graph, i, msgs, edge_mode, out, work):
     return value
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _local_score(pots, graph, v, a, labels):
     total = pots.unary[v, a]
     for q in range(graph.adj_ptr[v], graph.adj_ptr[v + 1]):

@@ -134,58 +134,46 @@ def softmax_table(L, P):
     return m + np.log(s)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def reduce_entry(semiring, x, pw, transpose, scale, a):
     """``(op_b (x[b] + scale * Q[a, b]), argmax_b)`` with ``Q = pw`` or ``pw.T`` and ``op`` the
     maximum (``MAX``) or a max-shifted log-sum-exp (``SUM``); the first maximiser wins ties."""
-    row = pw[:, a] if transpose else pw[a, :]  # Q[a, :]
+    k = x.shape[0]
     m = -np.inf
     arg = 0
-    for b in range(x.shape[0]):
-        t = x[b] + scale * row[b]
-        if t > m:
-            m = t
-            arg = b
+    if transpose:
+        for b in range(k):
+            t = x[b] + scale * pw[b, a]
+            if t > m:
+                m = t
+                arg = b
+    else:
+        for b in range(k):
+            t = x[b] + scale * pw[a, b]
+            if t > m:
+                m = t
+                arg = b
     if semiring == MAX or m == -np.inf:
         return m, arg
     s = 0.0
-    for b in range(x.shape[0]):
-        s += np.exp(x[b] + scale * row[b] - m)
+    for b in range(k):
+        s += np.exp(x[b] + scale * (pw[b, a] if transpose else pw[a, b]) - m)
     return m + np.log(s), arg
 
 
-@njit(cache=True)
-def direct_message(semiring, x, pw, transpose, scale, out, arg):
-    """``out[a] = op_b (x[b] + scale * Q[a, b])`` for every ``a`` (see :func:`reduce_entry`);
-    ``arg[a]`` receives the maximiser (the back-pointer of max-product)."""
+@njit(cache=True, inline="always")
+def direct_message(semiring, x, pw, transpose, scale, out, arg, accumulate):
+    """``out[a] = op_b (x[b] + scale * Q[a, b])`` for every ``a`` (see :func:`reduce_entry`), or
+    ``out[a] += ...`` when ``accumulate``; ``arg[a]`` receives the maximiser (the back-pointer)."""
     for a in range(out.shape[0]):
-        out[a], arg[a] = reduce_entry(semiring, x, pw, transpose, scale, a)
-
-
-@njit(cache=True)
-def max_message_add(x, pw, transpose, acc, arg):
-    """``acc[a] += max_b (x[b] + Q[a, b])`` and ``arg[a] = argmax_b`` (first on ties), ``Q = pw`` or ``pw.T``."""
-    k = x.shape[0]
-    for a in range(k):
-        best = -np.inf
-        j = 0
-        if transpose:
-            for b in range(k):
-                t = x[b] + pw[b, a]
-                if t > best:
-                    best = t
-                    j = b
+        v, arg[a] = reduce_entry(semiring, x, pw, transpose, scale, a)
+        if accumulate:
+            out[a] += v
         else:
-            for b in range(k):
-                t = x[b] + pw[a, b]
-                if t > best:
-                    best = t
-                    j = b
-        acc[a] += best
-        arg[a] = j
+            out[a] = v
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
     """``out[a] = log sum_b exp(x[b] + Q[a, b]) - max(x)`` with ``Q = pw`` (or ``pw.T``) and its
     exp-form ``E, shift``: the log-message normalised by the constant ``max(x)``.
@@ -335,7 +323,7 @@ def _upward(pots, sched, lo, hi, semiring, belief, msg, back, work):
         # Q[a_p, b_v] = pw[a_p, b_v] if the parent is edges[e, 0] else pw[b_v, a_p]
         tr = sched.parent_first[v] == 0
         if semiring == MAX:
-            max_message_add(belief[v], pots.pw3[slot], tr, belief[p], back[v])
+            direct_message(MAX, belief[v], pots.pw3[slot], tr, 1.0, belief[p], back[v], True)
             continue
         E, sh = _edge_exp_form(pots, work, slot, tr)
         shift += lse_message(belief[v], pots.pw3[slot], tr, E, sh, work.ex, work.ssum, msg[v])[0]
