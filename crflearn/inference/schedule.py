@@ -4,7 +4,8 @@ A solver calls inference on the same graphs thousands of times with new
 potentials; :func:`make_schedule` does the graph work once (validation,
 adjacency lists, BFS order with parent edges, forest detection, TRW edge
 appearance probabilities on demand) and the result is passed back as
-``schedule=`` to every batched inference call.
+``schedule=`` to every batched inference call, which then checks only that it
+belongs to the arrays given (the structure was validated when it was built).
 """
 
 from __future__ import annotations
