@@ -13,6 +13,8 @@ lives in :mod:`crflearn.inference.gini` and is loaded on first access.
 
 from __future__ import annotations
 
+import importlib
+
 from . import api
 from .api import (
     BatchInferenceResult,
@@ -33,12 +35,11 @@ from .schedule import InferenceSchedule, edge_appearance_probabilities, make_sch
 
 __all__ = [*api.__all__, "InferenceSchedule", "make_schedule", "edge_appearance_probabilities", "gini_infer"]
 
-_LAZY_GINI = ("gini_infer",)
-
-
 def __getattr__(name):
-    if name in _LAZY_GINI:
-        from . import gini
-
-        return getattr(gini, name)
+    # the Gini-relaxed inference (crflearn.inference.gini: gini_infer and whatever else its
+    # __all__ lists) is imported on first access
+    if name != "gini" and not name.startswith("_"):
+        gini = importlib.import_module(".gini", __name__)
+        if name in gini.__all__:
+            return getattr(gini, name)
     raise AttributeError(f"module 'crflearn.inference' has no attribute {name!r}")
