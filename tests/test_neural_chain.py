@@ -250,3 +250,20 @@ def test_cuda_matches_cpu():
                                chain_viterbi(unary, trans, lengths)[0])
     torch.testing.assert_close(chain_marginals(unary.cuda(), trans.cuda(), lengths.cuda())[0].cpu(),
                                chain_marginals(unary, trans, lengths)[0])
+
+
+def test_half_precision_inputs_run_the_dynamic_program_in_float32():
+    from crflearn.neural import chain_log_partition
+
+    gen = torch.Generator().manual_seed(0)
+    unary = 4 * torch.randn(3, 12, 5, generator=gen)
+    trans = 4 * torch.randn(5, 5, generator=gen)
+    exact = chain_log_partition(unary.half().double(), trans.half().double())
+    got = chain_log_partition(unary.half(), trans.half())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, atol=1e-4, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = chain_log_partition(unary, trans)
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under.double(), chain_log_partition(unary.double(), trans.double()),
+                               atol=1e-4, rtol=1e-5)

@@ -11,7 +11,8 @@ beyond a sequence's length are padding and are ignored.
 
 One dynamic program, :func:`_chain_forward`, serves the log semiring
 (log-partition; marginals are its gradient) and the max semiring (Viterbi).
-Everything runs on the device of ``unary`` (CPU or CUDA).
+Everything runs on the device of ``unary`` (CPU or CUDA), in float32 or wider: half-precision
+inputs (e.g. from a network under autocast) are promoted, transitions are never cast down.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def _check_chain(unary, transitions, lengths):
         if bool((lengths < 1).any()) or bool((lengths > t).any()):
             raise ValueError(f"lengths must lie in 1..{t} (the padded length of unary), "
                              f"got values {lengths.min().item()}..{lengths.max().item()}")
-    return unary, transitions, lengths
+    # the dynamic program runs in float32 or wider, also for half-precision inputs (autocast)
+    dtype = torch.promote_types(torch.promote_types(unary.dtype, transitions.dtype), torch.float32)
+    return unary.to(dtype), transitions.to(dtype), lengths
 
 
 def _check_tags(tags, unary, lengths):

@@ -69,9 +69,12 @@ class CRFNet(torch.nn.Module):
         return unary, pairwise
 
     def pairwise(self, edge_features, dtype):
+        """Pairwise scores in ``dtype`` or float32, whichever is wider (never cast down to half)."""
+        dtype = torch.promote_types(dtype, torch.float32)
         if hasattr(self, "transitions"):
             return self.transitions.to(dtype)
-        return torch.einsum("eq,qab->eab", edge_features.to(dtype), self.edge_weights.to(dtype))
+        with torch.autocast(edge_features.device.type, enabled=False):
+            return torch.einsum("eq,qab->eab", edge_features.to(dtype), self.edge_weights.to(dtype))
 
 
 def padded_chains(data: NeuralData):
