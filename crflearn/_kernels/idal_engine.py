@@ -38,7 +38,7 @@ RHO_RANGE = 4.0
 #: distance of the starting point, not the balance of the penalty)
 RHO_WARMUP = 10
 #: Dykstra rounds of the certificate's repair (per edge, stops early)
-REPAIR_ROUNDS = 50
+REPAIR_ROUNDS = 3
 #: node-marginal entries below this are rounded to 0 before the certificate's repair
 CLEAN_FLOOR = 1e-12
 #: most outer steps between two certificates with ``monitor_every="auto"``
@@ -198,7 +198,7 @@ class IdalEngine:
         Returns a dict with ``primal`` (upper bound), ``dual`` (certified lower bound), ``gap``
         (their difference), ``residual`` (RMS of ``A mu`` per separator), ``al_gap`` (the
         augmented-Lagrangian Fenchel-Young gap), ``al_primal``, ``al_dual``, ``relaxed_dual``
-        (``D(mu)`` at the unrepaired marginals), ``repair`` (largest mixing weight) and ``value``
+        (``D(mu)`` at the unrepaired marginals), ``repair`` (largest L1 distance moved by the repair) and ``value``
         (``sum h(mu) + <base, mu>`` at the unrepaired marginals, unnormalised).
         """
         sums = np.empty(4)

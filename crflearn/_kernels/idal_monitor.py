@@ -208,28 +208,59 @@ def _affine_projection(x, a, b, K, out):
 
 
 @njit(cache=True)
-def _mixing_weight(m, a, b, K):
-    """Smallest ``t`` in [0, 1] with ``(1 - t) m + t a b^T >= 0``."""
-    t = 0.0
+def _round_transport(y, a, b, base, out):
+    """A point of ``{M >= 0, M 1 = a, M^T 1 = b}`` near ``y`` (Altschuler et al. 2017, Alg. 2):
+    clip to the orthant (forbidden entries, ``base == -inf``, to 0), scale down the rows and the
+    columns whose sums exceed ``a`` and ``b``, then add the outer product of the remaining deficits
+    ``u v^T / sum(u)``. Returns the L1 distance moved."""
+    K = a.shape[0]
     for i in range(K):
         for j in range(K):
-            x = m[i * K + j]
-            if x < 0.0:
-                p = a[i] * b[j]
-                t = max(t, -x / (p - x)) if p > 0.0 else 1.0
-    return t
+            x = y[i * K + j]
+            bad = a[i] <= 0.0 or b[j] <= 0.0 or (base.shape[0] > 0 and base[i * K + j] == -np.inf)
+            out[i * K + j] = 0.0 if bad or x < 0.0 else x
+    u = np.empty(K)
+    v = np.empty(K)
+    for i in range(K):
+        rs = 0.0
+        for j in range(K):
+            rs += out[i * K + j]
+        if rs > a[i]:
+            for j in range(K):
+                out[i * K + j] *= a[i] / rs
+    for j in range(K):
+        cs = 0.0
+        for i in range(K):
+            cs += out[i * K + j]
+        if cs > b[j]:
+            for i in range(K):
+                out[i * K + j] *= b[j] / cs
+    s = 0.0
+    for i in range(K):
+        u[i] = a[i]
+        v[i] = b[i]
+        for j in range(K):
+            u[i] -= out[i * K + j]
+            v[i] -= out[j * K + i]
+        u[i] = max(u[i], 0.0)
+        v[i] = max(v[i], 0.0)
+        s += u[i]
+    moved = 0.0
+    for i in range(K):
+        for j in range(K):
+            if s > 0.0:
+                out[i * K + j] += u[i] * v[j] / s
+            moved += abs(out[i * K + j] - y[i * K + j])
+    return moved
 
 
 @njit(cache=True)
 def transport_repair(graph, mu_n, mu_e, out, n_rounds, t_tol):
     """Write into ``out`` (E, K*K) a feasible edge block for every edge given the node marginals
-    ``mu_n`` (see the module docstring).
-
-    Dykstra between the orthant (entries with a ``-inf`` fixed score held at 0) and the affine
-    marginal constraints stops early once the mixing weight needed after the last affine
-    projection is ``<= t_tol``. Where that mixing would put mass on a forbidden entry, the last
-    orthant iterate is used if its marginals are exact to 1e-13. Returns the largest mixing weight.
-    """
+    ``mu_n``: ``n_rounds`` of Dykstra between the orthant and the affine marginal constraints
+    (fewer once the affine iterate is non-negative up to ``t_tol``), then
+    :func:`_round_transport` of the last affine iterate. Returns the largest L1 distance moved by
+    the rounding. A forbidden entry (``-inf`` score) gets mass only where the marginals force it."""
     edges = graph.edges
     K = mu_n.shape[1]
     KK = K * K
@@ -237,54 +268,24 @@ def transport_repair(graph, mu_n, mu_e, out, n_rounds, t_tol):
     y = np.empty(KK)
     q = np.empty(KK)
     nb = graph.base_e.shape[0]
-    t_max = 0.0
+    worst = 0.0
     for e in range(edges.shape[0]):
         a = mu_n[edges[e, 0]]
         b = mu_n[edges[e, 1]]
         base = graph.base_e[e if nb > 1 else 0] if nb > 0 else q[:0]
         for i in range(KK):
-            x[i] = mu_e[e, i]
             q[i] = 0.0
-        _affine_projection(x, a, b, K, y)
-        t = _mixing_weight(y, a, b, K)
-        r = 0
-        while t > t_tol and r < n_rounds:
+        _affine_projection(mu_e[e], a, b, K, y)
+        for _ in range(n_rounds):
+            if np.min(y) >= -t_tol:
+                break
             for i in range(KK):  # orthant step with Dykstra's correction, then the affine step
                 z = y[i] + q[i]
                 x[i] = 0.0 if base.shape[0] and base[i] == -np.inf else max(z, 0.0)
                 q[i] = z - x[i]
             _affine_projection(x, a, b, K, y)
-            t = _mixing_weight(y, a, b, K)
-            r += 1
-        for i in range(K):
-            for j in range(K):
-                out[e, i * K + j] = max((1.0 - t) * y[i * K + j] + t * a[i] * b[j], 0.0)
-        if base.shape[0] and _forbidden_mass(out[e], base) and r > 0 and _marginal_error(x, a, b, K) <= 1e-13:
-            out[e] = x
-            t = 0.0
-        t_max = max(t_max, t)
-    return t_max
-
-
-@njit(cache=True)
-def _forbidden_mass(row, base):
-    for i in range(row.shape[0]):
-        if row[i] != 0.0 and base[i] == -np.inf:
-            return True
-    return False
-
-
-@njit(cache=True)
-def _marginal_error(x, a, b, K):
-    err = 0.0
-    for i in range(K):
-        rs = 0.0
-        cs = 0.0
-        for j in range(K):
-            rs += x[i * K + j]
-            cs += x[j * K + i]
-        err = max(err, abs(rs - a[i]), abs(cs - b[i]))
-    return err
+        worst = max(worst, _round_transport(y, a, b, base, out[e]))
+    return worst
 
 
 @njit(cache=True)

@@ -23,7 +23,7 @@ marginals, and ``gap`` = their difference, which bounds ``P(w) - P*``. ``converg
 ``gap <= tol * |primal|``. Diagnostic columns: ``residual`` (RMS of the agreement violation
 ``A mu`` per separator), ``al_gap`` (the augmented-Lagrangian Fenchel-Young gap, *not* a
 certificate while ``A mu != 0``), ``al_primal``, ``al_dual``, ``relaxed_dual`` (``D(mu)`` at the
-unrepaired marginals), ``repair`` (largest mixing weight of the repair), ``rho``, and on
+unrepaired marginals), ``repair`` (largest L1 distance the repair moved an edge block), ``rho``, and on
 forests ``exact_primal`` (exact-inference CRF objective, every 5th recorded row).
 
 References
