@@ -34,7 +34,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 # ---------------------------------------------------------------------------- validation
-def _check_chain(unary, transitions, lengths):
+def _check_chain(unary, transitions, lengths, check_values=True):
     """Validate chain inputs; return ``(unary, transitions, lengths)`` with lengths a long tensor."""
     if not isinstance(unary, torch.Tensor):
         raise TypeError(f"unary must be a torch.Tensor of shape (B, T, K), got {type(unary).__name__}")
@@ -71,7 +71,7 @@ def _check_chain(unary, transitions, lengths):
         if lengths.dim() != 1 or lengths.shape[0] != b:
             raise ValueError(f"lengths must have shape ({b},), got {tuple(lengths.shape)}")
         lengths = lengths.to(device=unary.device, dtype=torch.long)
-        if bool((lengths < 1).any()) or bool((lengths > t).any()):
+        if check_values and (bool((lengths < 1).any()) or bool((lengths > t).any())):
             raise ValueError(f"lengths must lie in 1..{t} (the padded length of unary), "
                              f"got values {lengths.min().item()}..{lengths.max().item()}")
     # the dynamic program runs in float32 or wider, also for half-precision inputs (autocast)
@@ -79,7 +79,7 @@ def _check_chain(unary, transitions, lengths):
     return unary.to(dtype), transitions.to(dtype), lengths
 
 
-def _check_tags(tags, unary, lengths):
+def _check_tags(tags, unary, lengths, check_values=True):
     b, t, k = unary.shape
     if not isinstance(tags, torch.Tensor):
         tags = torch.as_tensor(tags)
@@ -88,11 +88,11 @@ def _check_tags(tags, unary, lengths):
     if tuple(tags.shape) != (b, t):
         raise ValueError(f"tags must have shape ({b}, {t}) like unary's first two axes, got {tuple(tags.shape)}")
     tags = tags.to(device=unary.device, dtype=torch.long)
-    valid = _mask(lengths, t)
-    bad = valid & ((tags < 0) | (tags >= k))
-    if bool(bad.any()):
-        value = int(tags[bad][0])
-        raise ValueError(f"tags contains label {value} outside 0..{k - 1} at a non-padded position")
+    if check_values:
+        bad = _mask(lengths, t) & ((tags < 0) | (tags >= k))
+        if bool(bad.any()):
+            value = int(tags[bad][0])
+            raise ValueError(f"tags contains label {value} outside 0..{k - 1} at a non-padded position")
     return tags
 
 
@@ -270,7 +270,8 @@ def chain_score(unary: torch.Tensor, transitions: torch.Tensor, tags: torch.Tens
 
 
 def chain_crf_nll(unary: torch.Tensor, transitions: torch.Tensor, tags: torch.Tensor,
-                  lengths: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+                  lengths: torch.Tensor | None = None, reduction: str = "mean", *,
+                  check_input: bool = True) -> torch.Tensor:
     """Negative log-likelihood ``log Z - score(y)`` of a batch of chain CRFs.
 
     Parameters
@@ -281,6 +282,9 @@ def chain_crf_nll(unary: torch.Tensor, transitions: torch.Tensor, tags: torch.Te
         True labels.
     reduction : {"mean", "sum", "none"}
         Mean or sum over sequences, or the per-sequence values ``(B,)``.
+    check_input : bool
+        Check the values of ``lengths`` and ``tags`` (a host synchronisation on an
+        accelerator); callers that validated them once (``NeuralCRF``) pass False.
 
     Returns
     -------
@@ -288,8 +292,8 @@ def chain_crf_nll(unary: torch.Tensor, transitions: torch.Tensor, tags: torch.Te
         Its gradient wrt ``unary`` is node marginals minus the one-hot truth.
     """
     _check_reduction(reduction)
-    unary, transitions, lengths = _check_chain(unary, transitions, lengths)
-    tags = _check_tags(tags, unary, lengths)
+    unary, transitions, lengths = _check_chain(unary, transitions, lengths, check_input)
+    tags = _check_tags(tags, unary, lengths, check_input)
     alpha, _ = _chain_forward(unary, transitions, lengths, "log")
     nll = torch.logsumexp(alpha, dim=-1) - _score(unary, transitions, tags, lengths)
     return _reduce(nll, reduction)

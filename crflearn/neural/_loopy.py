@@ -24,6 +24,9 @@ Host synchronisation: the only device-to-host transfer is the convergence test, 
 ``check_every`` iterations; ``check_every=0`` runs exactly ``max_iter`` iterations with
 no synchronisation and returns the last residual as a device tensor (the caller checks
 it when convenient, e.g. once per epoch).
+
+The CUDA path is implemented (and has a test that fails on any host synchronisation) but
+has not been run or timed: no GPU was available when it was written.
 """
 
 from __future__ import annotations
@@ -141,15 +144,19 @@ def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, 
     m = len(e)
     msg = np.stack([e, e[:, ::-1]], axis=1).reshape(2 * m, 2)
     lengths, n_edges = np.diff(no), np.diff(eo)
-    as_long = dict(dtype=torch.long, device=device)
+    device = torch.device("cpu") if device is None else torch.device(device)
     return LoopyGraph(
-        edges=torch.as_tensor(np.ascontiguousarray(e), **as_long),
-        src=torch.as_tensor(np.ascontiguousarray(msg[:, 0]), **as_long),
-        dst=torch.as_tensor(np.ascontiguousarray(msg[:, 1]), **as_long),
-        rho=torch.as_tensor(rho_np, dtype=torch.float64, device=device),
-        node_example=torch.as_tensor(np.repeat(np.arange(len(lengths)), lengths), **as_long),
-        edge_example=torch.as_tensor(np.repeat(np.arange(len(n_edges)), n_edges), **as_long),
+        edges=_put(e, torch.long, device), src=_put(msg[:, 0], torch.long, device),
+        dst=_put(msg[:, 1], torch.long, device), rho=_put(rho_np, torch.float64, device),
+        node_example=_put(np.repeat(np.arange(len(lengths)), lengths), torch.long, device),
+        edge_example=_put(np.repeat(np.arange(len(n_edges)), n_edges), torch.long, device),
         n_nodes=n_nodes, n_examples=len(lengths))
+
+
+def _put(array, dtype, device) -> torch.Tensor:
+    """A NumPy array as a tensor on ``device``; to CUDA through pinned memory, non-blocking."""
+    t = torch.as_tensor(np.ascontiguousarray(array), dtype=dtype)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
 # ---------------------------------------------------------------------------- checks

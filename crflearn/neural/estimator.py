@@ -117,6 +117,9 @@ class NeuralCRF(BaseEstimator):
         TRW settings of the graph ``"nll"`` loss: ``max_iter`` (30), ``tol`` (1e-3) and
         ``damping`` (0.5) per training step.
     device : "auto", str or torch.device
+        ``"auto"`` uses CUDA when available. On CUDA, batches are copied through pinned
+        memory without blocking and the loop synchronises once per epoch; this path is
+        implemented but unmeasured (no GPU was available to test or time it).
     random_state : int, RandomState or None
         Seeds the split, the shuffling and the initial weights of built-in networks, through
         local generators (the global torch and NumPy random states are neither read nor
@@ -279,7 +282,8 @@ class NeuralCRF(BaseEstimator):
         unary, pairwise = net.potentials(batch)
         if batch.kind == "chain":
             if self.loss == "nll":
-                loss = chain_crf_nll(unary, pairwise, batch.labels, batch.lengths, reduction="mean")
+                loss = chain_crf_nll(unary, pairwise, batch.labels, batch.lengths, reduction="mean",
+                                     check_input=False)  # validated once by parse_inputs
             elif self.loss == "hinge":
                 loss = chain_hinge_loss(unary, pairwise, batch.labels, batch.lengths, reduction="mean")
             else:
