@@ -155,7 +155,7 @@ class PairwiseModel:
         """
         wu, wp = self.split(w)
         k = self.n_states
-        return np.ascontiguousarray(wu.T), np.ascontiguousarray(wp.reshape(-1, k * k))
+        return np.array(wu.T, order="C"), np.array(wp.reshape(-1, k * k), order="C")
 
     def from_kernel(self, wuT: np.ndarray, wp: np.ndarray) -> np.ndarray:
         """Flat weight vector from the kernel layout of :meth:`to_kernel`."""
