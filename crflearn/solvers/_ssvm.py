@@ -42,7 +42,7 @@ from ..exceptions import LoopyGraphError
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 
-__all__ = ["SSVMProblem", "INFERENCE_METHODS", "prepare", "ssvm_loop", "run_epoch", "Checkpoint", "kernel_weights"]
+__all__ = ["SSVMProblem", "INFERENCE_METHODS", "prepare", "ssvm_loop", "run_epoch", "Checkpoint"]
 
 INFERENCE_METHODS = ("auto", "exact", "trws", "maxproduct", "bruteforce")
 
@@ -194,12 +194,6 @@ class SSVMProblem:
 
 
 AVERAGING = ("none", "uniform", "weighted")
-
-
-def kernel_weights(model: PairwiseModel, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fresh copies of ``model.to_kernel(w)``, for kernels that update the weights in place
-    (``to_kernel`` may return a view of ``w`` for the pairwise block)."""
-    return tuple(np.array(a, dtype=np.float64, order="C", copy=True) for a in model.to_kernel(w))
 
 
 def prepare(solver: str, batch: GraphBatch, model: PairwiseModel, alpha: float, warm_start, inference: str,

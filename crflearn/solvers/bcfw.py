@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import SolverResult, check_common
-from ._ssvm import SSVMProblem, kernel_weights, prepare, run_epoch, ssvm_loop
+from ._ssvm import SSVMProblem, prepare, run_epoch, ssvm_loop
 from .._kernels.ssvm import BCFWState, bcfw_epoch, bcfw_step
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
@@ -140,7 +140,7 @@ def _initial_state(prob: SSVMProblem, warm: dict | None) -> BCFWState:
             raise ValueError("warm_start does not match this batch and model")
         scalars = np.array([float(warm["ell"]), float(warm["ell_avg"])])
         counters = np.array([int(warm["n_steps"]), 0], dtype=np.int64)
-    return BCFWState(*kernel_weights(model, w), node_stats, edge_stats, block_losses, *kernel_weights(model, w_avg),
+    return BCFWState(*model.to_kernel(w), node_stats, edge_stats, block_losses, *model.to_kernel(w_avg),
                      scalars, counters)
 
 

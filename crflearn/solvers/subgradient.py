@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import SolverResult, check_common
-from ._ssvm import Checkpoint, SSVMProblem, kernel_weights, prepare, run_epoch, ssvm_loop
+from ._ssvm import Checkpoint, SSVMProblem, prepare, run_epoch, ssvm_loop
 from .._kernels.ssvm import PegasosState, subgradient_epoch, subgradient_step
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
@@ -131,7 +131,7 @@ def _initial_state(prob: SSVMProblem, warm: dict | None) -> tuple[PegasosState, 
             raise ValueError("warm_start comes from a run on a different number of examples")
         avg = dict(w_avg=np.array(warm["w_avg"], dtype=np.float64), ell_avg=float(warm["ell_avg"]),
                    avg_weight=float(warm["avg_weight"]))
-    return PegasosState(*kernel_weights(model, w), np.array([t, 0], dtype=np.int64), np.array([loss_sum])), avg
+    return PegasosState(*model.to_kernel(w), np.array([t, 0], dtype=np.int64), np.array([loss_sum])), avg
 
 
 def _update_average(avg: dict, averaging: str, epoch: int, w: np.ndarray, ell: float) -> None:
