@@ -233,12 +233,13 @@ class IdalEngine:
 
     # -- adaptive penalty ------------------------------------------------------------------
     def adapt_rho(self, row: dict, bounds: tuple[float, float]) -> bool:
-        """Residual balancing of ``rho`` in objective units: the penalty ``rho/2 ||A mu||^2 / n`` against
-        the inner (augmented-Lagrangian) gap, both quadratic in the distance to the saddle point.
-        Doubles ``rho`` when the penalty dominates by ``RHO_BALANCE``, halves it in the opposite case,
-        within ``bounds``; rebuilds ``zeta`` on a change. Returns whether it changed."""
-        penalty = 0.5 * self.rho * float(self.outer[0]) / self.n
-        inner = float(np.sum(self.gaps)) / self.n
+        """Residual balancing of ``rho`` on the certificate, like with like: the part of the certified
+        gap due to the agreement violation (``gap - al_gap``, which shrinks with the residual) against
+        the augmented-Lagrangian gap ``al_gap`` (the inner suboptimality). Doubles ``rho`` when the
+        former dominates by ``RHO_BALANCE``, halves it in the opposite case, within ``bounds``;
+        rebuilds ``zeta`` on a change. Returns whether it changed."""
+        inner = max(float(row["al_gap"]), 0.0)
+        penalty = max(float(row["gap"]) - inner, 0.0)  # the part of the certified gap due to A mu != 0
         old = self.rho
         if penalty > RHO_BALANCE * inner and self.rho * 2.0 <= bounds[1]:
             self.rho *= 2.0

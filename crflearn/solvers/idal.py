@@ -114,9 +114,10 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         Certify (and test ``tol``) every this many outer steps; ``"auto"`` predicts from the
         observed rate when ``tol`` will be reached (at most every 32 steps).
     rho_schedule : {"adaptive", "fixed"}, default="adaptive"
-        ``"adaptive"``: residual balancing at each certificate: ``rho`` is doubled when the
-        squared residual exceeds 16x the inner gap over the entropy weight, halved in the
-        opposite case (``zeta`` is then rebuilt; the saddle point does not depend on ``rho``).
+        ``"adaptive"``: residual balancing at each certificate (after 10 warm-up steps): ``rho`` is
+        doubled when the part of the certified gap due to the agreement violation exceeds 16x the
+        augmented-Lagrangian gap, halved in the opposite case, within ``[rho0 / 4, 4 rho0]``
+        (``zeta`` is then rebuilt; the saddle point does not depend on ``rho``).
         ``"fixed"`` keeps ``rho``.
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did, e.g. the estimator).
