@@ -195,11 +195,6 @@ def _check_options(max_iter, tol, damping, check_every):
 
 
 # ---------------------------------------------------------------------------- message passing
-def _edge_potentials(pairwise, m):
-    """Per-edge ``(M, K, K)`` view of shared or per-edge potentials."""
-    return pairwise.expand(m, *pairwise.shape) if pairwise.dim() == 2 else pairwise
-
-
 def _beliefs(unary, logm, graph, rho_msg):
     """``unary[v] + sum_{e -> v} rho_e * logm[e -> v]`` for every node."""
     return unary.index_add(0, graph.dst, logm * rho_msg[:, None])
@@ -224,23 +219,35 @@ def _update(logm, unary, exp_pw, col_max, graph, rho_msg, damping):
     a = (cav - cav.amax(dim=1, keepdim=True)).exp()
     total = torch.bmm(exp_pw, a.unsqueeze(2)).squeeze(2).clamp_min(torch.finfo(a.dtype).tiny)
     new = total.log() + col_max
-    new = new - new.amax(dim=1, keepdim=True)
     if damping > 0.0:
-        new = (1.0 - damping) * new + damping * logm
-        new = new - new.amax(dim=1, keepdim=True)
-    return new
+        # (1 - d) * new + d * old; normalising ``new`` first would only shift each row by a constant
+        new = torch.lerp(new, logm, damping)
+    return new - new.amax(dim=1, keepdim=True)
 
 
-def _run_messages(unary, pw_e, graph, init, max_iter, tol, damping, check_every):
+def _message_tables(pairwise, rho):
+    """``exp_pw[j, y, x] = exp((pw_j[x, y] - top_j[y]) / rho_j)`` and ``col_max[j, y] = top_j[y] / rho_j``
+    for every message ``j`` (``pw_j`` oriented [source, target], ``top_j[y] = max_x pw_j[x, y]``;
+    ``max_x pw / rho = top / rho`` as ``rho > 0``): two passes over the ``(2 M, K, K)`` table."""
+    m, k = rho.shape[0], pairwise.shape[-1]
+    inv = 1.0 / rho
+    if pairwise.dim() == 2:
+        oriented = torch.stack([pairwise, pairwise.T])[None]                     # (1, 2, K, K)
+    else:
+        oriented = torch.stack([pairwise, pairwise.transpose(1, 2)], dim=1)      # (M, 2, K, K)
+    top = oriented.amax(dim=2)                                                    # (., 2, K)
+    gap = (oriented - top[:, :, None, :]).transpose(2, 3).contiguous()           # [target, source], <= 0
+    exp_pw = torch.exp(inv[:, None] * gap.reshape(gap.shape[0], -1)).reshape(2 * m, k, k)
+    col_max = (inv[:, None, None] * top).reshape(2 * m, k)
+    return exp_pw, col_max
+
+
+def _run_messages(unary, pairwise, graph, init, max_iter, tol, damping, check_every):
     """Iterate to convergence; return ``(logm, n_iter, residual, converged)``."""
-    m, k = pw_e.shape[0], unary.shape[1]
+    m, k = graph.edges.shape[0], unary.shape[1]
     rho = graph.rho.to(unary.dtype)
     rho_msg = rho.repeat_interleave(2)
-    # oriented [source state, target state] and scaled by 1 / rho, once per call
-    pw_msg = torch.stack([pw_e, pw_e.transpose(1, 2)], dim=1).reshape(2 * m, k, k) / rho_msg[:, None, None]
-    col_max = pw_msg.amax(dim=1)
-    exp_pw = (pw_msg - col_max[:, None, :]).exp().transpose(1, 2).contiguous()  # [target, source]
-    del pw_msg
+    exp_pw, col_max = _message_tables(pairwise, rho)
     logm = unary.new_zeros(2 * m, k) if init is None else init.to(unary.dtype)
     residual = unary.new_zeros(())
     converged = None if check_every == 0 else (m == 0)
@@ -262,23 +269,23 @@ def _run_messages(unary, pw_e, graph, init, max_iter, tol, damping, check_every)
     return logm, n_iter, residual, converged
 
 
-def _marginals_and_value(unary, pw_e, graph, logm):
+def _marginals_and_value(unary, pairwise, graph, logm):
     """Pseudo-marginals and the TRW variational value per example.
 
     value = sum_v <tau_v, unary_v - log tau_v> + sum_e <tau_e, pw_e - rho_e (log tau_e - log tau_s - log tau_t)>,
     with the ``log tau_s`` / ``log tau_t`` terms taken through the row / column sums of ``tau_e``.
     """
     rho = graph.rho.to(unary.dtype)
+    m, k = graph.edges.shape[0], unary.shape[1]
     belief = _beliefs(unary, logm, graph, rho.repeat_interleave(2))
     log_tau = torch.log_softmax(belief, dim=1)
     s, t = graph.edges[:, 0], graph.edges[:, 1]
     cs = belief[s] - logm[1::2]      # cavity of s: without the message t -> s
     ct = belief[t] - logm[0::2]      # cavity of t: without the message s -> t
-    table = pw_e / rho[:, None, None]
-    table += cs[:, :, None]
+    pw_flat = pairwise.reshape(-1, k * k)  # one row (shared) or one per edge
+    table = (pw_flat / rho[:, None]).view(m, k, k) + cs[:, :, None]
     table += ct[:, None, :]
-    top = table.flatten(1).amax(dim=1)
-    table -= top[:, None, None]
+    table -= table.flatten(1).amax(dim=1)[:, None, None]
     tau_e = table.exp()
     norm = tau_e.flatten(1).sum(dim=1)
     tau_e /= norm[:, None, None]
@@ -287,7 +294,11 @@ def _marginals_and_value(unary, pw_e, graph, logm):
     # log tau_e = table - log(norm); <tau_e, log tau_e> = <tau_e, table> - log(norm)
     entropy_term = (tau_e * table).flatten(1).sum(dim=1) - norm.log()
     cross = (tau_e.sum(dim=2) * log_tau[s]).sum(dim=1) + (tau_e.sum(dim=1) * log_tau[t]).sum(dim=1)
-    edge_value = (tau_e * pw_e).flatten(1).sum(dim=1) - rho * (entropy_term - cross)
+    if pairwise.dim() == 2:
+        energy = tau_e.flatten(1) @ pw_flat[0]
+    else:
+        energy = (tau_e.flatten(1) * pw_flat).sum(dim=1)
+    edge_value = energy - rho * (entropy_term - cross)
     value = unary.new_zeros(graph.n_examples).index_add(0, graph.node_example, node_value)
     value = value.index_add(0, graph.edge_example, edge_value)
     return tau, tau_e, value
@@ -299,10 +310,9 @@ def _trw_core(unary, pairwise, graph, init, options):
     dtype = _compute_dtype(unary, pairwise)
     with torch.no_grad(), torch.autocast(unary.device.type, enabled=False):
         u, p = unary.detach().to(dtype), pairwise.detach().to(dtype)
-        pw_e = _edge_potentials(p, graph.edges.shape[0])
-        logm, n_iter, residual, converged = _run_messages(u, pw_e, graph, init, max_iter, tol, damping,
+        logm, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol, damping,
                                                           check_every)
-        tau, tau_e, value = _marginals_and_value(u, pw_e, graph, logm)
+        tau, tau_e, value = _marginals_and_value(u, p, graph, logm)
     if warn and converged is False:
         warnings.warn(f"TRW message passing did not converge in max_iter={max_iter} iterations (largest "
                       f"message change {float(residual):.3e} > tol={tol:g}); the marginals and the bound are "
