@@ -208,6 +208,20 @@ def _affine_projection(x, a, b, K, out):
 
 
 @njit(cache=True)
+def _cap_lines(out, cap, stride_line, stride_entry):
+    """Scale down every line ``l`` of the K x K block (entries ``l * stride_line + j * stride_entry``)
+    whose sum exceeds ``cap[l]`` to sum ``cap[l]``."""
+    K = cap.shape[0]
+    for line in range(K):
+        total = 0.0
+        for j in range(K):
+            total += out[line * stride_line + j * stride_entry]
+        if total > cap[line]:
+            for j in range(K):
+                out[line * stride_line + j * stride_entry] *= cap[line] / total
+
+
+@njit(cache=True)
 def _round_transport(y, a, b, base, out):
     """A point of ``{M >= 0, M 1 = a, M^T 1 = b}`` near ``y`` (Altschuler et al. 2017, Alg. 2):
     clip to the orthant (forbidden entries, ``base == -inf``, to 0), scale down the rows and the
@@ -221,20 +235,8 @@ def _round_transport(y, a, b, base, out):
             out[i * K + j] = 0.0 if bad or x < 0.0 else x
     u = np.empty(K)
     v = np.empty(K)
-    for i in range(K):
-        rs = 0.0
-        for j in range(K):
-            rs += out[i * K + j]
-        if rs > a[i]:
-            for j in range(K):
-                out[i * K + j] *= a[i] / rs
-    for j in range(K):
-        cs = 0.0
-        for i in range(K):
-            cs += out[i * K + j]
-        if cs > b[j]:
-            for i in range(K):
-                out[i * K + j] *= b[j] / cs
+    _cap_lines(out, a, K, 1)
+    _cap_lines(out, b, 1, K)
     s = 0.0
     for i in range(K):
         u[i] = a[i]
