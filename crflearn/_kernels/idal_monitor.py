@@ -6,9 +6,9 @@
   is the inner term of the relaxed primal ``P~(w, zeta)``, an upper bound on the optimum for any
   ``zeta`` (DESIGN-idal section 5).
 * :func:`transport_repair`: a point of the local polytope near the current marginals: every edge
-  block projected (Dykstra, a few rounds) onto the transportation polytope
-  ``{M >= 0, M 1 = mu_s, M^T 1 = mu_t}`` and made exactly feasible by mixing with the independent
-  coupling ``mu_s mu_t^T``; node blocks are kept.
+  block moved towards the transportation polytope ``{M >= 0, M 1 = mu_s, M^T 1 = mu_t}`` (a few
+  Dykstra rounds) and then rounded onto it exactly (clip, cap the rows and columns, add the outer
+  product of the deficits); node blocks are kept (entries below 1e-12 rounded to 0 beforehand).
 * :func:`dual_sums`: entropy and loss sums of a marginal vector and its joint feature statistics,
   from which ``D(mu~)``, the certified lower bound, follows.
 
