@@ -270,3 +270,15 @@ def test_exact_primal_monitoring_on_chains_matches_brute_force():
         total += np.logaddexp.reduce(scores)
     expected = 0.5 * 0.5 * w @ w + (total - model.score(w, batch).sum()) / batch.n_examples
     assert col[9] == pytest.approx(expected, rel=1e-9)
+
+
+def test_check_input_false_skips_validation_and_changes_nothing():
+    batch, model = _random_batch("grid", n_examples=2)
+    a = _fit(batch, model, max_iter=5, tol=0.0)
+    b = _fit(batch, model, max_iter=5, tol=0.0, check_input=False)
+    np.testing.assert_array_equal(a.w, b.w)
+    with pytest.raises(TypeError, match="batch"):
+        fit_idal("x", model)
+    # the model's batch checks are skipped (the caller vouches for the batch); scalars are still checked
+    with pytest.raises(ValueError, match="alpha"):
+        fit_idal(batch, model, alpha=-1.0, check_input=False)
