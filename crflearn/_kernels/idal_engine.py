@@ -253,7 +253,8 @@ class IdalEngine:
 class MonitorSchedule:
     """When to compute the certificate: every ``every`` outer steps, or ``"auto"``: predict from the
     last two certified relative gaps (log-linear rate) the step at which ``tol`` is reached and
-    certify then (at least every step, at most every ``MAX_MONITOR_EVERY`` steps, growing by at most 2x)."""
+    certify then (at least every step, at most every ``MAX_MONITOR_EVERY`` steps, growing by at most 2x;
+    doubling while the gap does not shrink)."""
 
     def __init__(self, every, tol: float):
         self.auto = every == "auto"
@@ -276,8 +277,8 @@ class MonitorSchedule:
                 rate = (math.log(rel_gap) - math.log(g0)) / (step - s0)
                 pred = math.ceil((math.log(self.tol) - math.log(rel_gap)) / rate)
                 k = int(min(max(pred, 1), 2 * self.every, MAX_MONITOR_EVERY))
-            else:
-                k = max(1, self.every // 2)
+            else:  # no progress measured yet: back off (the first certificates reflect the start)
+                k = min(2 * self.every, MAX_MONITOR_EVERY)
         self._last = (step, max(rel_gap, 1e-300))
         self.every = k
         self.next = step + k
