@@ -85,8 +85,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     random_state : int, numpy Generator or None
         Seed of the sweep orders. Same seed, same history (except the time columns).
     warm_start : dict, optional
-        ``state`` of a previous result on the same batch (marginals and multipliers);
-        ``alpha``, ``kappa``, ``rho`` may change between the runs.
+        ``state`` of a previous result on the same batch; ``alpha``, ``kappa``, ``rho`` may change.
     callback : callable, optional
         ``callback(info)`` after each recorded row with the row and ``"w"``; returning True stops.
     kappa : float, default=1.0
@@ -120,7 +119,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         (``zeta`` is then rebuilt; the saddle point does not depend on ``rho``).
         ``"fixed"`` keeps ``rho``.
     check_input : bool, default=True
-        Validate the batch and the model (False: the caller did, e.g. the estimator).
+        Validate the batch and the model (False: the caller did).
 
     Returns
     -------
@@ -128,8 +127,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         ``w`` (flat, :class:`~crflearn.models.PairwiseModel` layout), ``state`` with
         ``mu_nodes`` (N, K), ``mu_edges`` (E, K, K), ``xi`` (E, 2, K), ``w``, ``rho``,
         ``kappa``, ``entropy`` and ``history`` (columns: see the module docstring).
-        ``oracle_calls`` counts sweeps times ``n_examples`` (example visits; no inference
-        oracle is called).
+        ``oracle_calls`` counts sweeps times ``n_examples`` (no inference oracle is called).
 
     Raises
     ------
