@@ -9,6 +9,7 @@ Build (warnings are errors)::
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -43,3 +44,19 @@ html_theme = "alabaster"
 html_static_path: list[str] = []
 html_theme_options = {"description": "Conditional random fields: IDAL, scikit-learn estimators, networkx graphs",
                       "page_width": "1100px"}
+
+# numpydoc "name : type" lines such as ``coef_ : ndarray of shape (model_.size,)`` name fitted attributes
+# (scikit-learn style): a word ending in "_" there is text, not a reST link reference, so escape the underscore.
+_TYPE_LINE = re.compile(r"^(\s*[\w*, ]+ : )(.*)$")
+_ATTRIBUTE_WORD = re.compile(r"\b([A-Za-z]\w*?)_(?=[\s.,)\]]|$)")
+
+
+def _escape_attribute_names(app, what, name, obj, options, lines):
+    for i, line in enumerate(lines):
+        m = _TYPE_LINE.match(line)
+        if m and "`" not in m[2]:
+            lines[i] = m[1] + _ATTRIBUTE_WORD.sub(r"\1\\_", m[2])
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _escape_attribute_names, priority=100)  # before numpydoc (500)
