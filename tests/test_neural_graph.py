@@ -93,9 +93,6 @@ def test_gini_loss_matches_independent_qp(per_edge):
     np.testing.assert_allclose(p.grad.numpy(), expected if per_edge else expected.sum(0), atol=1e-4)
 
 
-@pytest.mark.xfail(strict=False, reason="gini_infer (rewritten on the IDAL core) returns the unrepaired iterate "
-                   "as marginals (residual 0.1 after 1 iteration while it reports converged), so the "
-                   "pairwise gradient is off; passes again once it returns the repaired marginals")
 def test_gini_loss_gradient_by_finite_differences():
     _needs_gini()
     rng = np.random.default_rng(1)

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._kernels.idal import GINI, IdalEntropy, IdalGraph, IdalState, IdalWeights
-from .._kernels.idal_engine import IdalEngine, MonitorSchedule, drive, incidence, initial_rho_range
+from .._kernels.idal_engine import (IdalEngine, MonitorSchedule, clean_simplex_rows, drive, incidence,
+                                    initial_rho_range)
 from .._kernels.simplex import project_simplex
 from .._validation import check_batch_structure, check_int, check_nonnegative, check_positive, check_potentials
 from ..models import FeatureView
@@ -56,9 +57,10 @@ class GiniInferenceResult:
     node_marginals : ndarray (n_nodes, n_states)
         Relaxed node marginals (each row in the simplex, often sparse).
     edge_marginals : ndarray (n_edges, n_states, n_states)
-        Relaxed edge marginals (agreeing with the node marginals up to ``residual``).
+        Relaxed edge marginals: the repaired (feasible) point of the certificate, whose row and
+        column sums equal the node marginals exactly.
     value : float
-        ``<theta, mu> + kappa * sum_c G(mu_c)`` at the returned marginals.
+        ``<theta, mu> + kappa * sum_c G(mu_c)`` at the returned marginals (equals ``lower_bound``).
     bound : float
         Same as ``upper_bound`` (kept for compatibility).
     upper_bound : float
@@ -66,7 +68,8 @@ class GiniInferenceResult:
     lower_bound : float
         Certified lower bound: the objective at a feasible repair of the returned marginals.
     residual : float
-        Root mean square over separators of the agreement violation ``||A mu||``.
+        Root mean square over separators of the agreement violation ``||A mu||`` of the solver's
+        last iterate (before the repair; a diagnostic).
     n_iter : int
         Sweeps (each followed by a multiplier step) performed.
     converged : bool
@@ -166,9 +169,12 @@ def _solve(u, p, e, offsets, kappa, max_iter, tol, rho, random_state) -> GiniInf
     drive(engine, range(1, max_iter + 1), record, schedule=MonitorSchedule("auto", tol),
           is_last=lambda it: it >= max_iter, rel_gap=lambda row: row["gap"] / max(abs(row["primal"]), 1.0),
           adaptive=True, rho_bounds=initial_rho_range(rho))
-    st = engine.state
-    return GiniInferenceResult(node_marginals=st.mu_n, edge_marginals=st.mu_e.reshape(n_edges, k, k),
-                               value=float(last["value"]), bound=float(last["primal"]),
+    # the returned marginals are the feasible point the lower bound was computed at (the repaired
+    # iterate): they agree exactly and are within the certified gap of the maximiser's value
+    node_marginals = clean_simplex_rows(engine.state.mu_n)
+    edge_marginals = engine.repaired.reshape(n_edges, k, k).copy()
+    return GiniInferenceResult(node_marginals=node_marginals, edge_marginals=edge_marginals,
+                               value=float(last["dual"]), bound=float(last["primal"]),
                                upper_bound=float(last["primal"]), lower_bound=float(last["dual"]),
                                residual=float(last["residual"]), n_iter=int(last["n_iter"]),
                                converged=bool(last["gap"] <= tol * max(abs(last["primal"]), 1.0)))
