@@ -74,6 +74,10 @@ def check_nonnegative(value, name: str) -> float:
     return float(value)
 
 
+#: largest feature magnitude accepted: squared norms of rows must stay far from float64 overflow (1.8e308)
+MAX_FEATURE_MAGNITUDE = 1e100
+
+
 def check_features(features, name: str = "features", *, allow_sparse: bool = True,
                    n_rows: int | None = None, n_columns: int | None = None):
     """Check a 2-D feature matrix and return it as float64 (C-contiguous or CSR).
@@ -124,6 +128,11 @@ def check_features(features, name: str = "features", *, allow_sparse: bool = Tru
         raise ValueError(f"{name} has no feature columns (shape {shape})")
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{name} contains NaN or infinite values")
+    largest = float(np.max(np.abs(data))) if data.size else 0.0
+    if largest > MAX_FEATURE_MAGNITUDE:
+        raise ValueError(f"{name} has a value of magnitude {largest:.3g}, above {MAX_FEATURE_MAGNITUDE:g}: squared "
+                         "norms and scores would overflow float64; rescale the features (e.g. StandardScaler "
+                         "through crflearn.NodeTransformer)")
     if n_rows is not None and shape[0] != n_rows:
         raise ValueError(f"{name} has {shape[0]} rows, expected {n_rows}")
     if n_columns is not None and shape[1] != n_columns:
