@@ -171,7 +171,7 @@ def _message(pots, cache, semiring, e, j, first, inv_rho, work):
         direct_message(semiring, work.cav, pw, first, inv_rho, work.new, work.arg, False)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sweep(pots, graph, i, semiring, damping, msgs, cache, work):
     """One forward and one backward sweep over example ``i``; returns ``(largest change, collapsed)``.
 
@@ -210,7 +210,7 @@ def _sweep(pots, graph, i, semiring, damping, msgs, cache, work):
     return delta, False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _new_cache(graph, active, k, opts):
     """Exp-form cache sized for the largest active example (empty when unused or too large)."""
     max_e = 0
@@ -222,7 +222,7 @@ def _new_cache(graph, active, k, opts):
                   np.empty((ce, k)))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_cache(pots, graph, i, weights, cache):
     """Exp-forms of ``pairwise / rho`` in both orientations for the edges of example ``i``:
     a message then costs K exponentials and K logarithms instead of K^2 exponentials."""
@@ -241,7 +241,7 @@ def _fill_cache(pots, graph, i, weights, cache):
         exp_form(cache.pws[j], False, cache.e_bwd[j], cache.s_bwd[j])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _new_work(pots, graph, opts):
     n, k = pots.unary.shape
     m = graph.edges.shape[0]
@@ -253,7 +253,7 @@ def _new_work(pots, graph, opts):
                  np.empty(k), np.empty(k), np.empty((kk, kk)), np.empty((kk, kk)))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _edge_table(cs, ct, pw, inv_rho, T, P):
     """``P`` = the table ``exp(cs[x] + pw[x, y] / rho + ct[y])`` divided by its sum, ``T = log P``."""
     k = cs.shape[0]
@@ -267,7 +267,7 @@ def _edge_table(cs, ct, pw, inv_rho, T, P):
                 T[x, y] -= lz
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sum_outputs(pots, graph, i, msgs, edge_mode, out, work):
     """Marginals of example ``i`` at the final messages; returns the variational log-partition."""
     k = pots.unary.shape[1]
@@ -320,7 +320,7 @@ def _local_score(pots, graph, v, a, labels):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def icm(pots, graph, lo, hi, labels, max_sweeps):
     """Iterated conditional modes on nodes ``lo..hi-1`` until no label changes."""
     k = pots.unary.shape[1]
@@ -344,7 +344,7 @@ def icm(pots, graph, lo, hi, labels, max_sweeps):
             break
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def example_score(pots, edges, lo, hi, elo, ehi, labels):
     """Score of the labelling of nodes ``lo..hi-1`` / edges ``elo..ehi-1``."""
     total = 0.0
@@ -356,7 +356,7 @@ def example_score(pots, edges, lo, hi, elo, ehi, labels):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def batch_scores(pots, edges, node_offsets, edge_offsets, labels, out):
     """Score of every example's labelling into ``out`` (n_examples,)."""
     for i in range(node_offsets.shape[0] - 1):
@@ -364,7 +364,7 @@ def batch_scores(pots, edges, node_offsets, edge_offsets, labels, out):
                                edge_offsets[i + 1], labels)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dual_bound(pots, graph, i, msgs, work):
     """Sum of maxima of the reparametrised node and edge potentials (an upper bound on the MAP score)."""
     k = pots.unary.shape[1]
@@ -382,7 +382,7 @@ def _dual_bound(pots, graph, i, msgs, work):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _link_chains(pots, graph, i, work):
     """Pair, at every node, the j-th edge to an earlier neighbour with the j-th edge to a later one
     (``work.nxt``, ``work.has_prev``); returns the sum of ``max unary`` over the isolated nodes."""
@@ -411,7 +411,7 @@ def _link_chains(pots, graph, i, work):
     return isolated
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _chain_bound(pots, graph, i, msgs, work):
     """Upper bound on the MAP score from a decomposition into monotonic chains (Kolmogorov 2006).
 
@@ -455,7 +455,7 @@ def _chain_bound(pots, graph, i, msgs, work):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _node_weights(graph, i, trws, work):
     """TRW-S weights ``1 / max(#earlier, #later neighbours)`` of the nodes of example ``i``."""
     for v in range(graph.node_offsets[i], graph.node_offsets[i + 1]):
@@ -471,7 +471,7 @@ def _node_weights(graph, i, trws, work):
         work.gamma[v] = work.gamma_chain[v] if trws else 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode(pots, graph, i, msgs, work):
     """Labelling in node order: earlier neighbours by their labels, later ones by their messages."""
     k = pots.unary.shape[1]
@@ -494,7 +494,7 @@ def _decode(pots, graph, i, msgs, work):
         cur[s] = np.argmax(th)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _map_iteration(pots, graph, i, it, opts, msgs, out, work, best, bound, stop):
     """Decode, polish by ICM, keep the best labelling and (every 5 sweeps) tighten the bound.
 
@@ -519,7 +519,7 @@ def _map_iteration(pots, graph, i, it, opts, msgs, out, work, best, bound, stop)
     return best, bound, stop
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def loopy_pass(pots, graph, active, opts, out):
     """Sum-product (TRW / BP) or max-product (TRW-S / damped) on every active example.
 

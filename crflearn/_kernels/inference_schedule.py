@@ -48,7 +48,7 @@ class GraphArrays(NamedTuple):
     adj_edge: np.ndarray
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def build_adjacency(edges, n_nodes, adj_ptr, adj_nbr, adj_edge):
     """Fill CSR adjacency lists: neighbours of ``v`` are ``adj_nbr[adj_ptr[v]:adj_ptr[v + 1]]``.
 
@@ -75,7 +75,7 @@ def build_adjacency(edges, n_nodes, adj_ptr, adj_nbr, adj_edge):
         fill[t] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def build_bfs_schedule(edges, node_offsets, edge_offsets, adj_ptr, adj_nbr, adj_edge,
                        order, parent, parent_edge, parent_first, n_components, is_forest):
     """Breadth-first order of every example (roots = lowest unvisited node index).

@@ -57,7 +57,7 @@ class Potentials(NamedTuple):
 TreeWork = namedtuple("TreeWork", "er sr ec sc E sh ex ssum cav tmp A B T")
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def exp_form(pw, transpose, E, shift):
     """``E[a, b] = exp(Q[a, b] - shift[a])`` with ``shift[a] = max_b Q[a, b]``, ``Q = pw`` or ``pw.T``."""
     k = pw.shape[0]
@@ -77,7 +77,7 @@ def exp_form(pw, transpose, E, shift):
                 E[a, b] = np.exp(q - m)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lse_vector(x):
     """Log-sum-exp of a 1-D array (``-inf`` when every entry is ``-inf``)."""
     m = x.max()
@@ -89,7 +89,7 @@ def lse_vector(x):
     return m + np.log(s)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def normalise_log(x):
     """Subtract ``max(x)`` from ``x`` in place and return it (0 when ``x`` is all ``-inf``)."""
     m = x.max()
@@ -100,7 +100,7 @@ def normalise_log(x):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def normalised_exp(x, out):
     """``out = exp(x) / sum(exp(x))`` computed as ``exp(x - max) / sum`` (NaN when ``x`` is all ``-inf``)."""
     m = x.max()
@@ -113,7 +113,7 @@ def normalised_exp(x, out):
         out[i] *= inv
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def softmax_table(L, P):
     """``P = exp(L) / sum(exp(L))`` (``P`` may be ``L``; all zero when ``L`` is all ``-inf``).
 
@@ -212,7 +212,7 @@ def lse_message(x, pw, transpose, E, shift, ex, ssum, out):
     return mx, flag
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shifted_exp(u, shift, out):
     """``out[x] = exp(u[x] + shift[x] - m)`` with ``m = max_x (u[x] + shift[x])``; returns ``m``
     (``out`` untouched when ``m = -inf``)."""
@@ -225,7 +225,7 @@ def _shifted_exp(u, shift, out):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fast_pair_table(u, shift, E, ex, ssum, B, T):
     """Normalised ``T[x, y] ∝ exp(u[x] + Q[x, y] + w[y])`` reusing a message computation.
 
@@ -251,7 +251,7 @@ def fast_pair_table(u, shift, E, ex, ssum, B, T):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pair_table(u, w, pw, transpose, E, shift, A, B, T):
     """Normalised ``T[x, y] ∝ exp(u[x] + Q[x, y] + w[y])`` (``Q = pw`` or ``pw.T``); all zero if no finite entry."""
     k = u.shape[0]
@@ -280,7 +280,7 @@ def pair_table(u, w, pw, transpose, E, shift, A, B, T):
             T[x, y] *= inv
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tree_work(pots, semiring):
     """Scratch for :func:`forest_pass` (exp-forms of a shared matrix precomputed; empty for ``MAX``)."""
     k = pots.unary.shape[1] if semiring == SUM else 0
@@ -292,7 +292,7 @@ def _tree_work(pots, semiring):
     return w
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _edge_exp_form(pots, work, slot, transpose):
     """The exp-form ``(E, shift)`` of ``Q = pw`` or ``pw.T`` of matrix ``slot`` (precomputed when shared)."""
     if pots.shared:
@@ -303,7 +303,7 @@ def _edge_exp_form(pots, work, slot, transpose):
     return work.E, work.sh
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _upward(pots, sched, lo, hi, semiring, belief, msg, back, work):
     """Leaves to roots: every non-root node's message to its parent, added to the parent's belief.
 
@@ -332,7 +332,7 @@ def _upward(pots, sched, lo, hi, semiring, belief, msg, back, work):
     return shift
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _roots(sched, lo, hi, semiring, belief, back, labels):
     """Sum over the roots of ``op`` of their beliefs; ``MAX`` also back-tracks ``labels`` (BFS order)."""
     k = belief.shape[1]
@@ -358,7 +358,7 @@ def _roots(sched, lo, hi, semiring, belief, back, labels):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _store_pair(T, transpose, e, edge_mode, node_row, edge_out):
     """Child marginal = row sums of ``T[b_child, a_parent]``; the edge table (``edges[e]`` orientation)
     into ``edge_out[e]`` (``edge_mode`` 0) or added to ``edge_out[0]`` (1)."""
@@ -378,7 +378,7 @@ def _store_pair(T, transpose, e, edge_mode, node_row, edge_out):
                 edge_out[dst, a, b] += t
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _downward(pots, sched, lo, hi, edge_mode, belief, msg, node_marg, edge_out, work):
     """Roots to leaves (sum-product): outside messages, pair tables and the children's marginals."""
     k = belief.shape[1]
@@ -405,7 +405,7 @@ def _downward(pots, sched, lo, hi, edge_mode, belief, msg, node_marg, edge_out, 
             belief[v, b] += work.tmp[b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forest_pass(pots, sched, active, semiring, edge_mode, node_marg, edge_out, labels, values):
     """Exact sum-product or max-product on every active (forest) example of a flat batch.
 
@@ -446,7 +446,7 @@ def forest_pass(pots, sched, active, semiring, edge_mode, node_marg, edge_out, l
                 normalised_exp(belief[v], node_marg[v])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forest_max_product(unary, pw3, shared, node_offsets, active, order, parent, parent_edge, parent_first,
                        labels, scores):
     """:func:`forest_pass` with ``MAX`` on flat arrays (the form the SSVM epoch kernels call per example)."""

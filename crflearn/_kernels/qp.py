@@ -30,7 +30,7 @@ __all__ = ["simplex_qp"]
 _RIDGE = 1e-12
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gradient(gram, b, lam, beta, grad):
     """``grad = G beta / lam - b`` (the support of ``beta`` only)."""
     m = beta.shape[0]
@@ -43,7 +43,7 @@ def _gradient(gram, b, lam, beta, grad):
                 grad[j] += gram[j, l] * coef
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _affine_minimiser(gram, b, lam, ridge, idx):
     """Minimiser of ``q`` on ``{sum(beta_S) = 1}`` for the support ``idx`` (KKT system, with a ridge)."""
     s = idx.shape[0]
@@ -60,7 +60,7 @@ def _affine_minimiser(gram, b, lam, ridge, idx):
     return np.linalg.solve(kkt, rhs)[:s]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _line_search_towards(gram, lam, beta, grad, j):
     """Exact line search of ``q`` from ``beta`` towards the vertex ``e_j`` (a Frank-Wolfe step)."""
     m = beta.shape[0]
@@ -85,7 +85,7 @@ def _line_search_towards(gram, lam, beta, grad, j):
     beta[j] += step
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _minor_cycle(gram, b, lam, ridge, beta, support, entering, grad):
     """Move to the minimiser of ``q`` on the support's affine hull, dropping coordinates that reach 0.
 
@@ -120,7 +120,7 @@ def _minor_cycle(gram, b, lam, ridge, beta, support, entering, grad):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def simplex_qp(gram, b, lam, beta, max_iter, tol):
     """Active-set maximisation of ``b . beta - 1/(2 lam) beta' G beta`` over the simplex, in place.
 

@@ -109,7 +109,7 @@ class _Buffers(NamedTuple):
     rows: np.ndarray
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _buffers(fv, graph, wuT, wp):
     """Scratch space sized for the largest example of ``graph``."""
     no = graph.node_offsets
@@ -126,7 +126,7 @@ def _buffers(fv, graph, wuT, wp):
                     np.zeros_like(wuT), np.zeros_like(wp), np.zeros(k + 1, dtype=np.int64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _unary(fv, wuT, y, lo, hi, out):
     """``out[v - lo, c] = x_v . W_u[c] + [c != y_v]`` for the nodes ``lo..hi-1``.
 
@@ -156,7 +156,7 @@ def _unary(fv, wuT, y, lo, hi, out):
                 out[r, c] += 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pairwise(fv, wp, elo, ehi, out):
     """Pairwise potentials of the edges ``elo..ehi-1`` into ``out`` (``out[0]`` when shared)."""
     k = out.shape[1]
@@ -178,7 +178,7 @@ def _pairwise(fv, wp, elo, ehi, out):
                     out[r, a, b] += val * wp[f, a * k + b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode(fv, graph, wuT, wp, i, buf):
     """Loss-augmented MAP labels (local) of example ``i`` into ``buf.lab[:n_i]``."""
     lo = graph.node_offsets[i]
@@ -198,7 +198,7 @@ def _decode(fv, graph, wuT, wp, i, buf):
                        buf.lab[:n_i], buf.score)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_node_feature(fv, v, c, coef, outT):
     """``W_u[c] += coef * x_v`` in the kernel layout ``outT (P, K)``."""
     if fv.sparse:
@@ -209,7 +209,7 @@ def _add_node_feature(fv, v, c, coef, outT):
             outT[j, c] += coef * fv.dense[v, j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_labeling_feature(fv, graph, i, lab, outT, outP):
     """``(outT, outP) += psi(lab)`` for example ``i``'s labeling ``lab`` (local indices)."""
     lo = graph.node_offsets[i]
@@ -223,7 +223,7 @@ def _add_labeling_feature(fv, graph, i, lab, outT, outP):
             outP[f, ab] += ef[e, f]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hamming(graph, i, lab):
     """Number of wrong nodes of example ``i``'s labeling ``lab`` (local indices)."""
     lo = graph.node_offsets[i]
@@ -234,7 +234,7 @@ def _hamming(graph, i, lab):
     return float(wrong)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _live_rows(state, graph, i, lab, rows):
     """States ``c`` whose unary row ``W_u[c]`` can move in a BCFW step (those of ``lab`` or with mass
     in the block's marginals), increasing, into ``rows``; returns their number. Every other
@@ -255,7 +255,7 @@ def _live_rows(state, graph, i, lab, rows):
     return n_rows
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _block_mean(fv, graph, state, i, rows, n_rows, buf):
     """Corner ``s = psi(lab)`` into ``buf.sT, buf.sP`` and the block's mean feature ``E_alpha_i[psi]``
     into ``buf.mT, buf.mP``, on the live rows and the pairwise block."""
@@ -286,7 +286,7 @@ def _block_mean(fv, graph, state, i, rows, n_rows, buf):
                     buf.mP[f, ab] += ef[e, f] * mu
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _direction(state, rows, n_rows, scale, buf):
     """``d = scale (s - m)`` on the live entries; returns ``(||d||^2, <d, w>)`` summed row by row
     (live unary rows increasing, then the pairwise block)."""
@@ -308,7 +308,7 @@ def _direction(state, rows, n_rows, scale, buf):
     return dd, dw
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _move_block(fv, graph, state, i, gamma, rows, n_rows, buf):
     """``w -= gamma d`` and the block's marginals move ``gamma`` of the way to the corner ``lab``."""
     for r in range(n_rows):
@@ -338,7 +338,7 @@ def _move_block(fv, graph, state, i, gamma, rows, n_rows, buf):
             state.edge_stats[e, ab // k, ab % k] += gamma * (s - state.edge_stats[e, ab // k, ab % k])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _mix(avg, w, rho):
     """``avg <- (1 - rho) avg + rho w`` (2-D, in place)."""
     for a in range(avg.shape[0]):
@@ -346,7 +346,7 @@ def _mix(avg, w, rho):
             avg[a, b] = (1.0 - rho) * avg[a, b] + rho * w[a, b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_difference(w, plus, minus, divisor):
     """``w += (plus - minus) / divisor`` (2-D, in place)."""
     for a in range(w.shape[0]):
@@ -354,7 +354,7 @@ def _add_difference(w, plus, minus, divisor):
             w[a, b] += (plus[a, b] - minus[a, b]) / divisor
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bcfw_update(fv, graph, state, i, lam, averaging, buf):
     """One BCFW block step for example ``i`` towards the corner ``buf.lab`` (exact line search)."""
     n = graph.node_offsets.shape[0] - 1
@@ -382,7 +382,7 @@ def _bcfw_update(fv, graph, state, i, lam, averaging, buf):
     state.counters[0] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bcfw_epoch(fv, graph, state, perm, lam, averaging):
     """One BCFW pass over the examples ``perm`` (Lacoste-Julien et al., 2013), in place.
 
@@ -407,7 +407,7 @@ def bcfw_epoch(fv, graph, state, perm, lam, averaging):
         _bcfw_update(fv, graph, state, i, lam, averaging, buf)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bcfw_step(fv, graph, state, i, lab, lam, averaging):
     """The BCFW step of :func:`bcfw_epoch` for example ``i`` with a given labeling ``lab`` (local)."""
     buf = _buffers(fv, graph, state.wuT, state.wp)
@@ -416,7 +416,7 @@ def bcfw_step(fv, graph, state, i, lab, lam, averaging):
     _bcfw_update(fv, graph, state, i, lam, averaging, buf)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pegasos_update(fv, graph, state, i, alpha, buf):
     """``w <- (1 - 1/t) w + dpsi_i(lab) / (alpha t)`` with the labeling ``buf.lab``; ``t += 1``."""
     t = state.counters[0]
@@ -439,7 +439,7 @@ def _pegasos_update(fv, graph, state, i, alpha, buf):
     state.counters[0] = t + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def subgradient_epoch(fv, graph, state, perm, alpha):
     """One pass of Pegasos steps over the examples ``perm`` (forests), in place on ``state``."""
     buf = _buffers(fv, graph, state.wuT, state.wp)
@@ -450,7 +450,7 @@ def subgradient_epoch(fv, graph, state, perm, alpha):
         _pegasos_update(fv, graph, state, i, alpha, buf)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def subgradient_step(fv, graph, state, i, lab, alpha):
     """The Pegasos step of :func:`subgradient_epoch` for example ``i`` with a given labeling ``lab``."""
     buf = _buffers(fv, graph, state.wuT, state.wp)
