@@ -43,6 +43,9 @@ REPAIR_ROUNDS = 3
 CLEAN_FLOOR = 1e-12
 #: most outer steps between two certificates with ``monitor_every="auto"``
 MAX_MONITOR_EVERY = 32
+#: :func:`drive` with ``cheap_rows=True`` skips the repair (the costly part of a certificate) while the
+#: augmented-Lagrangian gap exceeds this many times ``tol`` (relative): such a row cannot be certified
+CHEAP_FACTOR = 10.0
 
 
 def initial_rho_range(rho0: float) -> tuple[float, float]:
@@ -161,6 +164,7 @@ class IdalEngine:
         self.scr = make_scratch(k)
         self.outer = np.zeros(2)
         self.repaired = np.empty_like(state.mu_e)
+        self.best_lower = -np.inf  # largest certified lower bound so far (P* does not change during a run)
         self.rebuild_zeta()
 
     # -- iterations ------------------------------------------------------------------------
@@ -192,14 +196,16 @@ class IdalEngine:
         return (float(np.vdot(wuT, wuT) + np.vdot(wp, wp)),
                 float(np.vdot(wuT, self.psi_star[0]) + np.vdot(wp, self.psi_star[1])))
 
-    def certify(self, repair_tol: float = 0.0) -> dict:
+    def certify(self, repair_tol: float = 0.0, repair_above: float = np.inf) -> dict:
         """The certificate and the diagnostics at the current state (one monitoring pass).
 
         Returns a dict with ``primal`` (upper bound), ``dual`` (certified lower bound), ``gap``
         (their difference), ``residual`` (RMS of ``A mu`` per separator), ``al_gap`` (the
         augmented-Lagrangian Fenchel-Young gap), ``al_primal``, ``al_dual``, ``relaxed_dual``
-        (``D(mu)`` at the unrepaired marginals), ``repair`` (largest L1 distance moved by the repair) and ``value``
-        (``sum h(mu) + <base, mu>`` at the unrepaired marginals, unnormalised).
+        (``D(mu)`` at the unrepaired marginals), ``repair`` (largest L1 distance moved by the repair),
+        ``value`` (``sum h(mu) + <base, mu>`` at the unrepaired marginals, unnormalised) and ``fresh``.
+        When the relative ``al_gap`` exceeds ``repair_above`` and a lower bound is known, the repair is
+        skipped: ``dual`` is the best earlier lower bound (still valid), ``repair`` NaN, ``fresh`` False.
         """
         sums = np.empty(4)
         st, n = self.state, self.n
@@ -210,14 +216,20 @@ class IdalEngine:
         hstar, hsum, base_mu = float(sums[0]), float(sums[1]), float(sums[2])
         upper = 0.5 * self.alpha * wsq + (hstar - wpsi) / n
         relaxed_dual = (hsum + base_mu) / n - 0.5 * self.alpha * wsq
-        mu_n = clean_simplex_rows(st.mu_n)
-        t_max = transport_repair(self.graph, mu_n, st.mu_e, self.repaired, REPAIR_ROUNDS, repair_tol)
-        lower = self._dual_value(mu_n, self.repaired)
+        al_gap = float(np.sum(self.gaps)) / n
+        fresh = not (al_gap > repair_above * abs(upper) and np.isfinite(self.best_lower))
+        if fresh:
+            mu_n = clean_simplex_rows(st.mu_n)
+            t_max = transport_repair(self.graph, mu_n, st.mu_e, self.repaired, REPAIR_ROUNDS, repair_tol)
+            lower = self._dual_value(mu_n, self.repaired)
+            self.best_lower = max(self.best_lower, lower)
+        else:
+            t_max, lower = np.nan, self.best_lower
         return {"primal": upper, "dual": lower, "gap": upper - lower,
                 "residual": math.sqrt(a2 / (2 * self.n_edges)) if self.n_edges else 0.0,
-                "al_gap": float(np.sum(self.gaps)) / n, "al_primal": upper + 0.5 * self.rho * a2 / n,
+                "al_gap": al_gap, "al_primal": upper + 0.5 * self.rho * a2 / n,
                 "al_dual": relaxed_dual - (xa + 0.5 * self.rho * a2) / n, "relaxed_dual": relaxed_dual,
-                "repair": t_max, "value": hsum + base_mu}
+                "repair": t_max, "value": hsum + base_mu, "fresh": fresh}
 
     def _dual_value(self, mu_n: np.ndarray, mu_e: np.ndarray) -> float:
         """``D(mu_n, mu_e)`` with ``w`` recomputed from the marginals."""
@@ -286,8 +298,14 @@ class MonitorSchedule:
 
 def drive(engine: IdalEngine, iterations: Iterable[int], record: Callable[[int, dict], bool], *,
           schedule: MonitorSchedule, is_last: Callable[[int], bool], rel_gap: Callable[[dict], float],
-          adaptive: bool, rho_bounds: tuple[float, float], monitoring=nullcontext) -> None:
-    """The outer loop: step, certify when due, adapt ``rho``, record (``record`` returns True to stop)."""
+          adaptive: bool, rho_bounds: tuple[float, float], monitoring=nullcontext,
+          cheap_rows: bool = False) -> None:
+    """The outer loop: step, certify when due, adapt ``rho``, record (``record`` returns True to stop).
+
+    ``cheap_rows``: skip the repair of a certificate (not on the last step) while the relative
+    augmented-Lagrangian gap exceeds ``CHEAP_FACTOR * tol`` (see :meth:`IdalEngine.certify`); ``rho``
+    adapts on fresh certificates only."""
+    repair_above = CHEAP_FACTOR * schedule.tol if cheap_rows and schedule.tol > 0 else np.inf
     first = None
     for it in iterations:
         first = it if first is None else first
@@ -296,11 +314,11 @@ def drive(engine: IdalEngine, iterations: Iterable[int], record: Callable[[int, 
         if not schedule.due(step, is_last(it)):
             continue
         with monitoring():
-            row = engine.certify(repair_tol=0.0)
+            row = engine.certify(repair_tol=0.0, repair_above=np.inf if is_last(it) else repair_above)
             rel = rel_gap(row)
             schedule.update(step, rel)
         if record(it, row):
             break
-        if adaptive and step > RHO_WARMUP:
+        if adaptive and step > RHO_WARMUP and row["fresh"]:
             with monitoring():
                 engine.adapt_rho(row, rho_bounds)

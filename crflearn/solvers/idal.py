@@ -111,7 +111,9 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         at the last certificate (as many draws as cliques).
     monitor_every : int or "auto", default="auto"
         Certify (and test ``tol``) every this many outer steps; ``"auto"`` predicts from the
-        observed rate when ``tol`` will be reached (at most every 32 steps).
+        observed rate when ``tol`` will be reached (at most every 32 steps), and skips the repair of
+        the lower bound while the augmented-Lagrangian gap exceeds ``10 tol`` (relative): such rows
+        record the best earlier lower bound (still valid) and NaN ``repair``.
     rho_schedule : {"adaptive", "fixed"}, default="adaptive"
         ``"adaptive"``: residual balancing at each certificate (after 10 warm-up steps): ``rho`` is
         doubled when the part of the certified gap due to the agreement violation exceeds 16x the
@@ -153,7 +155,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         drive(engine, loop.iterations(), _Recorder(engine, loop, model, batch, alpha, inner_epochs),
               schedule=MonitorSchedule(monitor_every, tol), is_last=lambda it: loop.is_last,
               rel_gap=lambda row: relative_gap(row["gap"], row["primal"]),
-              adaptive=rho_schedule == "adaptive", rho_bounds=initial_rho_range(rho0), monitoring=loop.monitoring)
+              adaptive=rho_schedule == "adaptive", rho_bounds=initial_rho_range(rho0), monitoring=loop.monitoring,
+              cheap_rows=monitor_every == "auto")
     if loop.interrupted:  # the interrupted sweep may have left zeta stale
         engine.rebuild_zeta()
     return _result(engine, loop, model, batch, kappa, entropy)
