@@ -137,7 +137,10 @@ def main(argv=None):
     print(f"# {args.task}: {train.n_examples} train examples, {train.n_nodes} nodes, {train.n_edges} edges, "
           f"K={k}, p={train.n_features}, q={train.n_edge_features}")
     print(HEADER)
-    from crflearn.solvers.idal import default_rho
+    try:
+        from crflearn.solvers._idal_setup import default_rho
+    except ImportError:  # before the IDAL split
+        from crflearn.solvers.idal import default_rho
 
     model = PairwiseModel(k, train.n_features, train.n_edge_features)
     for alpha in alphas:
