@@ -182,6 +182,26 @@ def test_monitor_every_and_history_columns():
     assert res.history["oracle_calls"][-1] == 10 * batch.n_examples
 
 
+@pytest.mark.parametrize("kind", ["chain", "grid"])
+def test_auto_monitoring_skips_the_repair_only_far_from_tol(kind):
+    """Rows with ``monitor_every="auto"`` whose AL gap exceeds 10 tol skip the repair: they keep the best
+    earlier certified lower bound (so they still bracket the optimum) and never adapt rho."""
+    from crflearn._kernels.idal_engine import CHEAP_FACTOR
+
+    batch, model = _random_batch(kind, n_examples=4, seed=2)
+    tol = 1e-4
+    res = _fit(batch, model, max_iter=300, tol=tol, alpha=0.01)
+    h = res.history
+    cheap = np.isnan(h["repair"])
+    assert res.converged and cheap.any() and not cheap[0] and not cheap[-1]
+    best = np.maximum.accumulate(np.where(cheap, -np.inf, h["dual"]))
+    np.testing.assert_array_equal(h["dual"][cheap], best[cheap])
+    assert np.all(h["al_gap"][cheap] > CHEAP_FACTOR * tol * np.abs(h["primal"][cheap]))
+    np.testing.assert_array_equal(h["rho"][1:][cheap[:-1]], h["rho"][:-1][cheap[:-1]])
+    fixed = _fit(batch, model, max_iter=30, tol=tol, alpha=0.01, monitor_every=1)
+    assert not np.isnan(fixed.history["repair"]).any()
+
+
 def test_keyboard_interrupt_keeps_last_iterate():
     batch, model = _random_batch("chain")
 
