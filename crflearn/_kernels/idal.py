@@ -133,7 +133,7 @@ def _prefetch(typingctx, arr, index):
     return types.none(arr, index), codegen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _prefetch_clique(c, feats, graph, state):
     """Prefetch what the update of clique ``c`` will read (cliques are visited in random order,
     which defeats the hardware prefetcher); 8 float64 per cache line."""
@@ -164,14 +164,14 @@ def _prefetch_clique(c, feats, graph, state):
         _prefetch_separator(state.zeta, e, 1, K)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _prefetch_separator(zeta, e, side, K):
     for k in range(0, K, 8):
         _prefetch(zeta, (e, side, k))
     _prefetch(zeta, (e, side, K - 1))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def node_theta(v, th, graph, feats, wuT, zeta):
     """Score ``theta_v`` of node ``v`` into ``th`` (length K)."""
     K = th.shape[0]
@@ -190,7 +190,7 @@ def node_theta(v, th, graph, feats, wuT, zeta):
             th[k] += zeta[e, side, k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def edge_theta(e, th, K, base_e, efeat, wp, zeta):
     """Score ``theta_e`` (K*K, row-major) of edge ``e`` into ``th``."""
     KK = K * K
@@ -219,7 +219,7 @@ def edge_theta(e, th, K, base_e, efeat, wp, zeta):
 WARM_DELTA = 0.1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def idal_sweep(order, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
     """One pass of exact clique-wise line-search updates in the order ``order``.
 
@@ -248,7 +248,7 @@ def idal_sweep(order, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, 
     return moved
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _apply_node(v, gamma, d, graph, feats, weights, state, rho, inv_lam_n):
     """``mu_v += gamma d`` and the matching updates of ``W_u`` and of ``zeta`` on the separators."""
     mu_n = state.mu_n
@@ -270,7 +270,7 @@ def _apply_node(v, gamma, d, graph, feats, weights, state, rho, inv_lam_n):
             state.zeta[e, side, k] -= gr * d[k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n):
     """``mu_e += gamma d`` on the entries ``scr.idx[:nz]``, then ``W_p`` and ``zeta``."""
     K = scr.rd.shape[0]
@@ -293,7 +293,7 @@ def _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n):
         state.zeta[e, 1, a] += gr * scr.cd[a]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gini_node(v, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     mu_n = state.mu_n
     K = mu_n.shape[1]
@@ -322,7 +322,7 @@ def _gini_node(v, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _edge_max(src, KK):
     """``max(src[:KK])`` with four independent chains (vectorises)."""
     m0 = -np.inf
@@ -339,7 +339,7 @@ def _edge_max(src, KK):
     return max(max(m0, m1), max(m2, m3))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _edge_threshold(src, inv_2k, low, buf, cidx):
     """Projection threshold of ``src * inv_2k``: Michelot on the candidates above ``low`` when
     they provably contain the support (``sum (x - low)_+ >= 1``), else above ``max - 1``.
@@ -353,7 +353,7 @@ def _edge_threshold(src, inv_2k, low, buf, cidx):
     return michelot_threshold(buf, cidx, n)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gini_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
     mu_e = state.mu_e
     K = scr.rd.shape[0]
@@ -411,7 +411,7 @@ def _gini_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr)
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _edge_direction_sums(nz, th, two_k, mu_row, shift0, scr):
     """Row/column sums of ``d`` (into ``scr.rd``, ``scr.cd``) and ``(<th - two_k mu_row - shift0, d>,
     ||d||^2, ||rowsum d||^2, ||colsum d||^2)`` over the entries ``scr.idx[:nz]``."""
@@ -439,7 +439,7 @@ def _edge_direction_sums(nz, th, two_k, mu_row, shift0, scr):
     return num, dd, rr, cc
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _entropy_slope(gamma, p, d, th, w, curv, r, rd, strides):
     """``(phi'(gamma), phi''(gamma))`` of ``phi(g) = w [H(p + g d) - H(r + g rd)] + g <th, d> - g^2 curv / 2``.
 
@@ -472,7 +472,7 @@ def _entropy_slope(gamma, p, d, th, w, curv, r, rd, strides):
     return g1, g2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def entropy_line_search(p, d, th, w, curv, r, rd, strides):
     """Exact step ``argmax_{g in [0, 1]} phi(g)`` of :func:`_entropy_slope` (concave): safeguarded
     Newton on ``phi'`` inside a bisection bracket. Returns 0 when ``d`` is not an ascent direction."""
@@ -501,7 +501,7 @@ def entropy_line_search(p, d, th, w, curv, r, rd, strides):
     return gamma
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def softmax_into(th, w, out):
     """``out = softmax(th / w)``; returns ``w * logsumexp(th / w)`` (``max(th)`` when ``w == 0``,
     with ``out`` the first argmax vertex)."""
@@ -526,7 +526,7 @@ def softmax_into(th, w, out):
     return m + w * np.log(z)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shannon_node(v, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     """Entropy-weighted nodes: target ``softmax(theta / w)``; entropy-free nodes (non-roots of a
     forest): the exact block maximiser ``Proj(mu + theta / curv)``; then the exact line search."""
@@ -558,7 +558,7 @@ def _shannon_node(v, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def parent_sums(row, K, side, out):
     """Marginal of the parent endpoint of an edge block (``side`` 0: row sums, 1: column sums)."""
     for a in range(K):
@@ -568,7 +568,7 @@ def parent_sums(row, K, side, out):
             out[b if side else a] += row[a * K + b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conditionals(th, w, stride_p, stride_c, out, vals):
     """For every parent state ``a``: ``out[a, :] = softmax(th[a, :] / w)`` and ``vals[a] = w lse(th[a, :] / w)``
     (entries ``a * stride_p + b * stride_c``)."""
@@ -587,7 +587,7 @@ def _conditionals(th, w, stride_p, stride_c, out, vals):
         vals[a] = m + w * np.log(z)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shannon_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     """Conditional-entropy edge: target ``r^_a q_a`` with the conditionals ``q_a = softmax(theta_a / w)``
     of every parent state ``a`` and the parent marginal ``r^ = Proj(r + s / L)`` (``s_a = w lse(theta_a / w)``,
@@ -627,7 +627,7 @@ def _shannon_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def idal_outer(graph, state, rho, eta, out):
     """Multiplier step ``xi += eta * A mu``, then ``zeta = xi + rho * A mu``.
 
@@ -690,7 +690,7 @@ def idal_outer(graph, state, rho, eta, out):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def clique_order(example_perm, keys, node_offsets, edge_offsets, n_nodes, order):
     """Sweep order: examples in the order ``example_perm``; inside an example its nodes
     and edges (clique ids ``v`` and ``n_nodes + e``) sorted by the random ``keys``.

@@ -26,7 +26,7 @@ from .simplex import project_simplex
 __all__ = ["idal_monitor", "transport_repair", "dual_sums"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gini_conj(th, kappa, p, buf, idx):
     """Value of ``max_p <th, p> + kappa (1 - ||p||^2)`` (maximiser left in ``p``)."""
     project_simplex(th, 1.0 / (2.0 * kappa), p, buf, idx)
@@ -37,7 +37,7 @@ def _gini_conj(th, kappa, p, buf, idx):
     return val
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _otrw_conj(th, kappa, a, start, scr, max_iter, tol):
     """Upper bound on ``max_p <th, p> + kappa (G(p) - a G(rowsum p))`` over the simplex.
 
@@ -78,12 +78,12 @@ def _otrw_conj(th, kappa, a, start, scr, max_iter, tol):
     return val
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _plogp(x):
     return x * np.log(x) if x > 0.0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def node_entropy(mu_row, w, kind):
     """``h_v(mu_v)``: ``w G(mu_v)`` or ``w H(mu_v)``."""
     h = 0.0
@@ -97,7 +97,7 @@ def node_entropy(mu_row, w, kind):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def edge_entropy(mu_row, w, ent, side, rp):
     """``h_e(mu_e)``: ``w (G(mu_e) - a G(P mu_e))`` or ``w (H(mu_e) - H(P mu_e))``."""
     K = rp.shape[0]
@@ -110,7 +110,7 @@ def edge_entropy(mu_row, w, ent, side, rp):
     return h - node_entropy(rp, w, ent.kind)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _node_conj(th, w, kind, scr):
     K = th.shape[0]
     if kind == GINI:
@@ -118,7 +118,7 @@ def _node_conj(th, w, kind, scr):
     return softmax_into(th, w, scr.tgt[:K])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _edge_conj(e, th, ent, mu_row, scr):
     K = scr.rd.shape[0]
     w = ent.edge_w[e]
@@ -133,7 +133,7 @@ def _edge_conj(e, th, ent, mu_row, scr):
     return np.max(scr.sk)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def idal_monitor(graph, feats, weights, state, ent, gaps, sums, scr):
     """Fenchel-Young gaps of every clique and the sums needed for the objectives.
 
@@ -164,7 +164,7 @@ def idal_monitor(graph, feats, weights, state, ent, gaps, sums, scr):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accumulate(acc, hs, h, th, base, mu_row):
     """Add one clique to ``acc = [h*, h, <base, mu>, <theta, mu>]``; return its Fenchel-Young gap."""
     tm = 0.0
@@ -181,7 +181,7 @@ def _accumulate(acc, hs, h, th, base, mu_row):
     return max(hs - tm - h, 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _affine_projection(x, a, b, K, out):
     """Euclidean projection of ``x`` (K*K) onto ``{M 1 = a, M^T 1 = b}`` restricted to the rows with
     ``a > 0`` and columns with ``b > 0`` (the other entries are 0 in every feasible point)."""
@@ -207,7 +207,7 @@ def _affine_projection(x, a, b, K, out):
                 out[i * K + j] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cap_lines(out, cap, stride_line, stride_entry):
     """Scale down every line ``l`` of the K x K block (entries ``l * stride_line + j * stride_entry``)
     whose sum exceeds ``cap[l]`` to sum ``cap[l]``."""
@@ -221,7 +221,7 @@ def _cap_lines(out, cap, stride_line, stride_entry):
                 out[line * stride_line + j * stride_entry] *= cap[line] / total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _round_transport(y, a, b, base, out):
     """A point of ``{M >= 0, M 1 = a, M^T 1 = b}`` near ``y`` (Altschuler et al. 2017, Alg. 2):
     clip to the orthant (forbidden entries, ``base == -inf``, to 0), scale down the rows and the
@@ -256,7 +256,7 @@ def _round_transport(y, a, b, base, out):
     return moved
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def transport_repair(graph, mu_n, mu_e, out, n_rounds, t_tol):
     """Write into ``out`` (E, K*K) a feasible edge block for every edge given the node marginals
     ``mu_n``: ``n_rounds`` of Dykstra between the orthant and the affine marginal constraints
@@ -290,7 +290,7 @@ def transport_repair(graph, mu_n, mu_e, out, n_rounds, t_tol):
     return worst
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def dual_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, scr):
     """Entropy and loss sums of ``(mu_n, mu_e)`` and its feature statistics.
 

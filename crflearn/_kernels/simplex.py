@@ -25,7 +25,7 @@ from numba import njit
 __all__ = ["project_simplex", "simplex_threshold", "michelot_threshold", "candidates_above"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def simplex_threshold(v, scale, buf, idx):
     """Threshold ``tau`` with ``sum(max(v * scale - tau, 0)) == 1``.
 
@@ -50,7 +50,7 @@ def simplex_threshold(v, scale, buf, idx):
     return michelot_threshold(buf, idx, n)[0]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def candidates_above(v, scale, low, buf, idx):
     """Branch-free compaction of the entries of ``v * scale`` above ``low`` into ``buf``, ``idx``
     (original order); returns their number."""
@@ -63,7 +63,7 @@ def candidates_above(v, scale, low, buf, idx):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def michelot_threshold(buf, idx, n):
     """Michelot's fixed point on the candidates ``buf[:n]`` with indices ``idx[:n]`` (overwritten).
 
@@ -93,7 +93,7 @@ def michelot_threshold(buf, idx, n):
     return tau, n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def project_simplex(v, scale, out, buf, idx):
     """Write ``Proj_simplex(v * scale)`` into ``out`` (same length as ``v``); return the threshold.
 

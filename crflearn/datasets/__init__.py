@@ -7,7 +7,7 @@
 * CoNLL text: :func:`read_conll`, :func:`write_conll`, :func:`token_features`
   and a tiny part-of-speech sample (:func:`load_tiny_pos`).
 * Synthetic tasks with ``random_state``: :func:`make_chain_hmm`,
-  :func:`make_grid_potts`, :func:`make_random_graphs`.
+  :func:`make_grid_potts`, :func:`make_random_graphs`, :func:`make_multilabel_graph`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ._conll import (load_tiny_pos, read_conll, sentence_features, tiny_pos_path
 from ._ocr import OCR_LETTERS, load_ocr
 from ._paths import DATA_ENV_VAR, candidate_dirs, find_data_file
 from ._snakes import SNAKE_COLOURS, SNAKE_N_STATES, load_snakes, snake_grid_features
+from ._multilabel import make_multilabel_graph
 from ._synthetic import make_chain_hmm, make_grid_potts, make_random_graphs
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "load_snakes",
     "load_tiny_pos",
     "make_chain_hmm",
+    "make_multilabel_graph",
     "make_grid_potts",
     "make_random_graphs",
     "read_conll",
