@@ -49,3 +49,22 @@ def test_blas_thread_limit_is_restored_after_fit():
         CRF(max_iter=3).fit(X, y).predict(X)
     after = [(i["internal_api"], i["num_threads"]) for i in threadpool_info()]
     assert after == before
+
+
+def test_compiled_kernels_release_the_gil():
+    """Every Numba kernel is compiled with ``nogil=True``, so kernels called from several threads run in
+    parallel (the data-parallel solver builds on this)."""
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    names = ["idal", "idal_monitor", "simplex", "inference_loopy", "inference_schedule", "inference_tree",
+             "qp", "ssvm"]
+    holding = []
+    for name in names:
+        module = importlib.import_module(f"crflearn._kernels.{name}")
+        for attr, obj in vars(module).items():
+            if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__:
+                if not obj.targetoptions.get("nogil", False) and obj.targetoptions.get("inline") != "always":
+                    holding.append(f"{name}.{attr}")
+    assert holding == []
