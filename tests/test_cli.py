@@ -58,9 +58,16 @@ def test_demo_small_writes_png(capsys, tmp_path):
     assert len(pngs) == 1
     assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(pngs[0]) in out
-    assert "[idal] iter" in out  # progress lines
+    assert "[idal] iter" not in out  # quiet by default: a short summary only
     assert "epochs=4" in out and "final gap=" in out and "final residual=" in out
     assert "node accuracy: train" in out
+
+
+def test_demo_verbose_prints_progress_lines(capsys, tmp_path):
+    code, out, err = _run(capsys, "demo", "--n-train", "12", "--n-test", "6", "--length", "6",
+                          "--max-iter", "4", "--verbose", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "[idal] iter" in out
 
 
 def test_demo_missing_real_data(capsys, tmp_path):
@@ -122,7 +129,7 @@ def test_fit_predict_npz_chains(capsys, tmp_path):
     write_npz_data(test, X[40:])  # unlabelled
     model = tmp_path / "model.npz"
     code, out, err = _run(capsys, "fit", "--data", str(train), "--model", str(model), "--max-iter", "30",
-                          "--alpha", "0.01")
+                          "--alpha", "0.01", "--verbose")
     assert code == 0, err
     assert "model saved" in out and "[idal] iter" in out
     out_file = tmp_path / "pred.npz"
