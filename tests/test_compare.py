@@ -87,3 +87,19 @@ def test_cli_glue(tmp_path):
                               "--n-sequences", "10", "--out", str(tmp_path / "out"), "--no-plots"])
     assert run_compare(args) == 0
     assert (tmp_path / "out" / "summary.csv").exists()
+
+
+def test_progress_lines_and_wall_clock_budget():
+    """compare reports each run as it starts and ends, naming how it ended, and a run stops within its wall
+    budget (monitoring and test evaluations count)."""
+    from crflearn.compare import compare_solvers
+    from crflearn.datasets import make_chain_hmm
+
+    X, y = make_chain_hmm(n_sequences=40, length=(4, 8), n_states=3, n_features=5, random_state=0)
+    lines = []
+    results = compare_solvers(X[:30], y[:30], X[30:], y[30:], solvers=["bcfw"], max_time=0.5, tol=0.0,
+                              progress=lines.append)
+    assert lines[0].startswith("[compare] bcfw: running") and lines[1].startswith("[compare] bcfw:")
+    assert "time budget or max_iter" in lines[1] and "s wall" in lines[1]
+    assert not results["bcfw"]["converged"]
+    assert results["bcfw"]["n_iter"] < 100000  # stopped by its 0.5 s budget, not by max_iter
