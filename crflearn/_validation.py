@@ -18,6 +18,7 @@ __all__ = [
     "check_edges",
     "check_labels",
     "check_potentials",
+    "check_scores",
     "check_positive",
     "check_nonnegative",
     "check_int",
@@ -200,6 +201,17 @@ def check_labels(labels, n_nodes: int, n_states: int | None = None, name: str = 
     return arr
 
 
+def check_scores(values, name: str) -> np.ndarray:
+    """Scores (log-potentials) as C-contiguous float64; rejects non-real dtypes, NaN and +inf (-inf forbids)."""
+    arr = np.asarray(values)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if np.isnan(arr).any() or np.isposinf(arr).any():
+        raise ValueError(f"{name} contains NaN or +inf (-inf is allowed and forbids a state or pair)")
+    return arr
+
+
 def check_potentials(unary, pairwise, edges):
     """Check potentials for single-graph inference.
 
@@ -218,23 +230,16 @@ def check_potentials(unary, pairwise, edges):
     pairwise : ndarray (K, K) or (E, K, K) float64
     edges : ndarray (E, 2) int64
     """
-    u = np.asarray(unary)
-    if u.dtype == object or not np.issubdtype(u.dtype, np.number):
-        raise TypeError(f"unary must be a numeric array, got dtype {u.dtype}")
+    u = check_scores(unary, "unary")
     if u.ndim != 2:
         raise ValueError(f"unary must have shape (n_nodes, n_states), got {u.shape}")
     if u.shape[0] == 0:
         raise ValueError("unary is empty: the graph needs at least one node")
     if u.shape[1] == 0:
         raise ValueError("unary has zero states")
-    u = np.ascontiguousarray(u, dtype=np.float64)
-    if np.isnan(u).any() or np.isposinf(u).any():
-        raise ValueError("unary contains NaN or +inf (-inf is allowed and forbids a state)")
     n, k = u.shape
     e = check_edges(edges, n, "edges")
-    p = np.asarray(pairwise)
-    if p.dtype == object or not np.issubdtype(p.dtype, np.number):
-        raise TypeError(f"pairwise must be a numeric array, got dtype {p.dtype}")
+    p = check_scores(pairwise, "pairwise")
     if p.ndim == 2:
         if p.shape != (k, k):
             raise ValueError(f"pairwise must have shape ({k}, {k}) or ({len(e)}, {k}, {k}), got {p.shape}")
@@ -243,9 +248,6 @@ def check_potentials(unary, pairwise, edges):
             raise ValueError(f"pairwise must have shape ({k}, {k}) or ({len(e)}, {k}, {k}), got {p.shape}")
     else:
         raise ValueError(f"pairwise must be 2-D (shared) or 3-D (per edge), got shape {p.shape}")
-    p = np.ascontiguousarray(p, dtype=np.float64)
-    if np.isnan(p).any() or np.isposinf(p).any():
-        raise ValueError("pairwise contains NaN or +inf (-inf is allowed and forbids a pair)")
     return u, p, e
 
 

@@ -168,7 +168,7 @@ def test_check_input_false_skips_validation_and_gives_the_same_results(monkeypat
     def forbidden(*args, **kwargs):
         raise AssertionError("validated")
 
-    for name in ("_scores", "_check_unary", "_check_options", "_check_method", "check_labels"):
+    for name in ("check_scores", "_check_unary", "_check_options", "_check_method", "check_labels"):
         monkeypatch.setattr(api, name, forbidden)
     res = infer_batch(unary, pairwise, edges, no, eo, schedule=sched, check_input=False)
     out = map_inference_batch(unary, pairwise, edges, no, eo, schedule=sched, check_input=False)

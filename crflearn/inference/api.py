@@ -49,7 +49,7 @@ from numpy.typing import ArrayLike
 
 from .._kernels.inference_loopy import LoopyOptions, LoopyOutputs, batch_scores, loopy_pass
 from .._kernels.inference_tree import MAX, SUM, Potentials, forest_pass
-from .._validation import check_labels, check_nonnegative, check_potentials
+from .._validation import check_labels, check_nonnegative, check_potentials, check_scores
 from ..exceptions import LoopyGraphError
 from .bruteforce import bruteforce_map, bruteforce_marginals
 from .schedule import InferenceSchedule, _build, make_schedule
@@ -213,19 +213,8 @@ def _check_options(max_iter, tol, damping) -> tuple[int, float, float]:
     return int(max_iter), tol, damping
 
 
-def _scores(values, name: str) -> np.ndarray:
-    """``values`` as C-contiguous float64; rejects non-real dtypes, NaN and +inf (-inf forbids)."""
-    arr = np.asarray(values)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if np.isnan(arr).any() or np.isposinf(arr).any():
-        raise ValueError(f"{name} contains NaN or +inf (-inf is allowed and forbids a state or pair)")
-    return arr
-
-
 def _check_unary(unary) -> np.ndarray:
-    u = _scores(unary, "unary")
+    u = check_scores(unary, "unary")
     if u.ndim != 2 or 0 in u.shape:
         raise ValueError(f"unary must have shape (n_nodes, n_states), both >= 1, got {u.shape}")
     return u
@@ -261,7 +250,7 @@ def _prepare(unary, pairwise, edges, node_offsets, edge_offsets, schedule, check
                          "rebuild it with make_schedule(edges, node_offsets, edge_offsets)")
     if schedule.n_nodes != u.shape[0]:
         raise ValueError(f"unary has {u.shape[0]} rows but the graphs have {schedule.n_nodes} nodes")
-    p = _scores(pairwise, "pairwise")
+    p = check_scores(pairwise, "pairwise")
     k, m = u.shape[1], schedule.n_edges
     if p.shape not in ((k, k), (m, k, k)):
         raise ValueError(f"pairwise must have shape ({k}, {k}) (shared) or ({m}, {k}, {k}) (per edge), "
