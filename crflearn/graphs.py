@@ -300,16 +300,6 @@ class GraphBatch:
             node_names=None if self.node_names is None else [self.node_names[i] for i in indices],
         )
 
-    def with_bias(self) -> "GraphBatch":
-        """A copy whose node features carry an extra constant column of ones (last)."""
-        ones = np.ones((self.n_nodes, 1))
-        if self.is_sparse:
-            feats = sp.hstack([self.node_features, sp.csr_matrix(ones)], format="csr")
-        else:
-            feats = np.ascontiguousarray(np.hstack([self.node_features, ones]))
-        return GraphBatch(feats, self.node_offsets, self.edges, self.edge_offsets,
-                          self.edge_features, self.labels, self.node_names)
-
 
 def check_instances(X) -> list:
     """``X`` as a non-empty list of examples (rejecting one 2-D array, a sparse matrix, strings, dicts).

@@ -93,13 +93,16 @@ def test_subset_roundtrip():
     np.testing.assert_array_equal(sub.local_edges(1), batch.local_edges(1))
 
 
-def test_with_bias_dense_and_sparse():
+def test_intercept_design_dense_and_sparse():
+    from crflearn.models import PairwiseModel
+
     x = np.arange(6.0).reshape(3, 2)
     dense, _ = make_batch([x], [np.array([0, 1, 0])])
     sparse, _ = make_batch([sp.csr_matrix(x)], [np.array([0, 1, 0])])
-    np.testing.assert_array_equal(dense.with_bias().node_features[:, -1], 1.0)
-    assert sp.issparse(sparse.with_bias().node_features)
-    np.testing.assert_array_equal(sparse.with_bias().node_features.toarray(), dense.with_bias().node_features)
+    model = PairwiseModel(2, 2, fit_intercept=True)
+    np.testing.assert_array_equal(model.design(dense)[:, -1], 1.0)
+    assert sp.issparse(model.design(sparse))
+    np.testing.assert_array_equal(model.design(sparse).toarray(), model.design(dense))
 
 
 def test_degrees():

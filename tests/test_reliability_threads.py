@@ -60,11 +60,13 @@ def test_compiled_kernels_release_the_gil():
 
     names = ["idal", "idal_monitor", "simplex", "inference_loopy", "inference_schedule", "inference_tree",
              "qp", "ssvm"]
-    holding = []
+    holding, checked = [], {}
     for name in names:
         module = importlib.import_module(f"crflearn._kernels.{name}")
-        for attr, obj in vars(module).items():
-            if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__:
-                if not obj.targetoptions.get("nogil", False) and obj.targetoptions.get("inline") != "always":
-                    holding.append(f"{name}.{attr}")
+        kernels = [(attr, obj) for attr, obj in vars(module).items()
+                   if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__]
+        checked[name] = len(kernels)
+        holding += [f"{name}.{attr}" for attr, obj in kernels
+                    if not obj.targetoptions.get("nogil", False) and obj.targetoptions.get("inline") != "always"]
+    assert all(checked.values()), checked  # every module was really inspected
     assert holding == []
