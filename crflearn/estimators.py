@@ -187,6 +187,13 @@ class CRF(BaseEstimator):
     solver_params : dict or None, default=None
         Extra keyword options for the solver (e.g. a step size of
         ``"subgradient"``). Must not repeat the parameters above.
+    n_jobs : int or None, default=None
+        IDAL only: threads running the example partitions (None: 1, -1: all cores).
+    n_partitions : int or None, default=None
+        IDAL only: number of example partitions (None: one per thread or Dask worker).
+    backend : {"threads", "dask"}, default="threads"
+        IDAL only: run the partitions on threads of this process or on the workers of the
+        current ``dask.distributed`` client.
     random_state : int, RandomState instance or None, default=None
         Seed of the solver's sampling; an int makes ``fit`` reproducible.
     verbose : int, default=0
@@ -290,6 +297,7 @@ class CRF(BaseEstimator):
                  tol: float = 1e-3, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
                  entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
                  fit_intercept: bool = True, inference: str = "auto", solver_params: dict | None = None,
+                 n_jobs: int | None = None, n_partitions: int | None = None, backend: str = "threads",
                  random_state=None, verbose: int = 0, warm_start: bool = False, callback: Callable | None = None):
         self.alpha = alpha
         self.solver = solver
@@ -304,6 +312,9 @@ class CRF(BaseEstimator):
         self.fit_intercept = fit_intercept
         self.inference = inference
         self.solver_params = solver_params
+        self.n_jobs = n_jobs
+        self.n_partitions = n_partitions
+        self.backend = backend
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start

@@ -61,7 +61,8 @@ class SolverSpec:
 SOLVERS: dict[str, SolverSpec] = {spec.name: spec for spec in (
     SolverSpec("idal", "crflearn.solvers.idal", "fit_idal", "relaxed_crf",
                "IDAL: SDCA-powered inexact dual augmented Lagrangian over the local polytope",
-               params=("kappa", "rho", "inner_epochs", "entropy", "loss_augmented", "sampling"),
+               params=("kappa", "rho", "inner_epochs", "entropy", "loss_augmented", "sampling", "n_jobs",
+                       "n_partitions", "backend"),
                warm_start_keys=("mu_nodes", "mu_edges", "xi")),
     SolverSpec("bcfw", "crflearn.solvers.bcfw", "fit_bcfw", "ssvm",
                "block-coordinate Frank-Wolfe for the structured SVM",

@@ -63,7 +63,9 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
              tol: float = 1e-3, verbose: int = 0, random_state=None, warm_start: dict | None = None,
              callback=None, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
              entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
-             monitor_every="auto", rho_schedule: str = "adaptive", check_input: bool = True) -> SolverResult:
+             monitor_every="auto", rho_schedule: str = "adaptive", n_jobs: int | None = None,
+             n_partitions: int | None = None, backend: str = "threads",
+             check_input: bool = True) -> SolverResult:
     """Train a pairwise CRF with IDAL (dual augmented Lagrangian over the local polytope).
 
     Parameters
@@ -119,6 +121,12 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         doubled when the part of the certified gap due to the agreement violation exceeds 16x the
         augmented-Lagrangian gap, halved in the opposite case, within ``[rho0 / 4, 4 rho0]``
         (``zeta`` is then rebuilt; the saddle point does not depend on ``rho``). ``"fixed"`` keeps ``rho``.
+    n_jobs : int or None, default=None
+        Threads running the partitions (None: 1, -1: all cores).
+    n_partitions : int or None, default=None
+        Number of example partitions of the data-parallel solver (None: one per worker).
+    backend : {"threads", "dask"}, default="threads"
+        Where the partitions run.
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 
@@ -137,6 +145,9 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     """
     alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
                                                  check_input)
+    if n_jobs not in (None, 1) or n_partitions not in (None, 1) or backend != "threads":
+        raise ValueError("the data-parallel IDAL solver is not available yet: leave n_jobs, n_partitions "
+                         "and backend at their defaults")
     kappa, rho, inner_epochs, monitor_every = check_idal_options(
         kappa, rho, inner_epochs, entropy, loss_augmented, sampling, monitor_every, rho_schedule)
     warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
