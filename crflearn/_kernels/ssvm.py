@@ -50,6 +50,9 @@ class EpochGraph(NamedTuple):
         BFS schedule of every example with example-local node and edge indices
         (``order_loc[lo:hi]`` lists the nodes of the example whose nodes are ``lo..hi-1``).
     parent_first : ndarray (N,) uint8
+    weights : ndarray (n,) float64
+        Sample weights ``s_i`` of the examples (ones: the unweighted objective). The steps scale
+        example ``i``'s feature difference and loss by ``s_i``; ``s_i = 1`` gives bit-identical steps.
     """
 
     edges: np.ndarray
@@ -60,6 +63,7 @@ class EpochGraph(NamedTuple):
     parent_loc: np.ndarray
     pedge_loc: np.ndarray
     parent_first: np.ndarray
+    weights: np.ndarray
 
 
 class BCFWState(NamedTuple):
@@ -347,21 +351,26 @@ def _mix(avg, w, rho):
 
 
 @njit(cache=True, nogil=True)
-def _add_difference(w, plus, minus, divisor):
-    """``w += (plus - minus) / divisor`` (2-D, in place)."""
+def _add_difference(w, plus, minus, coef, divisor):
+    """``w += coef (plus - minus) / divisor`` (2-D, in place)."""
     for a in range(w.shape[0]):
         for b in range(w.shape[1]):
-            w[a, b] += (plus[a, b] - minus[a, b]) / divisor
+            w[a, b] += coef * (plus[a, b] - minus[a, b]) / divisor
 
 
 @njit(cache=True, nogil=True)
 def _bcfw_update(fv, graph, state, i, lam, averaging, buf):
-    """One BCFW block step for example ``i`` towards the corner ``buf.lab`` (exact line search)."""
+    """One BCFW block step for example ``i`` towards the corner ``buf.lab`` (exact line search).
+
+    The block of example ``i`` enters the dual scaled by its weight ``s_i``: corner
+    ``w_s = s_i dpsi_i / (lam n)``, ``l_s = s_i L_i / n``.
+    """
     n = graph.node_offsets.shape[0] - 1
+    s_i = graph.weights[i]
     n_rows = _live_rows(state, graph, i, buf.lab, buf.rows)
     _block_mean(fv, graph, state, i, buf.rows, n_rows, buf)
-    l_s = _hamming(graph, i, buf.lab) / n
-    dd, dw = _direction(state, buf.rows, n_rows, 1.0 / (lam * n), buf)
+    l_s = s_i * _hamming(graph, i, buf.lab) / n
+    dd, dw = _direction(state, buf.rows, n_rows, s_i / (lam * n), buf)
     denom = lam * dd
     if denom > 0.0:
         gamma = (lam * dw - state.block_losses[i] + l_s) / denom
@@ -418,8 +427,10 @@ def bcfw_step(fv, graph, state, i, lab, lam, averaging):
 
 @njit(cache=True, nogil=True)
 def _pegasos_update(fv, graph, state, i, alpha, buf):
-    """``w <- (1 - 1/t) w + dpsi_i(lab) / (alpha t)`` with the labeling ``buf.lab``; ``t += 1``."""
+    """``w <- (1 - 1/t) w + s_i dpsi_i(lab) / (alpha t)`` with the labeling ``buf.lab``; ``t += 1``;
+    the weighted loss ``s_i L_i(lab)`` is added to ``sums[0]``."""
     t = state.counters[0]
+    s_i = graph.weights[i]
     loss = _hamming(graph, i, buf.lab)
     shrink = 1.0 - 1.0 / t
     state.wuT[:] *= shrink
@@ -433,9 +444,9 @@ def _pegasos_update(fv, graph, state, i, alpha, buf):
         _add_labeling_feature(fv, graph, i, graph.labels[lo:], buf.mT, buf.mP)
         _add_labeling_feature(fv, graph, i, buf.lab, buf.sT, buf.sP)
         step = alpha * t
-        _add_difference(state.wuT, buf.mT, buf.sT, step)
-        _add_difference(state.wp, buf.mP, buf.sP, step)
-    state.sums[0] += loss
+        _add_difference(state.wuT, buf.mT, buf.sT, s_i, step)
+        _add_difference(state.wp, buf.mP, buf.sP, s_i, step)
+    state.sums[0] += s_i * loss
     state.counters[0] = t + 1
 
 

@@ -11,7 +11,7 @@ from ..graphs import GraphBatch
 from ..models import PairwiseModel
 from ._registry import get_solver_spec
 
-__all__ = ["SolverResult", "check_common", "check_warm_state"]
+__all__ = ["SolverResult", "check_common", "check_warm_state", "check_sample_weight", "check_warm_weights"]
 
 
 @dataclass
@@ -90,3 +90,40 @@ def check_warm_state(warm_start, solver: str, alpha: float) -> dict | None:
         raise ValueError(f"warm_start was computed with alpha={float(warm_start['alpha']):g} but alpha={alpha:g}: "
                          f"{solver} can only warm start with the same alpha")
     return warm_start
+
+
+def check_sample_weight(sample_weight, n_examples: int) -> np.ndarray | None:
+    """Per-example weights as float64 of shape ``(n_examples,)``: finite, >= 0, not all 0 (None stays None).
+
+    The solvers minimise ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)``; None means ``s_i = 1``
+    exactly (the unweighted code path).
+    """
+    if sample_weight is None:
+        return None
+    arr = np.asarray(sample_weight)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"sample_weight must be a real numeric array, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.shape != (n_examples,):
+        raise ValueError(f"sample_weight must have shape ({n_examples},) (one weight per example), "
+                         f"got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or arr.min(initial=0.0) < 0:
+        bad = arr[~np.isfinite(arr) | (arr < 0)][0]
+        raise ValueError(f"sample_weight must be finite and >= 0, got {bad!r}")
+    if n_examples and not arr.any():
+        raise ValueError("sample_weight is 0 for every example: nothing to learn from")
+    return arr
+
+
+def check_warm_weights(warm: dict | None, sample_weight: np.ndarray | None) -> None:
+    """Refuse a warm-start state computed with other sample weights (its dual point, weights and
+    bounds are scaled by them, so reusing it would report invalid bounds). A state without the
+    ``"sample_weight"`` key comes from an unweighted run."""
+    if warm is None:
+        return
+    before = warm.get("sample_weight")
+    same = (before is None and sample_weight is None) or (
+        before is not None and sample_weight is not None and np.array_equal(np.asarray(before), sample_weight))
+    if not same:
+        raise ValueError("warm_start was computed with other sample_weight values: this solver's state is "
+                         "only valid for the same sample weights; start afresh (warm_start=None)")

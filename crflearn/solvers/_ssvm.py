@@ -34,7 +34,7 @@ from functools import partial
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import check_warm_state
+from ._base import check_warm_state, check_warm_weights
 from ._history import ConvergenceHistory
 from ._loop import SolverLoop
 from .._kernels.ssvm import EpochGraph
@@ -53,8 +53,8 @@ def _check_method(method) -> str:
     return method
 
 
-def _epoch_graph(schedule, labels: np.ndarray) -> EpochGraph:
-    """The BFS schedule of every example with example-local node and edge indices."""
+def _epoch_graph(schedule, labels: np.ndarray, weights: np.ndarray) -> EpochGraph:
+    """The BFS schedule of every example with example-local node and edge indices, and the sample weights."""
     lengths = np.diff(schedule.node_offsets)
     node_base = np.repeat(schedule.node_offsets[:-1], lengths)
     edge_base = np.repeat(schedule.edge_offsets[:-1], lengths)
@@ -64,7 +64,31 @@ def _epoch_graph(schedule, labels: np.ndarray) -> EpochGraph:
     as_int = partial(np.ascontiguousarray, dtype=np.int64)
     return EpochGraph(as_int(schedule.edges).reshape(-1, 2), as_int(schedule.node_offsets),
                       as_int(schedule.edge_offsets), as_int(labels), as_int(order_loc), as_int(parent_loc),
-                      as_int(pedge_loc), np.ascontiguousarray(schedule.parent_first, dtype=np.uint8))
+                      as_int(pedge_loc), np.ascontiguousarray(schedule.parent_first, dtype=np.uint8),
+                      np.ascontiguousarray(weights, dtype=np.float64))
+
+
+def weighted_joint_feature(batch: GraphBatch, model: PairwiseModel, weights: np.ndarray,
+                           labels: np.ndarray | None = None) -> np.ndarray:
+    """``sum_i s_i psi(x_i, y_i)`` for a flat labeling (``batch.labels`` by default).
+
+    Built from one-hot marginals scaled by each example's weight, through
+    :meth:`~crflearn.models.PairwiseModel.expected_joint_feature` (the model keeps the layout).
+    """
+    y = batch.labels if labels is None else np.asarray(labels, dtype=np.int64)
+    k = model.n_states
+    node_w = weights[batch.example_of_node()]
+    node_marg = np.zeros((batch.n_nodes, k))
+    node_marg[np.arange(batch.n_nodes), y] = node_w
+    edge_w = np.repeat(weights, np.diff(batch.edge_offsets))
+    s, t = batch.edges[:, 0], batch.edges[:, 1]
+    if model.n_edge_features is None:
+        edge_marg = np.zeros((k, k))
+        np.add.at(edge_marg, (y[s], y[t]), edge_w)
+    else:
+        edge_marg = np.zeros((batch.n_edges, k, k))
+        edge_marg[np.arange(batch.n_edges), y[s], y[t]] = edge_w
+    return model.expected_joint_feature(batch, node_marg, edge_marg)
 
 
 class SSVMProblem:
@@ -81,6 +105,9 @@ class SSVMProblem:
     inference : str
         MAP method passed to :mod:`crflearn.inference` (``"auto"``: exact on forests,
         approximate on loopy graphs).
+    sample_weight : ndarray (n,) or None
+        Per-example weights ``s_i`` of the objective ``alpha/2 ||w||^2 + 1/n sum_i s_i H_i(w)``
+        (validated by the caller: finite, >= 0); None is ``s_i = 1`` exactly.
 
     Attributes
     ----------
@@ -100,9 +127,16 @@ class SSVMProblem:
         :meth:`oracle_one` and updated by the kernels' one-example steps.
     inference_note : str
         Human-readable description for ``SolverResult.info["inference"]``.
+    weights : ndarray (n,)
+        The sample weights (ones when None was given).
+    weighted : bool
+        Whether sample weights were given.
+    psi_true : ndarray (model.size,)
+        ``sum_i s_i psi(x_i, y_i)``.
     """
 
-    def __init__(self, batch: GraphBatch, model: PairwiseModel, alpha: float, inference: str = "auto"):
+    def __init__(self, batch: GraphBatch, model: PairwiseModel, alpha: float, inference: str = "auto",
+                 sample_weight: np.ndarray | None = None):
         from ..inference import make_schedule
 
         self.alpha = float(alpha)
@@ -123,13 +157,21 @@ class SSVMProblem:
         self.labels = batch.labels
         self.loss = hamming_loss_vectors(batch, self.k)
         self.view = model.feature_view(batch)
-        self.graph = _epoch_graph(self.schedule, batch.labels)
-        self.psi_true = model.joint_feature(batch)
+        self.weighted = sample_weight is not None
+        self.weights = np.ones(self.n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self.graph = _epoch_graph(self.schedule, batch.labels, self.weights)
+        self.psi_true = self.joint_feature()
         self.oracle_calls = 0
         v = self.view
         self._design = (None if self.compiled else
                         sp.csr_matrix((v.data, v.indices, v.indptr), shape=(batch.n_nodes, model.n_inputs))
                         if v.sparse else v.dense)
+
+    def joint_feature(self, labels: np.ndarray | None = None) -> np.ndarray:
+        """``sum_i s_i psi(x_i, y_i)`` of a flat labeling (the ground truth by default)."""
+        if not self.weighted:
+            return self.model.joint_feature(self.batch, labels)
+        return weighted_joint_feature(self.batch, self.model, self.weights, labels)
 
     # -- per-example oracle (the only path on loopy graphs) ------------------------------------
     def oracle_one(self, wuT: np.ndarray, wp: np.ndarray, i: int) -> np.ndarray:
@@ -174,10 +216,11 @@ class SSVMProblem:
         return np.maximum(self.losses(labels) + margin, 0.0)
 
     def primal(self, w: np.ndarray, labels: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """SSVM objective at ``w`` and the loss-augmented labelings used (a full oracle pass if not given)."""
+        """SSVM objective at ``w`` (hinges weighted by ``s_i``) and the loss-augmented labelings used
+        (a full oracle pass if not given)."""
         if labels is None:
             labels = self.oracle_all(w)
-        value = 0.5 * self.alpha * float(w @ w) + float(self.hinge(w, labels).mean())
+        value = 0.5 * self.alpha * float(w @ w) + float((self.weights * self.hinge(w, labels)).mean())
         return value, labels
 
     def dual_value(self, w: np.ndarray, ell: float) -> float:
@@ -197,13 +240,15 @@ AVERAGING = ("none", "uniform", "weighted")
 
 
 def prepare(solver: str, batch: GraphBatch, model: PairwiseModel, alpha: float, warm_start, inference: str,
-            averaging: str = "none") -> tuple[SSVMProblem, dict | None]:
+            averaging: str = "none", sample_weight: np.ndarray | None = None) -> tuple[SSVMProblem, dict | None]:
     """The checks the SSVM solvers share beyond :func:`check_common`; returns the problem and the
-    checked warm-start state."""
+    checked warm-start state (which must come from a run with the same sample weights: the
+    state's weights and bounds are scaled by them)."""
     if averaging not in AVERAGING:
         raise ValueError(f"averaging must be one of {list(AVERAGING)}, got {averaging!r:.80}")
     warm = check_warm_state(warm_start, solver, alpha)
-    return SSVMProblem(batch, model, alpha, inference), warm
+    check_warm_weights(warm, sample_weight)
+    return SSVMProblem(batch, model, alpha, inference, sample_weight), warm
 
 
 def ssvm_loop(solver: str, max_iter: int, tol: float, verbose: int, callback, warm: dict | None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import SolverResult, check_common
+from ._base import SolverResult, check_common, check_sample_weight
 from ._ssvm import SSVMProblem, prepare, ssvm_loop
 from .._kernels.qp import simplex_qp
 from .._validation import check_int
@@ -31,8 +31,14 @@ __all__ = ["fit_cutting_plane"]
 def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter: int = 100,
                       tol: float = 1e-3, verbose: int = 0, random_state=None, warm_start: dict | None = None,
                       callback=None, check_input: bool = True, cache_size: int = 5, max_cache_steps: int = 10,
-                      qp_max_iter: int = 20000, inference: str = "auto") -> SolverResult:
+                      qp_max_iter: int = 20000, inference: str = "auto",
+                      sample_weight: np.ndarray | None = None) -> SolverResult:
     """Train a structured SVM with the 1-slack cutting-plane method.
+
+    Minimises ``alpha/2 ||w||^2 + 1/n sum_i s_i H_i(w)``. With sample weights each 1-slack
+    constraint is built from the weighted sums ``a = 1/n sum_i s_i dpsi_i(y_i)``,
+    ``b = 1/n sum_i s_i L_i(y_i)`` (the 1-slack form of the weighted objective), so every
+    simplex point of the working-set dual is still dual feasible and the gap stays certified.
 
     Parameters
     ----------
@@ -65,6 +71,9 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
         Validate ``batch`` and ``model``; False when the caller already did (the estimator).
     inference : {"auto", "exact", "trws", "maxproduct", "bruteforce"}
         Loss-augmented MAP method; approximate on loopy graphs (gap then not certified).
+    sample_weight : ndarray (n_examples,), optional
+        Per-example weights ``s_i`` (finite, >= 0, not all 0); None is ``s_i = 1`` exactly. A
+        warm start needs the same weights (``ValueError`` otherwise).
 
     Returns
     -------
@@ -82,7 +91,8 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
     cache_size = check_int(cache_size, "cache_size", 0)
     max_cache_steps = check_int(max_cache_steps, "max_cache_steps", 0)
     qp_max_iter = check_int(qp_max_iter, "qp_max_iter", 1)
-    prob, warm = prepare("cutting_plane", batch, model, alpha, warm_start, inference)
+    sample_weight = check_sample_weight(sample_weight, batch.n_examples)
+    prob, warm = prepare("cutting_plane", batch, model, alpha, warm_start, inference, sample_weight=sample_weight)
     loop = ssvm_loop("cutting_plane", max_iter, tol, verbose, callback, warm, extra=("n_constraints",))
     ws = _WorkingSet(prob, warm, qp_max_iter, loop.n_iter)
     calls = loop.history.last_oracle_calls
@@ -111,7 +121,8 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
     if loop.interrupted:
         ws.rollback(loop.n_iter)
     hist = loop.finish()
-    state = dict(constraints=ws.A.copy(), offsets=ws.b.copy(), beta=ws.beta.copy(), cache=ws.cache, history=hist)
+    state = dict(constraints=ws.A.copy(), offsets=ws.b.copy(), beta=ws.beta.copy(), cache=ws.cache, history=hist,
+                 sample_weight=sample_weight)
     return SolverResult(w=ws.w.copy(), n_iter=loop.n_iter, state=state, history=hist, converged=loop.converged,
                         interrupted=loop.interrupted,
                         info={"inference": prob.inference_note, "exact_oracle": prob.exact_oracle,
@@ -159,7 +170,7 @@ class _WorkingSet:
     def add(self, labels: np.ndarray) -> None:
         """Append the constraint of a joint labeling (``beta`` 0 for it)."""
         prob, m = self.prob, self.m
-        a_new = (prob.psi_true - prob.model.joint_feature(prob.batch, labels)) / prob.n
+        a_new = (prob.psi_true - prob.joint_feature(labels)) / prob.n
         if m == len(self._b):
             cap = 2 * m
             grown = np.empty((cap, cap))
@@ -170,7 +181,7 @@ class _WorkingSet:
         g_row = self.A @ a_new
         self._gram[m, :m] = self._gram[:m, m] = g_row
         self._gram[m, m] = a_new @ a_new
-        self._A[m], self._b[m] = a_new, float(prob.losses(labels).mean())
+        self._A[m], self._b[m] = a_new, float((prob.weights * prob.losses(labels)).mean())
         self.beta = np.append(self.beta, 0.0)
         self.m = m + 1
 
@@ -191,7 +202,7 @@ class _WorkingSet:
 
     def best_labels(self, candidates) -> tuple[np.ndarray, float]:
         """Per example, the candidate labeling with the largest hinge at ``w`` (ground truth if none > 0),
-        and the mean of those hinges."""
+        and the mean of those hinges weighted by the sample weights."""
         prob, w = self.prob, self.w
         best = prob.labels.copy()
         best_val = np.zeros(prob.n)
@@ -204,7 +215,7 @@ class _WorkingSet:
                 best_val = np.where(better, h, best_val)
                 take = better[ex]
                 best[take] = cand[take]
-        return best, float(best_val.mean())
+        return best, float((prob.weights * best_val).mean())
 
     def snapshot(self, iteration: int) -> None:
         """Remember the point of history row ``iteration`` (the last two are kept)."""
