@@ -1,4 +1,5 @@
-"""Pure-Python reference implementations of the BCFW and subgradient epochs (test oracles).
+"""Pure-Python reference implementations of the BCFW and subgradient epochs (test oracles), the
+tiny chain problems of the baseline tests and the SSVM optimum by enumeration (SLSQP).
 
 They follow the papers line by line with NumPy and the public API (``PairwiseModel`` joint
 features, :func:`crflearn.inference.decode` per example), sharing no code with the compiled
@@ -9,10 +10,14 @@ cross from one to the other.
 
 from __future__ import annotations
 
-import numpy as np
+import itertools
 
+import numpy as np
+from scipy.optimize import minimize
+
+from crflearn.graphs import make_batch
 from crflearn.inference import decode, decode_batch
-from crflearn.models import hamming_loss_vectors
+from crflearn.models import PairwiseModel, hamming_loss_vectors
 
 
 class _Examples:
@@ -134,3 +139,69 @@ def reference_subgradient(batch, model, *, alpha, max_iter, averaging="none", ra
         ex.record(rows, *((w_avg, ell_avg) if averaging != "none" else (w, ell)))
     state = dict(alpha=alpha, w=w, t=t, loss_sum=loss_sum, w_avg=w_avg, ell_avg=ell_avg, avg_weight=avg_weight)
     return (w_avg if averaging != "none" else w), state, rows
+
+
+def with_bias(batch):
+    """The batch with a constant feature column appended (an explicit bias the reference oracles can read)."""
+    design = PairwiseModel(1, batch.n_features, fit_intercept=True).design(batch)
+    return type(batch)(design, batch.node_offsets, batch.edges, batch.edge_offsets, batch.edge_features,
+                       batch.labels, batch.node_names)
+
+
+def labelings(n_nodes, k):
+    """Every labeling of ``n_nodes`` nodes with ``k`` states, one per row."""
+    return np.array(list(itertools.product(range(k), repeat=n_nodes)), dtype=np.int64)
+
+
+def chain_problem(edge_features=False, seed=0):
+    """Five short chains, 3 states, 2 features plus an explicit bias column: ``(batch, model)``."""
+    rng = np.random.default_rng(seed)
+    k, p = 3, 2
+    X, y = [], []
+    for length in (2, 3, 3, 2, 3):
+        feats = rng.normal(size=(length, p))
+        edges = np.array([[i, i + 1] for i in range(length - 1)], dtype=np.int64)
+        if edge_features:
+            X.append((feats, edges, rng.normal(size=(len(edges), 2))))
+        else:
+            X.append((feats, edges))
+        y.append(rng.integers(0, k, size=length))
+    batch, _ = make_batch(X, y)
+    batch = with_bias(batch)
+    model = PairwiseModel(k, p + 1, 2 if edge_features else None)
+    return batch, model
+
+
+def ssvm_reference(batch, model, alpha, sample_weight=None):
+    """Solve the n-slack SSVM QP ``alpha/2 ||w||^2 + 1/n sum_i s_i xi_i`` with every labeling
+    enumerated (SLSQP): ``(P*, w*)``."""
+    n, d = batch.n_examples, model.size
+    s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    rows, rhs = [], []
+    for i in range(n):
+        sub = batch.subset([i])
+        y_i = sub.labels
+        psi_true = model.joint_feature(sub)
+        for lab in labelings(len(y_i), model.n_states):
+            row = np.zeros(d + n)
+            row[:d] = psi_true - model.joint_feature(sub, lab)
+            row[d + i] = 1.0
+            rows.append(row)
+            rhs.append(float(np.sum(lab != y_i)))
+    A, b = np.array(rows), np.array(rhs)
+
+    def obj(z):
+        return 0.5 * alpha * z[:d] @ z[:d] + (s @ z[d:]) / n
+
+    def jac(z):
+        g = np.concatenate([np.zeros(d), s / n])
+        g[:d] = alpha * z[:d]
+        return g
+
+    z0 = np.concatenate([np.zeros(d), np.full(n, b.max())])
+    res = minimize(obj, z0, jac=jac, method="SLSQP", options={"ftol": 1e-13, "maxiter": 2000},
+                   constraints=[{"type": "ineq", "fun": lambda z: A @ z - b, "jac": lambda z: A}])
+    # SLSQP may end on "positive directional derivative" at machine precision: check feasibility
+    assert res.status in (0, 8), res.message
+    assert np.max(b - A @ res.x) <= 1e-8
+    return float(res.fun), res.x[:d]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -15,72 +14,14 @@ from crflearn.graphs import grid_edges, make_batch
 from crflearn.models import PairwiseModel
 from crflearn.solvers import COLUMNS, get_solver
 from crflearn.solvers.lbfgs import crf_objective
+from reference_ssvm import chain_problem as _chain_problem
+from reference_ssvm import labelings as _labelings
 from reference_ssvm import reference_bcfw, reference_subgradient
+from reference_ssvm import ssvm_reference as _ssvm_reference
+from reference_ssvm import with_bias as _with_bias
 
 SSVM_SOLVERS = ("bcfw", "subgradient", "cutting_plane")
 ALPHA = 0.1
-
-
-
-def _with_bias(batch):
-    """The batch with a constant feature column appended (an explicit bias the reference oracles can read)."""
-    design = PairwiseModel(1, batch.n_features, fit_intercept=True).design(batch)
-    return type(batch)(design, batch.node_offsets, batch.edges, batch.edge_offsets, batch.edge_features,
-                       batch.labels, batch.node_names)
-
-def _labelings(n_nodes, k):
-    return np.array(list(itertools.product(range(k), repeat=n_nodes)), dtype=np.int64)
-
-
-def _chain_problem(edge_features=False, seed=0):
-    rng = np.random.default_rng(seed)
-    k, p = 3, 2
-    X, y = [], []
-    for length in (2, 3, 3, 2, 3):
-        feats = rng.normal(size=(length, p))
-        edges = np.array([[i, i + 1] for i in range(length - 1)], dtype=np.int64)
-        if edge_features:
-            X.append((feats, edges, rng.normal(size=(len(edges), 2))))
-        else:
-            X.append((feats, edges))
-        y.append(rng.integers(0, k, size=length))
-    batch, _ = make_batch(X, y)
-    batch = _with_bias(batch)
-    model = PairwiseModel(k, p + 1, 2 if edge_features else None)
-    return batch, model
-
-
-def _ssvm_reference(batch, model, alpha):
-    """Solve the n-slack SSVM QP with every labeling enumerated (SLSQP): (P*, w*)."""
-    n, d = batch.n_examples, model.size
-    rows, rhs = [], []
-    for i in range(n):
-        sub = batch.subset([i])
-        y_i = sub.labels
-        psi_true = model.joint_feature(sub)
-        for lab in _labelings(len(y_i), model.n_states):
-            row = np.zeros(d + n)
-            row[:d] = psi_true - model.joint_feature(sub, lab)
-            row[d + i] = 1.0
-            rows.append(row)
-            rhs.append(float(np.sum(lab != y_i)))
-    A, b = np.array(rows), np.array(rhs)
-
-    def obj(z):
-        return 0.5 * alpha * z[:d] @ z[:d] + z[d:].mean()
-
-    def jac(z):
-        g = np.full_like(z, 1.0 / n)
-        g[:d] = alpha * z[:d]
-        return g
-
-    z0 = np.concatenate([np.zeros(d), np.full(n, b.max())])
-    res = minimize(obj, z0, jac=jac, method="SLSQP", options={"ftol": 1e-13, "maxiter": 2000},
-                   constraints=[{"type": "ineq", "fun": lambda z: A @ z - b, "jac": lambda z: A}])
-    # SLSQP may end on "positive directional derivative" at machine precision: check feasibility
-    assert res.status in (0, 8), res.message
-    assert np.max(b - A @ res.x) <= 1e-8
-    return float(res.fun), res.x[:d]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,11 +46,12 @@ class SolverResult:
 
 
 def check_common(batch, model, alpha, max_iter, tol, callback, verbose,
-                 check_input: bool = True) -> tuple[float, int, float, int]:
+                 check_input: bool = True, partial_labels: bool = False) -> tuple[float, int, float, int]:
     """Validate the arguments every solver shares; return ``(alpha, max_iter, tol, verbose)``.
 
     With ``check_input=False`` the batch and the model are trusted (the caller, e.g. the
-    estimator, validated them once); the cheap scalar checks always run.
+    estimator, validated them once); the cheap scalar checks always run. With
+    ``partial_labels=True`` the label code -1 (unknown node) is accepted.
     """
     if check_input:
         if not isinstance(batch, GraphBatch):
@@ -59,6 +60,10 @@ def check_common(batch, model, alpha, max_iter, tol, callback, verbose,
             raise TypeError(f"model must be a PairwiseModel, got {type(model).__name__}")
         if batch.labels is None:
             raise ValueError("batch.labels must be set: the solvers learn from labelled examples")
+        labels = batch.labels
+        if (partial_labels and np.issubdtype(np.asarray(labels).dtype, np.integer) and labels.size
+                and int(labels.min()) == -1):
+            batch = replace(batch, labels=np.where(labels == -1, 0, labels))  # -1 checked, the rest as usual
         model.check_batch(batch)
     alpha = check_positive(alpha, "alpha")
     max_iter = check_int(max_iter, "max_iter", 1)
