@@ -40,6 +40,8 @@ ascent for conditional random fields. UAI.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .._kernels.idal_engine import MonitorSchedule, drive, initial_rho_range
@@ -47,16 +49,15 @@ from .._validation import check_positive
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
 from ._base import SolverResult, check_common
-from ._history import ConvergenceHistory, relative_gap
+from ._history import relative_gap
+from ._idal_record import Recorder, idal_result, new_history
 from ._idal_setup import (ENTROPIES, OTRW_FRACTION, build_engine, check_idal_options, check_warm_start,
-                          default_rho, exact_primal)
+                          default_rho)
 from ._loop import SolverLoop
+from .idal_parallel import check_parallel_options, fit_partitioned
 
 __all__ = ["fit_idal", "default_rho", "ENTROPIES", "OTRW_FRACTION"]
 
-#: the exact CRF primal is computed on every ``_EXACT_EVERY``-th recorded row (forests only)
-_EXACT_EVERY = 5
-_DIAGNOSTICS = ("al_gap", "al_primal", "al_dual", "relaxed_dual", "repair")
 
 
 def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, max_iter: int = 100,
@@ -124,9 +125,9 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     n_jobs : int or None, default=None
         Threads running the partitions (None: 1, -1: all cores).
     n_partitions : int or None, default=None
-        Number of example partitions of the data-parallel solver (None: one per worker).
+        Example partitions (:mod:`~crflearn.solvers.idal_parallel`); None: ``n_jobs`` or one per Dask worker.
     backend : {"threads", "dask"}, default="threads"
-        Where the partitions run.
+        Where the partitions run: a thread pool, or the workers of the current ``dask.distributed`` client.
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 
@@ -145,64 +146,34 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     """
     alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
                                                  check_input)
-    if n_jobs not in (None, 1) or n_partitions not in (None, 1) or backend != "threads":
-        raise ValueError("the data-parallel IDAL solver is not available yet: leave n_jobs, n_partitions "
-                         "and backend at their defaults")
     kappa, rho, inner_epochs, monitor_every = check_idal_options(
         kappa, rho, inner_epochs, entropy, loss_augmented, sampling, monitor_every, rho_schedule)
+    par = check_parallel_options(n_jobs, n_partitions, backend, batch.n_examples)
     warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
                                                             model.n_states)
     if warm is not None and rho is None and "rho" in warm_start:
         rho = check_positive(warm_start["rho"], "warm_start['rho']")
-    rho0 = default_rho(batch, model, alpha, kappa) if rho is None else rho
-    engine = build_engine(batch, model, alpha=alpha, kappa=kappa, rho=rho0, entropy=entropy,
-                          loss_augmented=bool(loss_augmented), warm=warm,
-                          rng=np.random.default_rng(random_state), inner_epochs=inner_epochs, sampling=sampling)
-    history = ConvergenceHistory(extra=_DIAGNOSTICS + ("rho",) + (("exact_primal",) if batch.is_forest() else ()),
-                                 start=None if warm_start is None else warm_start.get("history"))
-    loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback, history=history)
+    spec = dict(alpha=alpha, kappa=kappa, rho=default_rho(batch, model, alpha, kappa) if rho is None else rho,
+                entropy=entropy, loss_augmented=bool(loss_augmented), inner_epochs=inner_epochs, sampling=sampling)
+    loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
+                      history=new_history(batch, warm_start))
+    run = _fit_serial if par.serial else partial(fit_partitioned, opts=par)
+    return run(batch, model, spec=spec, warm=warm, random_state=random_state, loop=loop,
+               monitor_every=monitor_every, rho_schedule=rho_schedule)
+
+
+def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: dict | None, random_state,
+                loop: SolverLoop, monitor_every, rho_schedule: str) -> SolverResult:
+    """The serial solver: one engine on the whole batch (``spec``: keywords of ``build_engine``)."""
+    engine = build_engine(batch, model, warm=warm, rng=np.random.default_rng(random_state), **spec)
     with loop:
-        drive(engine, loop.iterations(), _Recorder(engine, loop, model, batch, alpha, inner_epochs),
-              schedule=MonitorSchedule(monitor_every, tol), is_last=lambda it: loop.is_last,
+        drive(engine, loop.iterations(), Recorder(engine, loop, model, batch, spec["alpha"], spec["inner_epochs"],
+                                                  engine.graph.base_n),
+              schedule=MonitorSchedule(monitor_every, loop.tol), is_last=lambda it: loop.is_last,
               rel_gap=lambda row: relative_gap(row["gap"], row["primal"]),
-              adaptive=rho_schedule == "adaptive", rho_bounds=initial_rho_range(rho0), monitoring=loop.monitoring,
-              cheap_rows=monitor_every == "auto")
+              adaptive=rho_schedule == "adaptive", rho_bounds=initial_rho_range(spec["rho"]),
+              monitoring=loop.monitoring, cheap_rows=monitor_every == "auto")
     if loop.interrupted:  # the interrupted sweep may have left zeta stale
         engine.rebuild_zeta()
-    return _result(engine, loop, model, batch, kappa, entropy)
-
-
-class _Recorder:
-    """Turns a certificate row of the engine into a :class:`SolverLoop` record (weights, exact primal)."""
-
-    def __init__(self, engine, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, alpha: float,
-                 inner_epochs: int):
-        self.engine, self.loop, self.model, self.batch, self.alpha = engine, loop, model, batch, alpha
-        self.exact_ok = batch.is_forest()
-        self.oracle0, self.it0 = loop.history.last_oracle_calls, loop.history.last_iteration
-        self.calls_per_step = inner_epochs * batch.n_examples
-
-    def __call__(self, it: int, row: dict) -> bool:
-        loop, engine = self.loop, self.engine
-        w = self.model.from_kernel(*engine.weights)
-        extra = {key: row[key] for key in _DIAGNOSTICS}
-        extra["rho"] = engine.rho
-        if self.exact_ok and (len(loop.history) + 1) % _EXACT_EVERY == 0:
-            with loop.monitoring():
-                extra["exact_primal"] = exact_primal(self.model, self.batch, w, self.alpha, engine.graph.base_n)
-        return loop.record(it, primal=row["primal"], dual=row["dual"], gap=row["gap"], residual=row["residual"],
-                           w=w, oracle_calls=self.oracle0 + (it - self.it0) * self.calls_per_step, **extra)
-
-
-def _result(engine, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, kappa: float,
-            entropy: str) -> SolverResult:
-    hist = loop.finish()
-    w = model.from_kernel(*engine.weights)
-    st = engine.state
-    state = {"mu_nodes": st.mu_n, "mu_edges": st.mu_e.reshape(batch.n_edges, model.n_states, model.n_states),
-             "xi": st.xi, "w": w.copy(), "rho": float(engine.rho), "kappa": float(kappa), "entropy": entropy,
-             "history": hist}
-    info = {"inference": f"none (local polytope, {entropy} surrogate)", "rho": float(engine.rho),
-            "kappa": float(kappa), "entropy": entropy}
-    return SolverResult(w=w, n_iter=loop.n_iter, state=state, history=hist, converged=loop.converged,
-                        interrupted=loop.interrupted, info=info)
+    return idal_result(engine.weights, engine.state, engine.rho, loop, model, batch, spec["kappa"],
+                       spec["entropy"])

@@ -1,0 +1,64 @@
+"""History rows and results of IDAL fits, shared by the serial (:mod:`crflearn.solvers.idal`) and the
+partitioned (:mod:`crflearn.solvers.idal_parallel`) solvers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graphs import GraphBatch
+from ..models import PairwiseModel
+from ._base import SolverResult
+from ._history import ConvergenceHistory
+from ._idal_setup import exact_primal
+from ._loop import SolverLoop
+
+__all__ = ["Recorder", "idal_result", "new_history", "DIAGNOSTICS"]
+
+#: the exact CRF primal is computed on every ``_EXACT_EVERY``-th recorded row (forests only)
+_EXACT_EVERY = 5
+DIAGNOSTICS = ("al_gap", "al_primal", "al_dual", "relaxed_dual", "repair")
+
+
+def new_history(batch: GraphBatch, warm_start: dict | None) -> ConvergenceHistory:
+    """The history of an IDAL fit (continuing a warm start's)."""
+    return ConvergenceHistory(extra=DIAGNOSTICS + ("rho",) + (("exact_primal",) if batch.is_forest() else ()),
+                              start=None if warm_start is None else warm_start.get("history"))
+
+
+class Recorder:
+    """Turns a certificate row into a :class:`SolverLoop` record (weights, exact primal); ``engine`` is
+    anything with the current ``weights`` (kernel layout) and ``rho``, ``base_n`` the fixed node scores."""
+
+    def __init__(self, engine, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, alpha: float,
+                 inner_epochs: int, base_n: np.ndarray):
+        self.engine, self.loop, self.model, self.batch, self.alpha = engine, loop, model, batch, alpha
+        self.base_n = base_n
+        self.exact_ok = batch.is_forest()
+        self.oracle0, self.it0 = loop.history.last_oracle_calls, loop.history.last_iteration
+        self.calls_per_step = inner_epochs * batch.n_examples
+
+    def __call__(self, it: int, row: dict) -> bool:
+        loop, engine = self.loop, self.engine
+        w = self.model.from_kernel(*engine.weights)
+        extra = {key: row[key] for key in DIAGNOSTICS}
+        extra["rho"] = engine.rho
+        if self.exact_ok and (len(loop.history) + 1) % _EXACT_EVERY == 0:
+            with loop.monitoring():
+                extra["exact_primal"] = exact_primal(self.model, self.batch, w, self.alpha, self.base_n)
+        return loop.record(it, primal=row["primal"], dual=row["dual"], gap=row["gap"], residual=row["residual"],
+                           w=w, oracle_calls=self.oracle0 + (it - self.it0) * self.calls_per_step, **extra)
+
+
+def idal_result(weights, st, rho: float, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, kappa: float,
+            entropy: str) -> SolverResult:
+    """The :class:`SolverResult` from the kernel-layout ``weights``, the state ``st`` (``mu_n``, ``mu_e``,
+    ``xi``) and ``rho``."""
+    hist = loop.finish()
+    w = model.from_kernel(*weights)
+    state = {"mu_nodes": st.mu_n, "mu_edges": st.mu_e.reshape(batch.n_edges, model.n_states, model.n_states),
+             "xi": st.xi, "w": w.copy(), "rho": float(rho), "kappa": float(kappa), "entropy": entropy,
+             "history": hist}
+    info = {"inference": f"none (local polytope, {entropy} surrogate)", "rho": float(rho),
+            "kappa": float(kappa), "entropy": entropy}
+    return SolverResult(w=w, n_iter=loop.n_iter, state=state, history=hist, converged=loop.converged,
+                        interrupted=loop.interrupted, info=info)

@@ -1,0 +1,183 @@
+"""The partitioned (data-parallel) IDAL solver on threads: the same certified optimum as the serial solver.
+
+Every problem is tiny; the serial solver (and, for the bounds, the independent L-BFGS reference of
+:mod:`_idal_reference`) gives the optimum. The partitioned solver must reach it with ``P = 1..4``
+partitions, on chains, grids, cycles and batches mixing them, its certificate must bracket ``P*``, and
+threads must change nothing but the wall time.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from _idal_reference import reference_w, tiny_batch
+from sklearn.exceptions import ConvergenceWarning
+
+from crflearn.graphs import chain_edges, grid_edges, make_batch
+from crflearn.models import PairwiseModel
+from crflearn.solvers.idal import fit_idal
+from crflearn.solvers.idal_parallel import check_parallel_options, partition_bounds, partition_seeds
+
+ALPHA = 0.5
+
+
+def _mixed_batch(n_examples=8, k=3, p=3, q=None, sparse=False, seed=0):
+    """Chains, triangles and 2x2 grids in one batch."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for i in range(n_examples):
+        kind = ("chain", "cycle", "grid")[i % 3]
+        if kind == "chain":
+            n, edges = 3 + i % 2, chain_edges(3 + i % 2)
+        elif kind == "cycle":
+            n, edges = 3, np.array([[0, 1], [1, 2], [0, 2]])
+        else:
+            n, edges = 4, grid_edges(2, 2)
+        feats = rng.normal(size=(n, p))
+        if sparse:
+            feats[rng.random(size=feats.shape) < 0.5] = 0.0
+            feats = sp.csr_matrix(feats)
+        xs.append((feats, edges) if q is None else (feats, edges, rng.normal(size=(len(edges), q))))
+        ys.append(rng.integers(0, k, size=n))
+    batch, _ = make_batch(xs, ys)
+    return batch, PairwiseModel(k, p, q)
+
+
+def _fit(batch, model, **kw):
+    opts = dict(alpha=ALPHA, max_iter=2000, tol=1e-9, random_state=0)
+    opts.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit_idal(batch, model, **opts)
+
+
+PROBLEMS = {
+    "chains": lambda: tiny_batch("chain", n_examples=6, seed=2),
+    "grids": lambda: tiny_batch("grid2", n_examples=5, seed=3),
+    "cycles": lambda: tiny_batch("cycle4", n_examples=4, seed=4),
+    "mixed": lambda: _mixed_batch(),
+    "mixed-sparse-edgefeat": lambda: _mixed_batch(q=2, sparse=True, seed=5),
+}
+
+
+@pytest.mark.parametrize("n_partitions", [1, 2, 3, 4])
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_partitions_reach_the_serial_certified_optimum(name, n_partitions):
+    batch, model = PROBLEMS[name]()
+    serial = _fit(batch, model)
+    par = _fit(batch, model, n_partitions=n_partitions)
+    assert serial.converged and par.converged
+    hs, hp = serial.history, par.history
+    p_ser = hs["primal"][-1]
+    # both certified to 1e-9: their objectives agree, and each bound brackets the other's
+    assert hp["primal"][-1] == pytest.approx(p_ser, rel=3e-9)
+    assert hp["dual"][-1] <= hs["primal"][-1] + 1e-12 and hs["dual"][-1] <= hp["primal"][-1] + 1e-12
+    # the relaxed dual is strongly concave in w: ||w - w*||^2 <= 2 gap / alpha
+    np.testing.assert_allclose(par.w, serial.w, atol=2e-4)
+    assert par.state["mu_nodes"].shape == (batch.n_nodes, model.n_states)
+    assert par.state["mu_edges"].shape == (batch.n_edges, model.n_states, model.n_states)
+
+
+@pytest.mark.parametrize("loss_augmented, entropy", [(False, "gini"), (True, "gini_otrw")])
+def test_partitioned_certificate_brackets_the_independent_optimum(loss_augmented, entropy):
+    batch, model = tiny_batch("grid3", n_examples=4, separable=True, seed=1)
+    kappa = 0.5
+    _, p_star = reference_w(batch, model, ALPHA, kappa, loss_augmented, entropy)
+    res = _fit(batch, model, kappa=kappa, loss_augmented=loss_augmented, entropy=entropy, n_partitions=3,
+               tol=1e-3, max_iter=400)
+    h = res.history
+    assert res.converged
+    assert np.all(h["dual"] <= p_star + 1e-9) and np.all(h["primal"] >= p_star - 1e-9)
+    assert (h["primal"][-1] - p_star) <= 1e-3 * abs(h["primal"][-1])
+
+
+def test_threads_change_only_the_wall_time():
+    batch, model = _mixed_batch(n_examples=9, seed=7)
+    one = _fit(batch, model, n_partitions=3, n_jobs=1, max_iter=40, tol=0.0)
+    three = _fit(batch, model, n_partitions=3, n_jobs=3, max_iter=40, tol=0.0)
+    np.testing.assert_array_equal(one.w, three.w)
+    np.testing.assert_array_equal(one.history["gap"], three.history["gap"])
+    # n_partitions defaults to n_jobs
+    by_jobs = _fit(batch, model, n_jobs=3, max_iter=40, tol=0.0)
+    np.testing.assert_array_equal(by_jobs.w, three.w)
+
+
+def test_one_partition_is_the_serial_solver():
+    batch, model = _mixed_batch(seed=8)
+    a = _fit(batch, model, max_iter=30, tol=0.0)
+    b = _fit(batch, model, n_jobs=1, n_partitions=1, max_iter=30, tol=0.0)
+    np.testing.assert_array_equal(a.w, b.w)
+
+
+def test_warm_start_continues_a_partitioned_fit():
+    batch, model = _mixed_batch(seed=9)
+    serial = _fit(batch, model)
+    first = _fit(batch, model, n_partitions=2, max_iter=5, tol=0.0)
+    more = _fit(batch, model, n_partitions=3, warm_start=first.state)
+    assert more.converged and more.n_iter > first.n_iter
+    assert more.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-9)
+
+
+def test_gap_sampling_and_fixed_rho_partitioned():
+    batch, model = _mixed_batch(seed=10)
+    serial = _fit(batch, model, tol=1e-6)
+    res = _fit(batch, model, n_partitions=2, sampling="gap", rho_schedule="fixed", monitor_every=3, tol=1e-6)
+    assert res.converged
+    assert res.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
+
+
+def test_partition_bounds_are_contiguous_balanced_and_non_empty():
+    batch, _ = tiny_batch("chain", n_examples=10, seed=0)
+    for n_parts in range(1, 11):
+        b = partition_bounds(batch, n_parts)
+        assert b[0] == 0 and b[-1] == 10 and len(b) == n_parts + 1
+        assert np.all(np.diff(b) >= 1)
+    cliques = batch.lengths + np.diff(batch.edge_offsets)
+    b = partition_bounds(batch, 2)
+    sizes = [cliques[b[k]:b[k + 1]].sum() for k in range(2)]
+    assert abs(sizes[0] - sizes[1]) <= cliques.max()
+
+
+def test_partition_seeds_are_independent_and_deterministic():
+    a = [np.random.default_rng(s).integers(1 << 30) for s in partition_seeds(3, 4)]
+    b = [np.random.default_rng(s).integers(1 << 30) for s in partition_seeds(3, 4)]
+    assert a == b and len(set(a)) == 4
+
+
+@pytest.mark.parametrize("kw, exc, word", [
+    (dict(n_jobs=0), ValueError, "n_jobs"),
+    (dict(n_jobs=-2), ValueError, "n_jobs"),
+    (dict(n_jobs=1.5), TypeError, "n_jobs"),
+    (dict(n_jobs=True), TypeError, "n_jobs"),
+    (dict(n_partitions=0), ValueError, "n_partitions"),
+    (dict(n_partitions="2"), TypeError, "n_partitions"),
+    (dict(n_partitions=99), ValueError, "n_partitions"),
+    (dict(backend="mpi"), ValueError, "backend"),
+    (dict(backend=None), ValueError, "backend"),
+])
+def test_bad_parallel_options_raise_before_compute(kw, exc, word):
+    batch, model = tiny_batch("chain", n_examples=3)
+    with pytest.raises(exc, match=word):
+        fit_idal(batch, model, **kw)
+
+
+def test_all_cores():
+    opts = check_parallel_options(-1, None, "threads", 1000)
+    assert opts.n_jobs >= 1 and opts.n_partitions == opts.n_jobs
+
+
+def test_estimator_runs_partitioned():
+    from crflearn.estimators import CRF
+
+    batch, model = _mixed_batch(seed=11)
+    X = [(batch.node_features[batch.node_slice(i)], batch.local_edges(i)) for i in range(batch.n_examples)]
+    y = [batch.labels[batch.node_slice(i)] for i in range(batch.n_examples)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        crf = CRF(solver="idal", alpha=ALPHA, n_jobs=2, random_state=0, max_iter=300, tol=1e-6).fit(X, y)
+        ref = CRF(solver="idal", alpha=ALPHA, random_state=0, max_iter=300, tol=1e-6).fit(X, y)
+    assert crf.predict(X)[0].shape == y[0].shape
+    assert crf.history_["primal"][-1] == pytest.approx(ref.history_["primal"][-1], rel=3e-6)
