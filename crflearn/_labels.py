@@ -77,13 +77,26 @@ def _label_kind(labels: np.ndarray, where: str) -> tuple[str, np.ndarray]:
                     "or booleans")
 
 
-def encode_labels(raw_labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def _without_none(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``arr`` without its ``None`` entries (re-typed), and the mask of the known entries (None: all)."""
+    if arr.dtype != object:
+        return arr, None
+    known = np.array([v is not None for v in arr.tolist()], dtype=bool)
+    if known.all():
+        return arr, None
+    return as_label_array(arr[known].tolist()), known
+
+
+def encode_labels(raw_labels: Sequence, *, unknown_none: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique labels over all examples, and the int64 code of every node.
 
     Parameters
     ----------
     raw_labels : sequence of 1-D array-like
         One label array per example.
+    unknown_none : bool, default=False
+        A label ``None`` marks an unknown node (partial labels): it gets the code ``-1`` and is
+        not a class. When False, ``None`` is an ordinary (object) label.
 
     Returns
     -------
@@ -91,7 +104,7 @@ def encode_labels(raw_labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
         Sorted unique labels; for labels that are not strings, bytes, numbers or
         booleans (tuples, Enums, ...) an object array in order of first appearance.
     codes : ndarray of shape (total_nodes,), int64
-        ``classes[codes]`` equals the concatenated labels.
+        ``classes[codes]`` equals the concatenated labels (``-1`` for unknown nodes).
 
     Raises
     ------
@@ -100,12 +113,23 @@ def encode_labels(raw_labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
     ValueError
         NaN or infinite float labels.
     """
-    kinds, parts = set(), []
+    kinds, parts, masks = set(), [], []
     for i, lab in enumerate(raw_labels):
-        kind, arr = _label_kind(as_label_array(lab), f"y[{i}]")
+        arr, known = as_label_array(lab), None
+        if unknown_none:
+            arr, known = _without_none(arr)
+        kind, arr = _label_kind(arr, f"y[{i}]")
         if arr.size:
             kinds.add(kind)
         parts.append(arr)
+        masks.append(np.ones(len(arr), dtype=bool) if known is None else known)
+    classes, codes = _encode_known(parts, kinds)
+    full = np.full(sum(len(m) for m in masks), -1, dtype=np.int64)
+    full[np.concatenate(masks) if masks else np.zeros(0, dtype=bool)] = codes
+    return classes, full
+
+
+def _encode_known(parts: list[np.ndarray], kinds: set) -> tuple[np.ndarray, np.ndarray]:
     if kinds == {"int", "float"}:
         kinds = {"float"}
         parts = [p.astype(np.float64) for p in parts]

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 import os
 import warnings
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, check_random_state
 from threadpoolctl import threadpool_limits
 
 from ._labels import encode_labels, transform_labels
 from ._validation import check_int, check_nonnegative, check_positive, structured_input_tags
-from .graphs import GraphBatch, make_batch
+from .graphs import GraphBatch, chain_edges, check_instances, make_batch
 from .models import PairwiseModel
 
 __all__ = ["CRF"]
@@ -67,7 +70,33 @@ def _inference_methods() -> tuple[str, ...]:
     return tuple(dict.fromkeys(MARGINAL_METHODS + MAP_METHODS))
 
 
+def _check_l1_ratio(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"l1_ratio must be a number in [0, 1], got {value!r:.80}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"l1_ratio must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_allowed_transitions(value) -> None:
+    """Type check of ``allowed_transitions`` (its labels are matched to ``classes_`` in ``fit``)."""
+    if value is None:
+        return
+    if isinstance(value, np.ndarray) and value.ndim == 2:
+        if value.dtype != bool:
+            raise TypeError(f"allowed_transitions as a matrix must be boolean, got dtype {value.dtype}")
+        return
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError("allowed_transitions must be None, a boolean (n_classes, n_classes) array or a list of "
+                        f"(label_from, label_to) pairs, got {value!r:.80}")
+
+
+#: CRF parameters of the training-staples contract: solver-specific like the registry params
+#: (only the solvers listing them in ``SolverSpec.params`` take them).
+_STAPLE_PARAMS = ("l1_ratio",)
+
 _SOLVER_PARAM_CHECKS: dict[str, Callable] = {
+    "l1_ratio": _check_l1_ratio,
     "kappa": lambda v: check_positive(v, "kappa"),
     "rho": lambda v: check_positive(v, "rho", allow_none=True),
     "inner_epochs": lambda v: check_int(v, "inner_epochs", 1),
@@ -81,7 +110,7 @@ def _solver_options(est, spec) -> dict[str, Any]:
 
     defaults = {name: p.default for name, p in inspect.signature(type(est).__init__).parameters.items()}
     options = {}
-    for name in dict.fromkeys(p for other in SOLVERS.values() for p in other.params):
+    for name in dict.fromkeys([p for other in SOLVERS.values() for p in other.params] + list(_STAPLE_PARAMS)):
         value = getattr(est, name)
         if name not in spec.params:
             if value is not defaults[name] and value != defaults[name]:
@@ -130,6 +159,62 @@ def _seed(random_state) -> int | None:
     return None if random_state is None else int(random_state)
 
 
+def _check_sample_weight(sample_weight, n_examples: int, spec) -> np.ndarray | None:
+    """``sample_weight`` as float64 ``(n_examples,)`` (finite, >= 0, not all 0), or None."""
+    from .solvers import SOLVERS
+
+    if sample_weight is None:
+        return None
+    if not spec.sample_weight:
+        takers = [s.name for s in SOLVERS.values() if s.sample_weight]
+        raise ValueError(f"solver={spec.name!r} does not support sample_weight; the solvers that do are {takers}")
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"sample_weight must be an array of numbers, got {sample_weight!r:.80}") from None
+    if weights.shape != (n_examples,):
+        raise ValueError(f"sample_weight must have shape ({n_examples},) (one weight per example), got "
+                         f"{weights.shape}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("sample_weight must be finite and >= 0")
+    if not np.any(weights > 0):
+        raise ValueError("sample_weight is all zero: at least one example must have a positive weight")
+    return np.ascontiguousarray(weights)
+
+
+class _MaskedModel(PairwiseModel):
+    """A :class:`PairwiseModel` whose pairwise potentials are ``-inf`` where ``mask`` forbids the pair.
+
+    Given to the exact-CRF solver so that it trains with the allowed-transition constraints
+    (the likelihood is normalised over the allowed labellings); the layout is the parent's.
+    """
+
+    def __init__(self, model: PairwiseModel, mask: np.ndarray):
+        super().__init__(model.n_states, model.n_features, model.n_edge_features,
+                         fit_intercept=model.fit_intercept)
+        self.mask = mask
+
+    def potentials(self, w: np.ndarray, batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
+        from .inference.constraints import mask_pairwise
+
+        unary, pairwise = super().potentials(w, batch)
+        return unary, mask_pairwise(pairwise, self.mask)
+
+
+def _training_model(model: PairwiseModel, mask: np.ndarray | None, batch: GraphBatch, spec) -> PairwiseModel:
+    """The model the solver trains: constrained for the exact-CRF solver, else ``model``."""
+    from .inference.constraints import violations
+
+    if mask is None or spec.objective != "crf":
+        return model
+    bad = violations(batch.labels, batch.edges, mask)
+    if len(bad):
+        example = int(np.searchsorted(batch.edge_offsets, bad[0], side="right") - 1)
+        raise ValueError(f"y[{example}] has a transition that allowed_transitions forbids; solver="
+                         f"{spec.name!r} trains with the constraints, so the training labels must obey them")
+    return _MaskedModel(model, mask)
+
+
 class CRF(BaseEstimator):
     """Pairwise conditional random field for chains, trees and general graphs.
 
@@ -160,6 +245,10 @@ class CRF(BaseEstimator):
     tol : float, default=1e-3
         Stop when the relative duality gap (and the constraint residual, for
         IDAL) fall below ``tol``. A ``ConvergenceWarning`` is issued otherwise.
+    l1_ratio : float, default=0.0
+        Elastic-net mixing (solvers listing it in the registry, i.e. lbfgs): the penalty
+        becomes ``alpha * (l1_ratio ||w||_1 + (1 - l1_ratio) / 2 ||w||^2)`` as in
+        scikit-learn's ``ElasticNet``; 0 is the plain L2 objective. Must be in [0, 1].
     kappa : float, default=1.0
         IDAL only: weight of the Gini entropy surrogate (the temperature; small
         values approach the structured SVM).
@@ -178,6 +267,21 @@ class CRF(BaseEstimator):
     fit_intercept : bool, default=True
         Append a constant feature to every node (a per-label bias, reported in
         ``intercept_``).
+    allowed_transitions : None, bool array of shape (n_classes, n_classes) or list of pairs, default=None
+        Transition constraints: ``allowed[a, b]`` (rows and columns in the order of
+        ``classes_``) or the allowed ``(label_from, label_to)`` pairs (pairs naming labels
+        absent from the training data are ignored; see
+        :func:`crflearn.inference.constraints.bio_transitions` for the BIO scheme).
+        Forbidden pairs get a pairwise score of ``-inf`` in :meth:`predict`,
+        :meth:`predict_top_k`, :meth:`predict_marginals` and :meth:`score`, so an exact decoder
+        never outputs them. The exact-CRF solver (``"lbfgs"``) also trains with them (the
+        likelihood is normalised over the allowed labellings only; training labels must obey
+        them); the other solvers train unconstrained.
+    start_end_transitions : bool, default=False
+        Chains only: learn a score for the label of the first and of the last node of every
+        sequence (``start_transitions_``, ``end_transitions_``), implemented as two indicator
+        features ("first node", "last node") appended to the node features, so every solver
+        supports it.
     inference : {"auto", "exact", "trw", "bp", "trws", "maxproduct", "bruteforce"}, default="auto"
         Inference method for :meth:`predict` (MAP) and :meth:`predict_marginals`.
         ``"auto"`` is exact on forests (chains, trees) and approximate on loopy
@@ -231,7 +335,25 @@ class CRF(BaseEstimator):
         sorted for strings, bytes, numbers and booleans; in order of first
         appearance (object array) for other hashable labels (tuples, Enums...).
     n_features_in_ : int
-        Number of node features seen in ``fit``.
+        Number of node features seen in ``fit`` (for feature dicts: the vocabulary size).
+    feature_names_in_ : ndarray of str of shape (n_features_in_,)
+        Names of the features, when ``fit`` was given feature dicts (``"name=value"`` for a
+        string value); the columns of ``unary_coef_``.
+    vectorizer_ : NodeTransformer or None
+        The fitted vectoriser of the feature dicts (:func:`crflearn.preprocessing.dict_vectorizer`),
+        None for numeric input.
+    start_transitions_, end_transitions_ : ndarray of shape (n_classes,) or None
+        Scores of the label of the first / last node of a chain (``start_end_transitions=True``),
+        else None.
+    transition_mask_ : ndarray of bool of shape (n_classes, n_classes) or None
+        The allowed transitions in the order of ``classes_`` (None: all allowed).
+    state_features_ : dict
+        ``{(feature_name, label): weight}`` for every non-zero unary weight (feature names
+        ``feature_names_in_``, or ``"x0"``, ``"x1"``... for numeric input), like
+        sklearn-crfsuite's attribute of that name.
+    transition_features_ : dict
+        ``{(label_from, label_to): weight}`` of the shared transition matrix (not available with
+        edge features).
     n_edge_features_in_ : int or None
         Number of edge features seen in ``fit`` (None: one shared pairwise matrix).
     n_iter_ : int
@@ -266,9 +388,17 @@ class CRF(BaseEstimator):
       undirected graph has no edge direction, so an edge is oriented as
       ``graph.edges`` yields it, which follows the node insertion order.
 
+    * a list of per-node feature dicts (``{"word.lower": "the", "is_title": False,
+      "len": 3}``, as sklearn-crfsuite users write them): a chain whose features are
+      vectorised inside the estimator (string values become ``"name=value"`` indicators,
+      booleans 0/1; the vocabulary is learnt in ``fit`` and unknown features are ignored
+      afterwards). Tuples and networkx graphs may hold dicts as node features too.
+
     ``y`` is a list of 1-D label arrays of any hashable type (strings, numbers,
-    booleans, tuples, Enums...). Only bool, int, float, str and bytes labels can
-    be saved with :meth:`save`.
+    booleans, tuples, Enums...); all of them can be saved with :meth:`save` (tuples of
+    JSON values and members of Enum classes that are imported when loading). A label
+    ``None`` marks an unknown node (partial labels: training marginalises it), for the
+    solvers whose registry entry has ``partial_labels=True``.
 
     Inside ``fit``, ``predict``, ``predict_marginals`` and ``score`` the BLAS
     thread pool is limited to one thread (the products are small; more threads
@@ -294,15 +424,17 @@ class CRF(BaseEstimator):
     """
 
     def __init__(self, alpha: float | str = "auto", *, solver: str = "idal", max_iter: int = 100,
-                 tol: float = 1e-3, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
+                 tol: float = 1e-3, l1_ratio: float = 0.0, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
                  entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
-                 fit_intercept: bool = True, inference: str = "auto", solver_params: dict | None = None,
+                 fit_intercept: bool = True, allowed_transitions=None, start_end_transitions: bool = False,
+                 inference: str = "auto", solver_params: dict | None = None,
                  n_jobs: int | None = None, n_partitions: int | None = None, backend: str = "threads",
                  random_state=None, verbose: int = 0, warm_start: bool = False, callback: Callable | None = None):
         self.alpha = alpha
         self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
+        self.l1_ratio = l1_ratio
         self.kappa = kappa
         self.rho = rho
         self.inner_epochs = inner_epochs
@@ -310,6 +442,8 @@ class CRF(BaseEstimator):
         self.loss_augmented = loss_augmented
         self.sampling = sampling
         self.fit_intercept = fit_intercept
+        self.allowed_transitions = allowed_transitions
+        self.start_end_transitions = start_end_transitions
         self.inference = inference
         self.solver_params = solver_params
         self.n_jobs = n_jobs
@@ -335,6 +469,8 @@ class CRF(BaseEstimator):
         check_int(self.max_iter, "max_iter", 1)
         check_nonnegative(self.tol, "tol")
         _check_bool(self.fit_intercept, "fit_intercept")
+        _check_bool(self.start_end_transitions, "start_end_transitions")
+        _check_allowed_transitions(self.allowed_transitions)
         _check_choice(self.inference, "inference", _inference_methods())
         if not isinstance(self.verbose, bool):
             check_int(self.verbose, "verbose", 0)
@@ -347,52 +483,127 @@ class CRF(BaseEstimator):
         return options
 
     # -- data ---------------------------------------------------------------------------
+    def _numeric_input(self, X) -> list:
+        """``X`` with feature dicts vectorised by ``vectorizer_`` (checked against the training form)."""
+        from .preprocessing import is_dict_input
+
+        items = check_instances(X)
+        vectorizer = getattr(self, "vectorizer_", None)
+        if is_dict_input(items) != (vectorizer is not None):
+            fitted, given = ("feature dicts", "numeric features") if vectorizer is not None else \
+                ("numeric features", "feature dicts")
+            raise ValueError(f"this CRF was fitted on {fitted} but X holds {given}; give X in the form used "
+                             "in fit")
+        return items if vectorizer is None else vectorizer.transform(items)
+
+    def _with_start_end(self, batch: GraphBatch) -> GraphBatch:
+        """``batch`` with the "first node" / "last node" indicator columns when ``start_end_transitions``."""
+        if not self.start_end_transitions:
+            return batch
+        for i, n in enumerate(batch.lengths.tolist()):
+            if not np.array_equal(batch.local_edges(i), chain_edges(n)):
+                raise ValueError(f"start_end_transitions=True needs chains, but X[{i}] is not the chain "
+                                 f"0 - 1 - ... - {n - 1}")
+        ends = np.zeros((batch.n_nodes, 2))
+        ends[batch.node_offsets[:-1], 0] = 1.0
+        ends[batch.node_offsets[1:] - 1, 1] = 1.0
+        if batch.is_sparse:
+            feats = sp.hstack([batch.node_features, sp.csr_matrix(ends)], format="csr")
+        else:
+            feats = np.ascontiguousarray(np.hstack([batch.node_features, ends]))
+        return replace(batch, node_features=feats)
+
     def _predict_batch(self, X) -> GraphBatch:
         check_is_fitted(self, "coef_")
-        batch, _ = make_batch(X, None, n_features=self.n_features_in_,
+        batch, _ = make_batch(self._numeric_input(X), None, n_features=self.n_features_in_,
                               n_edge_features=self.n_edge_features_in_, label_encoder=_ignore_labels)
-        return batch
+        return self._with_start_end(batch)
 
-    def _set_coef(self, w: np.ndarray, model: PairwiseModel) -> None:
-        """Store ``coef_`` and its read-only views (``coef_`` is the single source of truth)."""
+    def _training_batch(self, X, y, spec) -> tuple[GraphBatch, np.ndarray]:
+        """The labelled batch (partial labels: code -1) and the classes."""
+        from .solvers import SOLVERS
+
+        batch, raw_labels = make_batch(X, y, label_encoder=_ignore_labels)
+        if raw_labels is None:
+            raise ValueError("y is required: pass y, or networkx graphs whose nodes all carry a 'y' attribute")
+        classes, codes = encode_labels(raw_labels, unknown_none=True)
+        if len(classes) < 2:
+            raise ValueError(f"y needs at least 2 distinct labels to train a CRF, got {classes.tolist()!r:.80}")
+        if np.any(codes < 0) and not spec.partial_labels:
+            takers = [s.name for s in SOLVERS.values() if s.partial_labels]
+            raise ValueError(f"y contains None (unknown labels) but solver={spec.name!r} cannot train on partial "
+                             f"labels; the solvers that can are {takers}")
+        batch.labels = codes
+        return batch, classes
+
+    def _set_coef(self, w: np.ndarray, model: PairwiseModel, n_extra: int = 0) -> None:
+        """Store ``coef_`` and its read-only views (``coef_`` is the single source of truth).
+
+        ``n_extra`` trailing node features are the start/end indicators (``start_end_transitions``).
+        """
         self.coef_ = np.ascontiguousarray(w, dtype=np.float64).copy()
         self.model_ = model
-        self.unary_coef_ = model.unary_coef(self.coef_)
+        unary = model.unary_coef(self.coef_)
+        n_in = model.n_features - n_extra
+        self.unary_coef_ = unary[:, :n_in]
+        self.start_transitions_ = unary[:, n_in] if n_extra else None
+        self.end_transitions_ = unary[:, n_in + 1] if n_extra else None
         self.intercept_ = model.intercept(self.coef_)
         self.pairwise_coef_ = model.pairwise_coef(self.coef_)
-        for view in (self.unary_coef_, self.intercept_, self.pairwise_coef_):
-            view.flags.writeable = False
+        for view in (self.unary_coef_, self.intercept_, self.pairwise_coef_, self.start_transitions_,
+                     self.end_transitions_):
+            if view is not None:
+                view.flags.writeable = False
 
     # -- fit ----------------------------------------------------------------------------
-    def fit(self, X: Sequence, y: Sequence | None = None) -> "CRF":
+    def fit(self, X: Sequence, y: Sequence | None = None, sample_weight=None) -> "CRF":
         """Learn the CRF weights.
 
         Parameters
         ----------
         X : list of examples
-            Arrays or sparse matrices ``(n_nodes, n_features)`` (chains),
-            ``(features, edges[, edge_features])`` tuples, or networkx graphs
-            with node attribute ``"x"`` (see the class notes).
+            Arrays or sparse matrices ``(n_nodes, n_features)`` (chains), lists of
+            per-node feature dicts (chains), ``(features, edges[, edge_features])``
+            tuples, or networkx graphs with node attribute ``"x"`` (see the class notes).
         y : list of array-like of shape (n_nodes_i,), optional
-            Labels of every node, any hashable type. May be omitted when ``X``
+            Labels of every node, any hashable type; ``None`` marks an unknown node
+            (solvers with partial-label support only). May be omitted when ``X``
             holds networkx graphs whose nodes carry a ``"y"`` attribute.
+        sample_weight : array-like of shape (n_examples,), optional
+            Non-negative weight of every example (``s_i`` in
+            ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)``; an integer weight equals
+            repeating the example); for the solvers whose registry entry has
+            ``sample_weight=True``.
 
         Returns
         -------
         self : CRF
             The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            Invalid parameters or data, or (inside scikit-learn's cross-validation) a
+            scikit-learn scorer for flat targets such as ``scoring="f1_macro"``, which cannot
+            score structured ``y``: the message names the :mod:`crflearn.metrics` scorer to use.
         """
+        from .inference.constraints import transition_mask
+        from .metrics import check_structured_scoring
+        from .preprocessing import dict_vectorizer, is_dict_input
         from .solvers import get_solver_spec
 
+        check_structured_scoring()
         options = self._check_params()
         spec = get_solver_spec(self.solver)
-        batch, raw_labels = make_batch(X, y, label_encoder=_ignore_labels)
-        if raw_labels is None:
-            raise ValueError("y is required: pass y, or networkx graphs whose nodes all carry a 'y' attribute")
-        classes, codes = encode_labels(raw_labels)
-        if len(classes) < 2:
-            raise ValueError(f"y needs at least 2 distinct labels to train a CRF, got {classes.tolist()!r:.80}")
-        batch.labels = codes
+        items = check_instances(X)
+        vectorizer = dict_vectorizer().fit(items) if is_dict_input(items) else None
+        batch, classes = self._training_batch(items if vectorizer is None else vectorizer.transform(items), y, spec)
+        n_features_in = batch.n_features
+        batch = self._with_start_end(batch)
+        weights = _check_sample_weight(sample_weight, batch.n_examples, spec)
+        if weights is not None:
+            options["sample_weight"] = weights
+        mask = None if self.allowed_transitions is None else transition_mask(classes, self.allowed_transitions)
         model = PairwiseModel(len(classes), batch.n_features, batch.n_edge_features,
                               fit_intercept=bool(self.fit_intercept))
         alpha = 1.0 / batch.n_examples if isinstance(self.alpha, str) else float(self.alpha)
@@ -403,15 +614,15 @@ class CRF(BaseEstimator):
         if "check_input" in inspect.signature(solver).parameters:
             options["check_input"] = False  # validated here, once
         with threadpool_limits(1, "blas"):
-            result = solver(batch, model, alpha=alpha, max_iter=int(self.max_iter), tol=float(self.tol),
-                            verbose=int(self.verbose), random_state=_seed(self.random_state),
-                            warm_start=warm_state, callback=self.callback, **options)
-
+            result = solver(batch, _training_model(model, mask, batch, spec), alpha=alpha,
+                            max_iter=int(self.max_iter), tol=float(self.tol), verbose=int(self.verbose),
+                            random_state=_seed(self.random_state), warm_start=warm_state, callback=self.callback,
+                            **options)
         # Assign everything at the end: an exception above leaves a previous fit intact.
+        self._set_features(vectorizer, n_features_in, batch.n_edge_features)
         self.classes_ = classes
-        self.n_features_in_ = int(batch.n_features)
-        self.n_edge_features_in_ = batch.n_edge_features
-        self._set_coef(result.w, model)
+        self.transition_mask_ = mask
+        self._set_coef(result.w, model, batch.n_features - n_features_in)
         self.alpha_ = alpha
         self.n_iter_ = int(result.n_iter)
         self.history_ = {k: np.asarray(v) for k, v in dict(result.history).items()}
@@ -422,6 +633,15 @@ class CRF(BaseEstimator):
         self._solver_state = result.state if self.warm_start else None
         self._warm_signature = signature
         return self
+
+    def _set_features(self, vectorizer, n_features_in: int, n_edge_features_in: int | None) -> None:
+        self.vectorizer_ = vectorizer
+        self.n_features_in_ = int(n_features_in)
+        self.n_edge_features_in_ = n_edge_features_in
+        if vectorizer is not None:
+            self.feature_names_in_ = np.asarray(vectorizer.get_feature_names_out(), dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
     def _warm_state(self, spec, signature: tuple, classes: np.ndarray, model: PairwiseModel):
         """The previous fit's solver state when ``warm_start`` applies, else None (warning why)."""
@@ -442,10 +662,17 @@ class CRF(BaseEstimator):
         return None
 
     # -- prediction ---------------------------------------------------------------------
+    def _potentials(self, batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Log-potentials of ``batch`` under ``coef_``, forbidden transitions at ``-inf``."""
+        from .inference.constraints import mask_pairwise
+
+        unary, pairwise = self.model_.potentials(self.coef_, batch)
+        return unary, mask_pairwise(pairwise, getattr(self, "transition_mask_", None))
+
     def _decode_codes(self, batch: GraphBatch) -> np.ndarray:
         from .inference import decode_batch, infer_batch
 
-        unary, pairwise = self.model_.potentials(self.coef_, batch)
+        unary, pairwise = self._potentials(batch)
         args = (unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets)
         if self.inference in ("trw", "bp"):
             res = infer_batch(*args, method=self.inference, edge_marginals="none", **_trusted(batch))
@@ -478,7 +705,7 @@ class CRF(BaseEstimator):
         if self.inference not in _marginal_methods():
             raise ValueError(f"{method_name} needs marginal inference but inference={self.inference!r} is a "
                              f"MAP method; use one of {list(_marginal_methods())}")
-        unary, pairwise = self.model_.potentials(self.coef_, batch)
+        unary, pairwise = self._potentials(batch)
         return infer_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
                            method=self.inference, edge_marginals="none", **_trusted(batch))
 
@@ -519,6 +746,9 @@ class CRF(BaseEstimator):
 
         if self.entropy != "gini":
             raise ValueError(f"predict_marginals(method='relaxed') needs entropy='gini', got {self.entropy!r}")
+        if getattr(self, "transition_mask_", None) is not None:
+            raise ValueError("predict_marginals(method='relaxed') does not support allowed_transitions; use "
+                             "method='exact'")
         unary, pairwise = self.model_.potentials(self.coef_, batch)
         batched = getattr(gini, "gini_infer_batch", None)
         if batched is not None:
@@ -531,6 +761,63 @@ class CRF(BaseEstimator):
             out[nodes] = gini.gini_infer(unary[nodes], pw, batch.local_edges(i),
                                               kappa=float(self.kappa)).node_marginals
         return out
+
+    def predict_top_k(self, X: Sequence, k: int = 5) -> list[tuple[list[np.ndarray], np.ndarray]]:
+        """The ``k`` most likely labellings of every chain (exact k-best Viterbi), best first.
+
+        Parameters
+        ----------
+        X : list of examples
+            Chains (arrays, sparse matrices or feature dicts; tuples whose edges are
+            ``(0, 1), (1, 2), ...``).
+        k : int, default=5
+
+        Returns
+        -------
+        list of (sequences, scores)
+            Per example, ``sequences`` is a list of ``m <= k`` label arrays of shape
+            ``(n_nodes_i,)`` (``m < k`` only when fewer labellings are allowed) and ``scores``
+            the ndarray ``(m,)`` of their unnormalised log-scores, non-increasing; the first
+            sequence is :meth:`predict`'s. ``scores - predict_log_partition(X)[i]`` are the
+            log-probabilities.
+
+        Raises
+        ------
+        ValueError
+            If an example is not a chain.
+        """
+        from .inference.kbest import top_k_decode_batch
+
+        k = check_int(k, "k", 1)
+        batch = self._predict_batch(X)
+        with threadpool_limits(1, "blas"):
+            unary, pairwise = self._potentials(batch)
+            results = top_k_decode_batch(unary, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets, k)
+        return [([self.classes_[row] for row in res.labels], res.scores) for res in results]
+
+    # -- label-named weights --------------------------------------------------------------
+    def _feature_names(self) -> list:
+        names = getattr(self, "feature_names_in_", None)
+        return [f"x{j}" for j in range(self.n_features_in_)] if names is None else list(names)
+
+    @property
+    def state_features_(self) -> dict:
+        """``{(feature_name, label): weight}`` of every non-zero unary weight (see the class attributes)."""
+        check_is_fitted(self, "coef_")
+        names, labels = self._feature_names(), self.classes_.tolist()
+        feats, classes = np.nonzero(self.unary_coef_.T)
+        return {(names[j], labels[c]): float(self.unary_coef_[c, j]) for j, c in zip(feats, classes)}
+
+    @property
+    def transition_features_(self) -> dict:
+        """``{(label_from, label_to): weight}`` of the transition matrix ``pairwise_coef_``."""
+        check_is_fitted(self, "coef_")
+        if self.n_edge_features_in_ is not None:
+            raise AttributeError("transition_features_ needs one shared transition matrix; this CRF has edge "
+                                 "features (see pairwise_coef_)")
+        labels = self.classes_.tolist()
+        return {(a, b): float(self.pairwise_coef_[i, j]) for i, a in enumerate(labels)
+                for j, b in enumerate(labels)}
 
     def predict_log_partition(self, X: Sequence) -> np.ndarray:
         """Log-partition function ``log Z(x_i)`` of every example under the learned weights.
@@ -651,7 +938,8 @@ class CRF(BaseEstimator):
             est._check_params()
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where} is not a valid crflearn CRF model: {exc!s:.300}") from None
-        est._set_coef(attrs.pop("coef_"), attrs.pop("model_"))
+        model = attrs.pop("model_")
+        est._set_coef(attrs.pop("coef_"), model, model.n_features - attrs["n_features_in_"])
         for key, value in attrs.items():
             setattr(est, key, value)
         est._solver_state = None

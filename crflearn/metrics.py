@@ -14,10 +14,20 @@ scorer object instead::
 
 The scorers call ``estimator.predict(X)`` and compare with ``y`` as above, so
 they work with :class:`crflearn.CRF` and with pipelines ending in one.
+
+scikit-learn's own scoring strings (``"f1_macro"``, ``"accuracy"``...) compare flat 1-D
+labels and fail on structured ``y``; scikit-learn's cross-validation would turn that
+failure into a ``nan`` score. :func:`check_structured_scoring` (called by
+:meth:`crflearn.CRF.fit`) detects such a scorer in the cross-validation that is fitting the
+estimator and raises a ``ValueError`` naming the crflearn scorer to use instead, so
+``cross_val_score(crf, X, y, scoring="f1_macro")`` raises rather than returning ``nan``.
+``SKLEARN_EQUIVALENTS`` maps those scikit-learn names to the crflearn scorer computing the
+same metric on the nodes (``"f1_macro"`` -> ``"node_f1_macro"``).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -43,6 +53,7 @@ __all__ = [
     "node_f1_weighted_scorer",
     "SCORERS",
     "get_scorer",
+    "check_structured_scoring",
 ]
 
 _AVERAGES = ("macro", "micro", "weighted")
@@ -251,6 +262,11 @@ SCORERS = {
 }
 
 
+#: scikit-learn scoring names and the crflearn scorer computing the same on the nodes
+SKLEARN_EQUIVALENTS = {"accuracy": "node_accuracy", "f1_macro": "node_f1_macro",
+                       "f1_micro": "node_f1_micro", "f1_weighted": "node_f1_weighted"}
+
+
 def get_scorer(scoring):
     """A scorer for structured outputs, by name.
 
@@ -271,5 +287,62 @@ def get_scorer(scoring):
     if not isinstance(scoring, str):
         raise TypeError(f"scoring must be a scorer name or a callable, got {scoring!r:.80}")
     if scoring not in SCORERS:
-        raise ValueError(f"scoring must be one of {sorted(SCORERS)}, got {scoring!r}")
+        hint = f" ({SKLEARN_EQUIVALENTS[scoring]!r} is its node-level equivalent)" \
+            if scoring in SKLEARN_EQUIVALENTS else ""
+        raise ValueError(f"scoring must be one of {sorted(SCORERS)}, got {scoring!r}{hint}")
     return SCORERS[scoring]
+
+
+def _flat_target_scorers(scorer) -> list:
+    """The scikit-learn scorers of flat targets in ``scorer`` (a scorer, a dict or a multi-metric scorer)."""
+    from sklearn.metrics._scorer import _BaseScorer
+
+    if isinstance(scorer, dict):
+        found = []
+        for value in scorer.values():
+            found += _flat_target_scorers(value)
+        return found
+    inner = getattr(scorer, "_scorers", None)
+    if isinstance(inner, dict):
+        return _flat_target_scorers(inner)
+    func = getattr(scorer, "_score_func", None)
+    if isinstance(scorer, _BaseScorer) and str(getattr(func, "__module__", "")).startswith("sklearn."):
+        return [scorer]
+    return []
+
+
+def check_structured_scoring(max_depth: int = 60) -> None:
+    """Raise if a scikit-learn cross-validation up the call stack scores with a flat-target scorer.
+
+    Called at the start of :meth:`crflearn.CRF.fit`: inside ``cross_val_score``,
+    ``cross_validate``, ``GridSearchCV``... (scikit-learn's ``_fit_and_score``), a scorer
+    such as ``scoring="f1_macro"`` would fail on structured ``y`` and be recorded as
+    ``nan``; raising in ``fit`` makes every fit fail, so scikit-learn raises with this
+    message instead of returning ``nan``. Outside cross-validation it does nothing.
+
+    Parameters
+    ----------
+    max_depth : int, default=60
+        How many frames up the stack to look.
+
+    Raises
+    ------
+    ValueError
+        Naming the scorer and the :mod:`crflearn.metrics` scorer to use.
+    """
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return
+        if frame.f_code.co_name == "_fit_and_score" and \
+                frame.f_globals.get("__name__") == "sklearn.model_selection._validation":
+            bad = _flat_target_scorers(frame.f_locals.get("scorer"))
+            if bad:
+                raise ValueError(f"the scoring {bad[0]!r} is a scikit-learn scorer of flat 1-D labels: it "
+                                 "cannot score structured y (one label sequence per example) and would give "
+                                 "nan; use a crflearn scorer, crflearn.metrics.get_scorer(name) with name in "
+                                 f"{sorted(SCORERS)} (node-level equivalents of scikit-learn's names: "
+                                 f"{SKLEARN_EQUIVALENTS})")
+            return
+        frame = frame.f_back
+

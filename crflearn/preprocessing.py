@@ -6,6 +6,10 @@ its structure (edges, edge features, networkx graph). It lets ordinary
 preprocessing sit in front of a :class:`crflearn.CRF` in a ``Pipeline``::
 
     Pipeline([("scale", NodeTransformer(StandardScaler())), ("crf", CRF())])
+
+It also owns the vectorisation of per-token feature dicts (:func:`dict_vectorizer`,
+:func:`dict_vectorizer_from_names`, :func:`is_dict_input`) that :class:`crflearn.CRF` applies
+inside ``fit`` when it is given feature dicts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import structured_input_tags
 
-__all__ = ["NodeTransformer"]
+__all__ = ["NodeTransformer", "dict_vectorizer", "dict_vectorizer_from_names", "is_dict_input"]
 
 
 def _is_dict_rows(value) -> bool:
@@ -250,3 +254,75 @@ class NodeTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         if not hasattr(self.transformer_, "get_feature_names_out"):
             raise AttributeError(f"{type(self.transformer_).__name__} has no get_feature_names_out")
         return self.transformer_.get_feature_names_out(input_features)
+
+
+def is_dict_input(X) -> bool:
+    """Whether the first example of ``X`` gives its node features as per-node dicts.
+
+    True for a list of token dicts, a ``(list of dicts, edges[, edge_features])`` tuple or a
+    networkx graph whose node attribute ``"x"`` holds dicts.
+
+    Parameters
+    ----------
+    X : list of examples
+
+    Returns
+    -------
+    bool
+    """
+    import networkx as nx
+
+    try:
+        first = next(iter(X))
+    except (TypeError, StopIteration):
+        return False
+    if isinstance(first, nx.Graph):
+        return any(isinstance(data.get("x"), dict) for _, data in first.nodes(data=True))
+    if isinstance(first, tuple) and len(first) in (2, 3) and not _is_dict_rows(first):
+        first = first[0]
+    return _is_dict_rows(first)
+
+
+def dict_vectorizer() -> NodeTransformer:
+    """An unfitted :class:`NodeTransformer` turning per-node feature dicts into sparse rows.
+
+    The inner :class:`~sklearn.feature_extraction.DictVectorizer` follows the CRFsuite
+    conventions: a numeric (or boolean, as 0/1) value is the feature's value, a string
+    value ``v`` of feature ``name`` becomes the indicator feature ``"name=v"``; feature
+    names are sorted and features unseen in ``fit`` are ignored by ``transform``.
+
+    Returns
+    -------
+    NodeTransformer
+    """
+    from sklearn.feature_extraction import DictVectorizer
+
+    return NodeTransformer(DictVectorizer(separator="=", sparse=True, sort=True))
+
+
+def dict_vectorizer_from_names(names: Sequence[str]) -> NodeTransformer:
+    """A fitted :func:`dict_vectorizer` whose vocabulary is exactly ``names`` (sorted, unique).
+
+    Rebuilds the vectoriser of a saved model from its feature names (no pickle).
+
+    Parameters
+    ----------
+    names : sequence of str
+        ``get_feature_names_out()`` of a fitted :func:`dict_vectorizer`.
+
+    Returns
+    -------
+    NodeTransformer
+
+    Raises
+    ------
+    ValueError
+        If ``names`` are not unique sorted strings.
+    """
+    names = [str(n) for n in names]
+    if not names or names != sorted(set(names)):
+        raise ValueError("feature names must be a non-empty sorted list of unique strings")
+    vectorizer = dict_vectorizer().fit([[dict.fromkeys(names, 1.0)]])
+    if list(vectorizer.get_feature_names_out()) != names:  # pragma: no cover - DictVectorizer contract
+        raise ValueError("the feature names could not be restored")
+    return vectorizer

@@ -41,6 +41,11 @@ class SolverSpec:
         Keys a ``SolverResult.state`` must hold to warm start this solver.
     warm_start_same_alpha : bool
         Whether a warm start needs the same ``alpha`` as the run that produced the state.
+    sample_weight : bool
+        The function takes ``sample_weight`` (per-example weights ``s_i`` of the objective
+        ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)``).
+    partial_labels : bool
+        The function trains on ``batch.labels`` holding ``-1`` (unknown node, marginalised).
     """
 
     name: str
@@ -52,6 +57,8 @@ class SolverSpec:
     forests_only: bool = False
     warm_start_keys: tuple[str, ...] = ()
     warm_start_same_alpha: bool = False
+    sample_weight: bool = False
+    partial_labels: bool = False
 
     def load(self) -> Callable:
         """The solver function (imports its module on first use)."""
