@@ -41,6 +41,25 @@ def test_spec_matches_the_function_signature(name):
     assert list(params)[:2] == ["batch", "model"]
     for key in COMMON + spec.params:
         assert key in params and params[key].kind == inspect.Parameter.KEYWORD_ONLY, key
+    # the training-staples flags say what the function takes
+    assert spec.sample_weight == ("sample_weight" in params)
+
+
+@pytest.mark.parametrize("name", SOLVER_NAMES)
+def test_staples_flags(name):
+    """sample_weight=True: weights are used (all-ones = None); partial_labels=True: label -1 trains."""
+    spec = get_solver_spec(name)
+    batch, model = _chains()
+    if spec.sample_weight:
+        plain = _fit(name, batch, model)
+        ones = _fit(name, batch, model, sample_weight=np.ones(batch.n_examples))
+        np.testing.assert_allclose(ones.w, plain.w, rtol=1e-10, atol=1e-12)
+        skewed = _fit(name, batch, model, sample_weight=np.array([5.0, 0.1, 1.0]))
+        assert not np.allclose(skewed.w, plain.w)
+    if spec.partial_labels:
+        batch.labels = batch.labels.copy()
+        batch.labels[1] = -1
+        assert np.all(np.isfinite(_fit(name, batch, model).w))
 
 
 @pytest.mark.parametrize("name", SOLVER_NAMES)

@@ -75,17 +75,18 @@ SOLVERS: dict[str, SolverSpec] = {spec.name: spec for spec in (
                "block-coordinate Frank-Wolfe for the structured SVM",
                warm_start_keys=("w", "ell", "node_stats", "edge_stats", "block_losses", "w_avg", "ell_avg",
                                 "n_steps"),
-               warm_start_same_alpha=True),
+               warm_start_same_alpha=True, sample_weight=True),
     SolverSpec("subgradient", "crflearn.solvers.subgradient", "fit_subgradient", "ssvm",
                "stochastic subgradient descent for the structured SVM",
                warm_start_keys=("w", "t", "loss_sum", "w_avg", "ell_avg", "avg_weight"),
-               warm_start_same_alpha=True),
+               warm_start_same_alpha=True, sample_weight=True),
     SolverSpec("cutting_plane", "crflearn.solvers.cutting_plane", "fit_cutting_plane", "ssvm",
                "1-slack cutting-plane method for the structured SVM",
-               warm_start_keys=("constraints", "offsets", "beta", "cache")),
+               warm_start_keys=("constraints", "offsets", "beta", "cache"), sample_weight=True),
     SolverSpec("lbfgs", "crflearn.solvers.lbfgs", "fit_lbfgs", "crf",
                "L-BFGS on the exact CRF negative log-likelihood (forests only)",
-               params=("loss_augmented",), forests_only=True, warm_start_keys=("w",)),
+               params=("loss_augmented", "l1_ratio"), forests_only=True, warm_start_keys=("w",),
+               sample_weight=True, partial_labels=True),
 )}
 
 SOLVER_NAMES: tuple[str, ...] = tuple(SOLVERS)
