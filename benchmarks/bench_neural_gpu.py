@@ -31,21 +31,27 @@ import torch
 
 from crflearn.graphs import grid_edges
 from crflearn.neural import chain_crf_nll, make_loopy_graph, trw_nll_loss
+from crflearn.neural.estimator import TRAIN_INFERENCE
 
 K_GRID, SIDE, K_CHAIN, LENGTH = 11, 10, 26, 14
+
+
+def _clock(device):
+    """Seconds: this thread's CPU time on CPU (robust to other processes on a loaded machine; torch runs
+    single-threaded here), synchronised wall time on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.thread_time()
 
 
 def _timer(device, fn, repeats):
     fn()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start = _clock(device)
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(_clock(device) - start)
     return statistics.median(times)
 
 
@@ -73,30 +79,42 @@ def _grid_problem(batch, device):
     return graph, images, labels, pairwise
 
 
-def grid_rows(batch, device, repeats, tol):
+def grid_rows(batch, device, repeats, options):
+    """CNN forward; the TRW loss forward + backward on the CNN's output (the loss alone); a whole SGD step."""
     net = _cnn(device)
     graph, images, labels, pairwise = _grid_problem(batch, device)
-    check = 0 if device.type == "cuda" else 5
     cnn = _timer(device, lambda: net(images), repeats)
     opt = torch.optim.SGD(list(net.parameters()) + [pairwise], lr=0.01)
     state = {}
 
-    def loss_step(warm):
-        unary = net(images).permute(0, 2, 3, 1).reshape(-1, K_GRID)
-        out = []
-        loss = trw_nll_loss(unary, pairwise, graph, labels, tol=tol, max_iter=200, check_every=check, warn=False,
-                            out=out, init_messages=state.get("messages") if warm else None)
+    def loss_step(warm, times):
+        start = _clock(device)
+        out = net(images).permute(0, 2, 3, 1).reshape(-1, K_GRID)
+        mid = _clock(device)
+        unary = out.detach().requires_grad_()
+        res = []
+        loss = trw_nll_loss(unary, pairwise, graph, labels, warn=False, out=res,
+                            init_messages=state.get("messages") if warm else None, **options)
         loss.backward()
+        loss_end = _clock(device)
+        out.backward(unary.grad)
         opt.step()  # the potentials move between calls, as in training
         opt.zero_grad()
-        state["messages"], state["n_iter"] = out[0].messages, out[0].n_iter
+        times.append((loss_end - mid, _clock(device) - start))
+        state["messages"], state["n_iter"] = res[0].messages, res[0].n_iter
 
-    cold = _timer(device, lambda: loss_step(False), repeats)
-    cold_iter = state["n_iter"]
-    warm = _timer(device, lambda: loss_step(True), repeats)
-    return [("cnn-forward", batch, device.type, cnn, 1.0, ""),
-            ("grid-trw cold (cnn+loss, fwd+bwd)", batch, device.type, cold, cold / cnn, f"{cold_iter} it"),
-            ("grid-trw warm (cnn+loss, fwd+bwd)", batch, device.type, warm, warm / cnn, f"{state['n_iter']} it")]
+    rows = [("cnn-forward", batch, device.type, cnn, 1.0, "")]
+    for warm in (False, True):
+        times = []
+        for _ in range(repeats + 1):
+            loss_step(warm, times)
+        loss_t, step_t = (statistics.median(t) for t in zip(*times[1:]))
+        name = "warm" if warm else "cold"
+        rows += [(f"grid-trw {name}: loss fwd+bwd", batch, device.type, loss_t, loss_t / cnn,
+                  f"{state['n_iter']} it"),
+                 (f"grid-trw {name}: whole step (cnn fwd+bwd, loss, SGD)", batch, device.type, step_t, step_t / cnn,
+                  "")]
+    return rows
 
 
 def chain_rows(batch, device, repeats):
@@ -108,12 +126,22 @@ def chain_rows(batch, device, repeats):
     return [("chain-nll (fwd+bwd)", batch, device.type, t, float("nan"), "")]
 
 
+def _options(args, device):
+    """The TRW settings of ``NeuralCRF`` training (``--tol`` / ``--damping`` override them)."""
+    options = dict(TRAIN_INFERENCE, tol=args.tol, max_iter=200)
+    if args.damping is not None:
+        options["damping"] = args.damping
+    options["check_every"] = 0 if device.type == "cuda" else 1  # a host synchronisation is free on CPU
+    return options
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tol", type=float, default=1e-3, help="TRW tolerance of the grid loss")
+    parser.add_argument("--damping", type=float, default=None, help="TRW damping (default: NeuralCRF's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
@@ -121,11 +149,11 @@ def main(argv=None):
         devices.append(torch.device("cuda"))
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{args.threads} CPU thread(s), CUDA: {torch.cuda.get_device_name(0) if len(devices) > 1 else 'none'}")
-    print("\n| row | batch | device | median time (ms) | x CNN forward | TRW iterations |")
+    print("\n| row | batch | device | median time (ms; CPU: thread CPU time) | x CNN forward | TRW iterations |")
     print("|---|---:|---|---:|---:|---:|")
     for device in devices:
         for batch in args.batch_sizes:
-            for name, b, dev, t, ratio, note in grid_rows(batch, device, args.repeats, args.tol) + \
+            for name, b, dev, t, ratio, note in grid_rows(batch, device, args.repeats, _options(args, device)) + \
                     chain_rows(batch, device, args.repeats):
                 ratio_text = "" if np.isnan(ratio) else f"{ratio:.1f}"
                 print(f"| {name} | {b} | {dev} | {1e3 * t:.2f} | {ratio_text} | {note} |")

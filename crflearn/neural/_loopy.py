@@ -34,42 +34,16 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from .._validation import check_batch_structure, check_edges, check_int, check_nonnegative
+from .._validation import check_int, check_nonnegative
+from ._loopy_graph import LoopyGraph, make_loopy_graph
 
 __all__ = ["LoopyGraph", "TRWResult", "make_loopy_graph", "trw_infer", "trw_log_partition", "trw_nll_loss",
            "labelling_score"]
 
 _REDUCTIONS = ("sum", "mean", "none")
-
-
-class LoopyGraph(NamedTuple):
-    """Structure of a flat batch of graphs on one device (build it with :func:`make_loopy_graph`).
-
-    Attributes
-    ----------
-    edges : LongTensor (M, 2)
-        Global node indices.
-    src, dst : LongTensor (2 M,)
-        Source and target node of every message.
-    rho : Tensor (M,) float64
-        Edge appearance probabilities.
-    node_example, edge_example : LongTensor (N,), (M,)
-        Example index of every node and edge.
-    n_nodes, n_examples : int
-    """
-
-    edges: torch.Tensor
-    src: torch.Tensor
-    dst: torch.Tensor
-    rho: torch.Tensor
-    node_example: torch.Tensor
-    edge_example: torch.Tensor
-    n_nodes: int
-    n_examples: int
 
 
 class TRWResult(NamedTuple):
@@ -99,64 +73,6 @@ class TRWResult(NamedTuple):
     n_iter: int
     residual: torch.Tensor
     converged: bool | None
-
-
-def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, *, rho=None,
-                     device=None) -> LoopyGraph:
-    """Validate a (flat batch of) graph(s) once and put its structure on ``device``.
-
-    Parameters
-    ----------
-    edges : array-like of shape (M, 2)
-        Global node indices; no self-loops or duplicate edges.
-    n_nodes : int
-    node_offsets, edge_offsets : array-like of shape (n_examples + 1,), optional
-        CSR offsets of the examples (omit both for one graph).
-    rho : array-like of shape (M,), optional
-        Edge appearance probabilities in (0, 1]; default: those of the uniform
-        spanning-tree distribution, as the Numba TRW uses
-        (:func:`crflearn.inference.edge_appearance_probabilities`). All ones is loopy BP.
-    device : torch.device or str, optional
-
-    Returns
-    -------
-    LoopyGraph
-    """
-    n_nodes = check_int(n_nodes, "n_nodes")
-    if (node_offsets is None) != (edge_offsets is None):
-        raise ValueError("give both node_offsets and edge_offsets, or neither")
-    if isinstance(edges, torch.Tensor):
-        edges = edges.detach().cpu().numpy()
-    if node_offsets is None:
-        e = check_edges(edges, n_nodes, "edges")
-        no = np.array([0, n_nodes], dtype=np.int64)
-        eo = np.array([0, len(e)], dtype=np.int64)
-    else:
-        e, no, eo = check_batch_structure(edges, node_offsets, edge_offsets, n_nodes)
-    if rho is None:
-        from ..inference.schedule import edge_appearance_probabilities
-
-        rho_np = edge_appearance_probabilities(e, n_nodes)
-    else:
-        rho_np = np.asarray(rho, dtype=np.float64).reshape(-1)
-        if rho_np.shape != (len(e),) or not np.all((rho_np > 0) & (rho_np <= 1)):
-            raise ValueError(f"rho must hold {len(e)} values in (0, 1], got shape {rho_np.shape}")
-    m = len(e)
-    msg = np.stack([e, e[:, ::-1]], axis=1).reshape(2 * m, 2)
-    lengths, n_edges = np.diff(no), np.diff(eo)
-    device = torch.device("cpu") if device is None else torch.device(device)
-    return LoopyGraph(
-        edges=_put(e, torch.long, device), src=_put(msg[:, 0], torch.long, device),
-        dst=_put(msg[:, 1], torch.long, device), rho=_put(rho_np, torch.float64, device),
-        node_example=_put(np.repeat(np.arange(len(lengths)), lengths), torch.long, device),
-        edge_example=_put(np.repeat(np.arange(len(n_edges)), n_edges), torch.long, device),
-        n_nodes=n_nodes, n_examples=len(lengths))
-
-
-def _put(array, dtype, device) -> torch.Tensor:
-    """A NumPy array as a tensor on ``device``; to CUDA through pinned memory, non-blocking."""
-    t = torch.as_tensor(np.ascontiguousarray(array), dtype=dtype)
-    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
 # ---------------------------------------------------------------------------- checks
@@ -195,113 +111,141 @@ def _check_options(max_iter, tol, damping, check_every):
 
 
 # ---------------------------------------------------------------------------- message passing
-def _beliefs(unary, logm, graph, rho_msg):
-    """``unary[v] + sum_{e -> v} rho_e * logm[e -> v]`` for every node."""
-    return unary.index_add(0, graph.dst, logm * rho_msg[:, None])
+class _BlockData(NamedTuple):
+    """Per-call data of one :class:`MessageBlock`."""
+
+    unary: torch.Tensor    # (K, n_sources): unary scores of the block's sources
+    rho: torch.Tensor      # (n,): rho of each message's edge
+    rows: tuple            # K tensors (K, n): rows[x][y, j] = exp((pw_j[x, y] - top_j[y]) / rho_j)
+    col_max: torch.Tensor  # (K, n): top_j[y] / rho_j, with top_j[y] = max_x pw_j[x, y]
 
 
-def _reverse(logm):
-    """Row ``j`` of the result is the message opposite to row ``j`` (``2 e <-> 2 e + 1``)."""
-    return logm.view(-1, 2, logm.shape[1]).flip(1).reshape(logm.shape)
+def _shared_tables(pairwise, rho_values):
+    """Exponential tables of a shared ``(K, K)`` score for both orientations and every distinct rho:
+    ``(K * K, 2 n_rho)`` and ``(K, 2 n_rho)``, column ``backward * n_rho + group``."""
+    k = pairwise.shape[0]
+    oriented = torch.stack([pairwise, pairwise.T])                      # (2, K_source, K_target)
+    top = oriented.amax(dim=1)                                          # (2, K_target)
+    inv = (1.0 / rho_values)[None, :, None, None]
+    exp_pw = ((oriented - top[:, None, :])[:, None] * inv).exp_()      # (2, n_rho, K, K)
+    col_max = top[:, None, :] * inv[..., 0]                             # (2, n_rho, K)
+    return exp_pw.permute(2, 3, 0, 1).reshape(k * k, -1), col_max.permute(2, 0, 1).reshape(k, -1)
 
 
-def _update(logm, unary, exp_pw, col_max, graph, rho_msg, damping):
-    """One parallel (damped) TRW update of every message; max-normalised.
+def _block_tables(pairwise, block, rho):
+    """Exponential tables ``(K, K, n)`` and ``(K, n)`` of a block's messages for per-edge scores."""
+    pw = pairwise.index_select(0, block.edge)
+    pw = torch.where(block.backward[:, None, None], pw.transpose(1, 2), pw)   # [source, target]
+    top = pw.amax(dim=1)                                                       # (n, K_target)
+    exp_pw = ((pw - top[:, None, :]) / rho[:, None, None]).exp_()
+    return exp_pw.permute(1, 2, 0).contiguous(), (top / rho[:, None]).T.contiguous()
+
+
+def _block_data(unary_t, pairwise, graph):
+    """The :class:`_BlockData` of every block (``unary_t`` is ``(K, N)``)."""
+    k = unary_t.shape[0]
+    rho = graph.rho.to(unary_t.dtype)
+    shared = _shared_tables(pairwise, graph.rho_values.to(unary_t.dtype)) if pairwise.dim() == 2 else None
+    out = []
+    for block in graph.blocks:
+        rho_b = rho.index_select(0, block.edge)
+        if shared is None:
+            exp_pw, col_max = _block_tables(pairwise, block, rho_b)
+        else:
+            exp_pw = shared[0].index_select(1, block.table).view(k, k, -1)
+            col_max = shared[1].index_select(1, block.table)
+        out.append(_BlockData(unary_t.index_select(1, block.sources), rho_b, exp_pw.unbind(0), col_max))
+    return out
+
+
+def _block_update(logm, block, data, damping, want_residual):
+    """Update the messages of one block in place (they do not depend on each other).
 
     ``new[y] = log sum_x exp(cav[x] + pw[x, y] / rho)`` evaluated as a product in exp space,
-    ``log sum_x exp_pw[y, x] * exp(cav[x] - max cav) + col_max[y]`` (a batched matrix-vector
-    product; ``exp_pw[y, x] = exp(pw[x, y] / rho - col_max[y])``; the row constant
-    ``max cav`` cancels in the normalisation). The sum is at least the term of the best
-    ``x``; it is floored at the smallest normal number, so a term more than ~87 (float32)
-    or ~708 (float64) nats below its column maximum cannot produce ``-inf``.
+    ``log sum_x exp_pw[x, y] * exp(cav[x] - max cav) + col_max[y]``: a multiply-add over
+    ``x`` vectorised over the block (the row constant ``max cav`` cancels in the
+    normalisation). The sum is at least the term of the best ``x``; it is floored at the
+    smallest normal number, so a term more than ~87 (float32) or ~708 (float64) nats below
+    its column maximum cannot produce ``-inf``. Returns the largest change, or None.
     """
-    cav = _beliefs(unary, logm, graph, rho_msg)[graph.src] - _reverse(logm)
-    a = (cav - cav.amax(dim=1, keepdim=True)).exp()
-    total = torch.bmm(exp_pw, a.unsqueeze(2)).squeeze(2).clamp_min(torch.finfo(a.dtype).tiny)
-    new = total.log() + col_max
+    into = logm.index_select(1, block.reverse)        # the message into the source from the target
+    belief = data.unary.index_add(1, block.source_index, into * data.rho)
+    cav = belief.index_select(1, block.source_index).sub_(into)
+    a = cav.sub_(cav.amax(dim=0)).exp_()
+    total = data.rows[0] * a[0]
+    for x in range(1, len(data.rows)):
+        total.addcmul_(data.rows[x], a[x])
+    new = total.clamp_min_(torch.finfo(a.dtype).tiny).log_().add_(data.col_max)
+    old = logm[:, block.start:block.stop]
     if damping > 0.0:
-        # (1 - d) * new + d * old; normalising ``new`` first would only shift each row by a constant
-        new = torch.lerp(new, logm, damping)
-    return new - new.amax(dim=1, keepdim=True)
-
-
-def _message_tables(pairwise, rho):
-    """``exp_pw[j, y, x] = exp((pw_j[x, y] - top_j[y]) / rho_j)`` and ``col_max[j, y] = top_j[y] / rho_j``
-    for every message ``j`` (``pw_j`` oriented [source, target], ``top_j[y] = max_x pw_j[x, y]``;
-    ``max_x pw / rho = top / rho`` as ``rho > 0``): two passes over the ``(2 M, K, K)`` table."""
-    m, k = rho.shape[0], pairwise.shape[-1]
-    inv = 1.0 / rho
-    if pairwise.dim() == 2:
-        oriented = torch.stack([pairwise, pairwise.T])[None]                     # (1, 2, K, K)
-    else:
-        oriented = torch.stack([pairwise, pairwise.transpose(1, 2)], dim=1)      # (M, 2, K, K)
-    top = oriented.amax(dim=2)                                                    # (., 2, K)
-    gap = (oriented - top[:, :, None, :]).transpose(2, 3).contiguous()           # [target, source], <= 0
-    exp_pw = torch.exp(inv[:, None] * gap.reshape(gap.shape[0], -1)).reshape(2 * m, k, k)
-    col_max = (inv[:, None, None] * top).reshape(2 * m, k)
-    return exp_pw, col_max
+        # (1 - d) * new + d * old; normalising ``new`` first would only shift each column by a constant
+        new = torch.lerp(new, old, damping)
+    new.sub_(new.amax(dim=0))
+    residual = (new - old).abs().amax() if want_residual else None
+    old.copy_(new)
+    return residual
 
 
 def _run_messages(unary, pairwise, graph, init, max_iter, tol, damping, check_every):
-    """Iterate to convergence; return ``(logm, n_iter, residual, converged)``."""
+    """Sweep to convergence; return ``(logm (K, 2 M) internal order, n_iter, residual, converged)``."""
     m, k = graph.edges.shape[0], unary.shape[1]
-    rho = graph.rho.to(unary.dtype)
-    rho_msg = rho.repeat_interleave(2)
-    exp_pw, col_max = _message_tables(pairwise, rho)
-    logm = unary.new_zeros(2 * m, k) if init is None else init.to(unary.dtype)
+    data = _block_data(unary.T.contiguous(), pairwise, graph)
+    if init is None:
+        logm = unary.new_zeros(k, 2 * m)
+    else:
+        logm = init.to(unary.dtype).index_select(0, graph.internal).T.contiguous()
     residual = unary.new_zeros(())
     converged = None if check_every == 0 else (m == 0)
     n_iter = 0
     while m and n_iter < max_iter:
-        new = _update(logm, unary, exp_pw, col_max, graph, rho_msg, damping)
         n_iter += 1
-        if check_every and (n_iter % check_every == 0 or n_iter == max_iter):
-            residual = (new - logm).abs().amax()
-            converged = bool(residual <= tol)  # the one host synchronisation
-            logm = new
-            if converged:
-                break
-        elif not check_every and n_iter == max_iter:
-            residual = (new - logm).abs().amax()
-            logm = new
-        else:
-            logm = new
+        last = n_iter == max_iter
+        check = (n_iter % check_every == 0 or last) if check_every else last
+        changes = [_block_update(logm, block, d, damping, check) for block, d in zip(graph.blocks, data)]
+        if check:
+            residual = torch.stack(changes).amax()
+            if check_every:
+                converged = bool(residual <= tol)  # the one host synchronisation
+                if converged:
+                    break
     return logm, n_iter, residual, converged
 
 
 def _marginals_and_value(unary, pairwise, graph, logm):
-    """Pseudo-marginals and the TRW variational value per example.
+    """Pseudo-marginals ``tau`` (K, N), ``tau_e`` (K, K, M) and the TRW variational value per example.
 
-    value = sum_v <tau_v, unary_v - log tau_v> + sum_e <tau_e, pw_e - rho_e (log tau_e - log tau_s - log tau_t)>,
-    with the ``log tau_s`` / ``log tau_t`` terms taken through the row / column sums of ``tau_e``.
+    With the cavities ``cs = b_s - m_{t->s}``, ``ct = b_t - m_{s->t}`` and the edge table
+    ``T[x, y] = cs[x] + pw[x, y] / rho + ct[y]`` (``tau_e = softmax T``, ``L_e = logsumexp T``), the value
+    ``sum_v <tau_v, unary_v - log tau_v> + sum_e <tau_e, pw_e - rho_e (log tau_e - log tau_s - log tau_t)>``
+    reduces edge-wise to ``rho_e (L_e - <tau_e 1, cs - log tau_s> - <tau_e^T 1, ct - log tau_t>)``: the
+    energy ``<tau_e, pw_e>`` cancels. States lead (the ``(K, ...)`` layout), so every reduction over
+    states is vectorised across nodes and edges.
     """
     rho = graph.rho.to(unary.dtype)
-    m, k = graph.edges.shape[0], unary.shape[1]
-    belief = _beliefs(unary, logm, graph, rho.repeat_interleave(2))
-    log_tau = torch.log_softmax(belief, dim=1)
     s, t = graph.edges[:, 0], graph.edges[:, 1]
-    cs = belief[s] - logm[1::2]      # cavity of s: without the message t -> s
-    ct = belief[t] - logm[0::2]      # cavity of t: without the message s -> t
-    pw_flat = pairwise.reshape(-1, k * k)  # one row (shared) or one per edge
-    table = (pw_flat / rho[:, None]).view(m, k, k) + cs[:, :, None]
-    table += ct[:, None, :]
-    table -= table.flatten(1).amax(dim=1)[:, None, None]
-    tau_e = table.exp()
-    norm = tau_e.flatten(1).sum(dim=1)
-    tau_e /= norm[:, None, None]
+    unary_t = unary.T.contiguous()
+    to_t = logm.index_select(1, graph.forward)      # (K, M): message s -> t
+    to_s = logm.index_select(1, graph.backward)     # (K, M): message t -> s
+    belief = unary_t.index_add(1, t, to_t * rho).index_add_(1, s, to_s * rho)
+    log_tau = torch.log_softmax(belief, dim=0)
+    cs = belief.index_select(1, s).sub_(to_s)
+    ct = belief.index_select(1, t).sub_(to_t)
+    k, m = unary.shape[1], rho.shape[0]
+    pw = pairwise[:, :, None] if pairwise.dim() == 2 else pairwise.permute(1, 2, 0)
+    table = torch.mul(pw, 1.0 / rho, out=unary.new_empty(k, k, m))
+    table += cs[:, None, :]
+    table += ct[None, :, :]
+    top = table.amax(dim=(0, 1))
+    tau_e = table.sub_(top).exp_()
+    norm = tau_e.sum(dim=(0, 1))
+    tau_e /= norm
+    cs -= log_tau.index_select(1, s)
+    ct -= log_tau.index_select(1, t)
+    edge_value = rho * (top + norm.log() - (tau_e.sum(dim=1) * cs).sum(dim=0) - (tau_e.sum(dim=0) * ct).sum(dim=0))
     tau = log_tau.exp()
-    node_value = (tau * (unary - log_tau)).sum(dim=1)
-    # log tau_e = table - log(norm); <tau_e, log tau_e> = <tau_e, table> - log(norm)
-    entropy_term = (tau_e * table).flatten(1).sum(dim=1) - norm.log()
-    cross = (tau_e.sum(dim=2) * log_tau[s]).sum(dim=1) + (tau_e.sum(dim=1) * log_tau[t]).sum(dim=1)
-    if pairwise.dim() == 2:
-        energy = tau_e.flatten(1) @ pw_flat[0]
-    else:
-        energy = (tau_e.flatten(1) * pw_flat).sum(dim=1)
-    edge_value = energy - rho * (entropy_term - cross)
-    value = unary.new_zeros(graph.n_examples).index_add(0, graph.node_example, node_value)
-    value = value.index_add(0, graph.edge_example, edge_value)
-    return tau, tau_e, value
+    node_value = (tau * (unary_t - log_tau)).sum(dim=0)
+    value = unary.new_zeros(graph.n_examples).index_add_(0, graph.node_example, node_value)
+    return tau, tau_e, value.index_add_(0, graph.edge_example, edge_value)
 
 
 def _trw_core(unary, pairwise, graph, init, options):
@@ -313,6 +257,8 @@ def _trw_core(unary, pairwise, graph, init, options):
         logm, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol, damping,
                                                           check_every)
         tau, tau_e, value = _marginals_and_value(u, p, graph, logm)
+        logm = logm.index_select(1, graph.external).T.contiguous()  # external order (2 M, K)
+        tau, tau_e = tau.T, tau_e.permute(2, 0, 1)  # (N, K) and (M, K, K) views
     if warn and converged is False:
         warnings.warn(f"TRW message passing did not converge in max_iter={max_iter} iterations (largest "
                       f"message change {float(residual):.3e} > tol={tol:g}); the marginals and the bound are "
@@ -387,9 +333,12 @@ class _TRWLogPartition(torch.autograd.Function):
         gu = tau * grad_out[g.node_example][:, None] if ctx.needs_input_grad[0] else None
         gp = None
         if ctx.needs_input_grad[1]:
-            gp = tau_e * grad_out[g.edge_example][:, None, None]
-            if ctx.shared:
-                gp = gp.sum(dim=0)
+            weight = grad_out[g.edge_example]
+            if ctx.shared:  # sum_e weight_e tau_e as one matrix-vector product ((K, K, M) storage)
+                k = tau.shape[1]
+                gp = (tau_e.permute(1, 2, 0).reshape(k * k, -1) @ weight).view(k, k)
+            else:
+                gp = tau_e * weight[:, None, None]
         return gu, gp, None, None, None, None
 
 

@@ -134,7 +134,7 @@ def _graph_batch(data: NeuralData, idx, device, with_graph: bool) -> Batch:
     ef = None if sub.edge_features is None else to_device(
         torch.as_tensor(sub.edge_features, dtype=torch.float32), device)
     if graph is None:
-        graph = LoopyGraph(torch.as_tensor(sub.edges, device=device), *([None] * 5), sub.n_nodes, len(idx))
+        graph = LoopyGraph(torch.as_tensor(sub.edges, device=device), None, None, None, sub.n_nodes, len(idx))
     return Batch(data.kind, to_device(x, device), labels, None, graph, ef, pixel_index, sub.edges,
                  sub.node_offsets, sub.edge_offsets, rows, len(idx))
 

@@ -30,7 +30,7 @@ _BUILTIN = ("mlp", "linear", "cnn", "bilstm")
 _LOSSES = ("nll", "gini", "hinge")
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 #: TRW settings of the training loss (warm-started from the previous epoch's messages)
-_TRAIN_INFERENCE = {"max_iter": 30, "tol": 1e-3, "damping": 0.5}
+TRAIN_INFERENCE = {"max_iter": 30, "tol": 1e-3, "damping": 0.0}
 _INFERENCE_KEYS = ("max_iter", "tol", "damping")
 
 
@@ -230,7 +230,7 @@ class NeuralCRF(BaseEstimator):
         return self._inference_settings()
 
     def _inference_settings(self) -> dict:
-        opts = dict(_TRAIN_INFERENCE)
+        opts = dict(TRAIN_INFERENCE)
         given = self.inference_options or {}
         unknown = sorted(set(given) - set(_INFERENCE_KEYS))
         if unknown:
@@ -313,7 +313,7 @@ class NeuralCRF(BaseEstimator):
         out = []
         init = store[batch.message_rows] if store is not None else None
         loss = trw_nll_loss(unary, pairwise, batch.graph, batch.labels, reduction="mean", out=out,
-                            init_messages=init, warn=False, check_every=0 if unary.is_cuda else 5, **opts)
+                            init_messages=init, warn=False, check_every=0 if unary.is_cuda else 1, **opts)
         res = out[0]
         if store is not None:
             store[batch.message_rows] = res.messages.to(store.dtype)
