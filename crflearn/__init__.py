@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["CRF", "NodeTransformer", "__version__"]
+__all__ = ["CRF", "NodeTransformer", "CRFPipeline", "__version__"]
 
 
 def __getattr__(name):  # lazy: keep `import crflearn` light (no torch, no matplotlib)
@@ -21,4 +21,7 @@ def __getattr__(name):  # lazy: keep `import crflearn` light (no torch, no matpl
     if name == "NodeTransformer":
         from .preprocessing import NodeTransformer
         return NodeTransformer
+    if name == "CRFPipeline":
+        from .pipeline import CRFPipeline
+        return CRFPipeline
     raise AttributeError(f"module 'crflearn' has no attribute {name!r}")

@@ -7,6 +7,10 @@ twin that sweeps all examples of a flat batch (:class:`crflearn.graphs.GraphBatc
 layout) in one compiled call; :func:`make_schedule` precomputes the graph work
 for solvers that call inference repeatedly on the same graphs.
 
+:func:`top_k_decode` (:mod:`crflearn.inference.kbest`) gives the ``k`` best labellings of a
+chain (exact list Viterbi); :mod:`crflearn.inference.constraints` builds allowed-transition
+masks (:func:`bio_transitions` for the BIO scheme) applied as ``-inf`` pairwise scores.
+
 ``gini_infer`` (relaxed inference over the local polytope with a Gini entropy)
 lives in :mod:`crflearn.inference.gini` and is loaded on first access.
 """
@@ -31,9 +35,13 @@ from .api import (
     map_inference,
     map_inference_batch,
 )
+from .constraints import bio_transitions, mask_pairwise, transition_mask
+from .kbest import TopKResult, top_k_decode, top_k_decode_batch
 from .schedule import InferenceSchedule, edge_appearance_probabilities, make_schedule
 
-__all__ = [*api.__all__, "InferenceSchedule", "make_schedule", "edge_appearance_probabilities", "gini_infer"]
+__all__ = [*api.__all__, "InferenceSchedule", "make_schedule", "edge_appearance_probabilities", "gini_infer",
+           "TopKResult", "top_k_decode", "top_k_decode_batch", "bio_transitions", "transition_mask",
+           "mask_pairwise"]
 
 def __getattr__(name):
     # the Gini-relaxed inference (crflearn.inference.gini: gini_infer and whatever else its
