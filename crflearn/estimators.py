@@ -889,8 +889,11 @@ class CRF(BaseEstimator):
         ------
         TypeError
             If a parameter cannot be stored as JSON (a ``RandomState``
-            ``random_state`` is stored as None; ``callback`` is never stored) or
-            the classes are not bool, int, float, str or bytes labels.
+            ``random_state`` is stored as None; ``callback`` is never stored;
+            ``allowed_transitions`` is stored as ``transition_mask_``) or a class is
+            not a bool, int, float, str or bytes label, a tuple of bool, int, float,
+            str or None, or an Enum member (restored by :meth:`load` when its
+            module is imported).
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
 
