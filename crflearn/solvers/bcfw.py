@@ -76,8 +76,8 @@ def fit_bcfw(batch: GraphBatch, model: PairwiseModel, *, alpha: float, max_iter:
         primal is then a lower estimate and the gap is not certified
         (``history["exact_oracle"] == 0``, ``info["inference"]`` says so).
     sample_weight : ndarray (n_examples,), optional
-        Per-example weights ``s_i`` (finite, >= 0, not all 0); None is ``s_i = 1`` exactly. A
-        warm start needs the same weights (``ValueError`` otherwise).
+        Weight ``s_i`` of each example's block (see above); None: all 1, the unweighted run.
+        Warm starts need the weights of the run that produced the state.
 
     Returns
     -------

@@ -72,8 +72,8 @@ def fit_cutting_plane(batch: GraphBatch, model: PairwiseModel, *, alpha: float, 
     inference : {"auto", "exact", "trws", "maxproduct", "bruteforce"}
         Loss-augmented MAP method; approximate on loopy graphs (gap then not certified).
     sample_weight : ndarray (n_examples,), optional
-        Per-example weights ``s_i`` (finite, >= 0, not all 0); None is ``s_i = 1`` exactly. A
-        warm start needs the same weights (``ValueError`` otherwise).
+        Weights ``s_i`` inside every constraint (see above); None: all 1. Warm starts refuse
+        a state built with other weights (its constraints depend on them).
 
     Returns
     -------

@@ -74,8 +74,8 @@ def fit_subgradient(batch: GraphBatch, model: PairwiseModel, *, alpha: float, ma
         Loss-augmented MAP method; approximate on loopy graphs (gap then not certified,
         ``history["exact_oracle"] == 0``).
     sample_weight : ndarray (n_examples,), optional
-        Per-example weights ``s_i`` (finite, >= 0, not all 0); None is ``s_i = 1`` exactly. A
-        warm start needs the same weights (``ValueError`` otherwise).
+        Step and loss scale ``s_i`` of each example (see above); None means 1. A state from a
+        run with other weights cannot warm start this one.
 
     Returns
     -------
