@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
 from .idal import IdalState, clique_order, idal_outer, idal_sweep, make_scratch
 from .idal_monitor import dual_sums, idal_monitor, transport_repair
 
-__all__ = ["incidence", "orient_forest", "IdalEngine", "drive", "initial_rho_range"]
+__all__ = ["incidence", "orient_forest", "IdalEngine", "drive", "initial_rho_range", "CertificateProblem",
+           "add_terms", "assemble_certificate"]
 
 #: adaptive rho: rebalance when the residual and the square root of the gap differ this much
 RHO_BALANCE = 16.0
@@ -120,6 +121,74 @@ def clean_simplex_rows(mu: np.ndarray, floor: float = CLEAN_FLOOR) -> np.ndarray
     return out
 
 
+class CertificateProblem(NamedTuple):
+    """What the assembly of a certificate needs beyond the partition terms: the current weights in the
+    kernel layout, the ground-truth statistics ``psi*`` (None in inference), ``alpha``, the number of
+    examples ``n`` and the penalty ``rho``."""
+
+    wuT: np.ndarray
+    wp: np.ndarray
+    psi_star: tuple | None
+    alpha: float
+    n: int
+    rho: float
+
+
+def add_terms(parts: list[dict]) -> dict:
+    """The sum of partition terms (:meth:`IdalEngine.monitor_terms` or :meth:`IdalEngine.repair_terms`);
+    ``repair`` is the largest of the parts."""
+    out = {}
+    for key, first in parts[0].items():
+        if key == "repair":
+            out[key] = max(part[key] for part in parts)
+        elif isinstance(first, np.ndarray):
+            out[key] = sum((part[key] for part in parts[1:]), first.copy())
+        else:
+            out[key] = sum(part[key] for part in parts)
+    return out
+
+
+def _w_terms(problem: CertificateProblem, wuT, wp) -> tuple[float, float]:
+    """``(||w||^2, <w, psi*>)``."""
+    if problem.psi_star is None:
+        return 0.0, 0.0
+    return (float(np.vdot(wuT, wuT) + np.vdot(wp, wp)),
+            float(np.vdot(wuT, problem.psi_star[0]) + np.vdot(wp, problem.psi_star[1])))
+
+
+def assemble_certificate(problem: CertificateProblem, terms: dict, repaired: dict | None,
+                         best_lower: float = -np.inf) -> dict:
+    """One certificate row from the (summed) terms of the module docstring.
+
+    Returns a dict with ``primal`` (upper bound), ``dual`` (certified lower bound: ``D(mu~)`` from
+    ``repaired``, never below ``best_lower``; ``best_lower`` alone when ``repaired`` is None), ``gap``
+    (their difference), ``residual`` (RMS of ``A mu`` per separator), ``al_gap`` (the
+    augmented-Lagrangian Fenchel-Young gap), ``al_primal``, ``al_dual``, ``relaxed_dual`` (``D(mu)`` at
+    the unrepaired marginals), ``repair``, ``value`` (``sum h(mu) + <base, mu>``, unnormalised) and
+    ``fresh`` (whether a repair was made).
+    """
+    n, alpha, rho = problem.n, problem.alpha, problem.rho
+    wsq, wpsi = _w_terms(problem, problem.wuT, problem.wp)
+    a2, xa = terms["a2"], terms["xa"]
+    upper = 0.5 * alpha * wsq + (terms["hstar"] - wpsi) / n
+    relaxed_dual = (terms["hsum"] + terms["base_mu"]) / n - 0.5 * alpha * wsq
+    lower, t_max = best_lower, np.nan
+    if repaired is not None:
+        lower = repaired["dual_total"]
+        if problem.psi_star is not None:
+            inv_lam_n = 1.0 / (alpha * n)
+            wu = (problem.psi_star[0] - repaired["ustat"]) * inv_lam_n
+            wpp = (problem.psi_star[1] - repaired["pstat"]) * inv_lam_n
+            lower = lower / n - 0.5 * alpha * _w_terms(problem, wu, wpp)[0]
+        lower, t_max = max(lower, best_lower), repaired["repair"]
+    n_edges = terms["n_edges"]
+    return {"primal": upper, "dual": lower, "gap": upper - lower,
+            "residual": math.sqrt(a2 / (2 * n_edges)) if n_edges else 0.0,
+            "al_gap": terms["fy_gap"] / n, "al_primal": upper + 0.5 * rho * a2 / n,
+            "al_dual": relaxed_dual - (xa + 0.5 * rho * a2) / n, "relaxed_dual": relaxed_dual,
+            "repair": t_max, "value": terms["hsum"] + terms["base_mu"], "fresh": repaired is not None}
+
+
 class IdalEngine:
     """State and operations of one IDAL run (see the module docstring).
 
@@ -189,59 +258,49 @@ class IdalEngine:
         idal_outer(self.graph, self.state, self.rho, self.rho, self.outer)
 
     # -- certificate -----------------------------------------------------------------------
-    def _w_terms(self, wuT, wp) -> tuple[float, float]:
-        """``(||w||^2, <w, psi*>)``."""
-        if self.psi_star is None:
-            return 0.0, 0.0
-        return (float(np.vdot(wuT, wuT) + np.vdot(wp, wp)),
-                float(np.vdot(wuT, self.psi_star[0]) + np.vdot(wp, self.psi_star[1])))
+    def monitor_terms(self) -> dict:
+        """The partition-additive terms of the upper bound and the diagnostics (one monitoring pass).
 
-    def certify(self, repair_tol: float = 0.0, repair_above: float = np.inf) -> dict:
-        """The certificate and the diagnostics at the current state (one monitoring pass).
-
-        Returns a dict with ``primal`` (upper bound), ``dual`` (certified lower bound), ``gap``
-        (their difference), ``residual`` (RMS of ``A mu`` per separator), ``al_gap`` (the
-        augmented-Lagrangian Fenchel-Young gap), ``al_primal``, ``al_dual``, ``relaxed_dual``
-        (``D(mu)`` at the unrepaired marginals), ``repair`` (largest L1 distance moved by the repair),
-        ``value`` (``sum h(mu) + <base, mu>`` at the unrepaired marginals, unnormalised) and ``fresh``.
-        When the relative ``al_gap`` exceeds ``repair_above`` and a lower bound is known, the repair is
-        skipped: ``dual`` is the best earlier lower bound (still valid), ``repair`` NaN, ``fresh`` False.
+        Returns ``hstar`` (``sum h*(theta)``), ``hsum`` (``sum h(mu)``), ``base_mu`` (``sum <base, mu>``),
+        ``fy_gap`` (sum of the clique Fenchel-Young gaps), ``a2`` (``||A mu||^2``), ``xa``
+        (``<xi, A mu>``) and ``n_edges``, all unnormalised sums over this engine's cliques; sums of
+        these over the partitions of a data set are the terms of the whole data set.
         """
         sums = np.empty(4)
-        st, n = self.state, self.n
-        idal_monitor(self.graph, self.feats, self.weights, st, self.ent, self.gaps, sums, self.scr)
+        idal_monitor(self.graph, self.feats, self.weights, self.state, self.ent, self.gaps, sums, self.scr)
         self.have_gaps = True
-        wsq, wpsi = self._w_terms(self.weights.wuT, self.weights.wp)
-        a2, xa = float(self.outer[0]), float(self.outer[1])
-        hstar, hsum, base_mu = float(sums[0]), float(sums[1]), float(sums[2])
-        upper = 0.5 * self.alpha * wsq + (hstar - wpsi) / n
-        relaxed_dual = (hsum + base_mu) / n - 0.5 * self.alpha * wsq
-        al_gap = float(np.sum(self.gaps)) / n
-        fresh = not (al_gap > repair_above * abs(upper) and np.isfinite(self.best_lower))
-        if fresh:
-            mu_n = clean_simplex_rows(st.mu_n)
-            t_max = transport_repair(self.graph, mu_n, st.mu_e, self.repaired, REPAIR_ROUNDS, repair_tol)
-            lower = self._dual_value(mu_n, self.repaired)
-            self.best_lower = max(self.best_lower, lower)
-        else:
-            t_max, lower = np.nan, self.best_lower
-        return {"primal": upper, "dual": lower, "gap": upper - lower,
-                "residual": math.sqrt(a2 / (2 * self.n_edges)) if self.n_edges else 0.0,
-                "al_gap": al_gap, "al_primal": upper + 0.5 * self.rho * a2 / n,
-                "al_dual": relaxed_dual - (xa + 0.5 * self.rho * a2) / n, "relaxed_dual": relaxed_dual,
-                "repair": t_max, "value": hsum + base_mu, "fresh": fresh}
+        return {"hstar": float(sums[0]), "hsum": float(sums[1]), "base_mu": float(sums[2]),
+                "fy_gap": float(np.sum(self.gaps)), "a2": float(self.outer[0]), "xa": float(self.outer[1]),
+                "n_edges": self.n_edges}
 
-    def _dual_value(self, mu_n: np.ndarray, mu_e: np.ndarray) -> float:
-        """``D(mu_n, mu_e)`` with ``w`` recomputed from the marginals."""
-        w = self.weights
-        ustat = np.zeros_like(w.wuT)
-        pstat = np.zeros_like(w.wp)
-        total = dual_sums(self.graph, self.feats, self.ent, mu_n, mu_e, ustat, pstat, self.scr)
-        if self.psi_star is None:
-            return float(total)
-        wu = (self.psi_star[0] - ustat) * self.inv_lam_n
-        wpp = (self.psi_star[1] - pstat) * self.inv_lam_n
-        return float(total) / self.n - 0.5 * self.alpha * self._w_terms(wu, wpp)[0]
+    def repair_terms(self) -> dict:
+        """The partition-additive terms of the lower bound: the feasible repair ``mu~`` of the current
+        marginals (:func:`~crflearn._kernels.idal_monitor.transport_repair`) and its sums.
+
+        Returns ``dual_total`` (``sum h(mu~) + <base, mu~>``), ``ustat`` / ``pstat`` (``Psi mu~`` in the
+        kernel layout) and ``repair`` (largest L1 distance an edge block moved).
+        """
+        mu_n = clean_simplex_rows(self.state.mu_n)
+        t_max = transport_repair(self.graph, mu_n, self.state.mu_e, self.repaired, REPAIR_ROUNDS, 0.0)
+        ustat = np.zeros_like(self.weights.wuT)
+        pstat = np.zeros_like(self.weights.wp)
+        total = dual_sums(self.graph, self.feats, self.ent, mu_n, self.repaired, ustat, pstat, self.scr)
+        return {"dual_total": float(total), "ustat": ustat, "pstat": pstat, "repair": float(t_max)}
+
+    def certify(self, repair_above: float = np.inf) -> dict:
+        """The certificate and the diagnostics at the current state (see :func:`assemble_certificate`).
+
+        When the relative augmented-Lagrangian gap exceeds ``repair_above`` and a lower bound is known,
+        the repair is skipped: ``dual`` is the best earlier lower bound (still valid), ``repair`` NaN,
+        ``fresh`` False.
+        """
+        terms = self.monitor_terms()
+        problem = CertificateProblem(self.weights.wuT, self.weights.wp, self.psi_star, self.alpha, self.n, self.rho)
+        row = assemble_certificate(problem, terms, None, self.best_lower)
+        if not (row["al_gap"] > repair_above * abs(row["primal"]) and np.isfinite(self.best_lower)):
+            row = assemble_certificate(problem, terms, self.repair_terms(), self.best_lower)
+        self.best_lower = max(self.best_lower, row["dual"])
+        return row
 
     # -- adaptive penalty ------------------------------------------------------------------
     def adapt_rho(self, row: dict, bounds: tuple[float, float]) -> bool:
@@ -314,7 +373,7 @@ def drive(engine: IdalEngine, iterations: Iterable[int], record: Callable[[int, 
         if not schedule.due(step, is_last(it)):
             continue
         with monitoring():
-            row = engine.certify(repair_tol=0.0, repair_above=np.inf if is_last(it) else repair_above)
+            row = engine.certify(repair_above=np.inf if is_last(it) else repair_above)
             rel = rel_gap(row)
             schedule.update(step, rel)
         if record(it, row):
