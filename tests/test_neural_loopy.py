@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 from crflearn.graphs import grid_edges  # noqa: E402
 from crflearn.inference import infer  # noqa: E402
+from crflearn.neural._loopy_graph import colour_nodes  # noqa: E402
 from crflearn.neural import (  # noqa: E402
     make_loopy_graph,
     trw_infer,
@@ -84,6 +85,42 @@ def test_gradcheck_and_gradient_is_marginals():
     res = trw_infer(u.detach(), p.detach(), graph, tol=1e-14, max_iter=20000, check_every=1)
     np.testing.assert_allclose(u.grad.numpy(), res.node_marginals.numpy(), atol=1e-12)
     np.testing.assert_allclose(p.grad.numpy(), res.edge_marginals.sum(0).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_nll_gradcheck_is_marginals_minus_truth(shared):
+    edges, n = grid_edges(2, 2), 4  # one cycle
+    rng = np.random.default_rng(8)
+    graph = make_loopy_graph(edges, n)
+    u = torch.tensor(rng.normal(size=(n, 2)), requires_grad=True)
+    p = torch.tensor(rng.normal(size=(2, 2) if shared else (len(edges), 2, 2)), requires_grad=True)
+    y = torch.tensor(rng.integers(2, size=n))
+
+    def f(u, p):
+        return trw_nll_loss(u, p, graph, y, reduction="sum", tol=1e-13, max_iter=20000, check_every=10,
+                            damping=0.0)
+
+    assert torch.autograd.gradcheck(f, (u, p), eps=1e-6, atol=1e-5)
+    f(u, p).backward()
+    res = trw_infer(u.detach(), p.detach(), graph, tol=1e-13, max_iter=20000, check_every=1, damping=0.0)
+    truth = np.eye(2)[y.numpy()]
+    np.testing.assert_allclose(u.grad.numpy(), res.node_marginals.numpy() - truth, atol=1e-12)
+    pair_truth = truth[edges[:, 0], :, None] * truth[edges[:, 1], None, :]
+    expected = res.edge_marginals.numpy() - pair_truth
+    np.testing.assert_allclose(p.grad.numpy(), expected.sum(0) if shared else expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_colouring_is_proper_and_two_colours_bipartite(case):
+    edges, n = _problems()[case]
+    colour = colour_nodes(edges, n)
+    assert np.all(colour[edges[:, 0]] != colour[edges[:, 1]])
+    odd_cycle = case == 4 or colour.max() > 1
+    assert colour.max() == 1 or odd_cycle
+    if case < 2:  # grids are bipartite: two colours, blocks of reverse pairs
+        graph = make_loopy_graph(edges, n)
+        assert colour.max() == 1 and len(graph.blocks) == 2
+        assert all(b.reverse_start >= 0 for b in graph.blocks)
 
 
 def test_nll_bounds_and_exact_on_trees():

@@ -5,25 +5,35 @@ The same algorithm as the Numba path ``crflearn.inference.infer(..., method="trw
 per-example offsets (the :class:`~crflearn.graphs.GraphBatch` layout), edge appearance
 probabilities ``rho`` of the uniform spanning-tree distribution, geometric damping, and
 the TRW variational value, an upper bound on the log-partition at the fixed point.
-Messages are updated in parallel (all at once, damped) instead of the Numba sweep
-order; both converge to the same fixed point, where the results agree to the tolerance.
 
-Messages live in a ``(2 M, K)`` tensor: row ``2 e`` is the message along
-``edges[e, 0] -> edges[e, 1]`` (a function of the target's state), row ``2 e + 1`` the
-reverse, as in :mod:`crflearn._kernels.inference_loopy`.
+Schedule: the nodes are coloured so that no edge joins two nodes of one colour
+(:mod:`._loopy_graph`; two colours on chains, trees and grids), and the messages out of
+the nodes of one colour, which do not depend on each other, are updated together in one
+vectorised step; a sweep (one iteration) updates the colours in turn. This is a
+Gauss-Seidel schedule like the Numba sweeps (it needs as many sweeps, about half as many
+as all-parallel updates) without a Python loop over edges. Both converge to the same
+fixed point, where the results agree to the tolerance.
 
-Differentiation: :func:`trw_log_partition` has an explicit backward. The TRW value is
-``max_tau <theta, tau> + H_rho(tau)`` over the local polytope, so by Danskin's theorem its
-gradient is the pseudo-marginals ``tau`` at the fixed point (exact once converged): no
-unrolled iterations are stored. Marginals returned by :func:`trw_infer` are detached.
+Layout: messages are held as ``(K, 2 M)`` (states first, so every reduction over states
+is vectorised across messages), grouped by colour; the public ``(2 M, K)`` row order
+(row ``2 e`` is the message along ``edges[e, 0] -> edges[e, 1]``, row ``2 e + 1`` the
+reverse, as in :mod:`crflearn._kernels.inference_loopy`) is used only at the interface.
+For a shared ``(K, K)`` score the exponential tables are computed once per distinct
+``rho`` value and orientation, then gathered per message.
+
+Differentiation: :func:`trw_log_partition` and :func:`trw_nll_loss` have an explicit
+backward. The TRW value is ``max_tau <theta, tau> + H_rho(tau)`` over the local polytope,
+so by Danskin's theorem its gradient is the pseudo-marginals ``tau`` at the fixed point
+(exact once converged): no unrolled iterations are stored, and the loss adds no autograd
+graph of its own. Marginals returned by :func:`trw_infer` are detached.
 
 Precision: under autocast or with half-precision inputs the messages run in float32
 (``torch.promote_types(dtype, float32)``), never in half precision.
 
 Host synchronisation: the only device-to-host transfer is the convergence test, every
-``check_every`` iterations; ``check_every=0`` runs exactly ``max_iter`` iterations with
-no synchronisation and returns the last residual as a device tensor (the caller checks
-it when convenient, e.g. once per epoch).
+``check_every`` sweeps; ``check_every=0`` runs exactly ``max_iter`` sweeps with no
+synchronisation and returns the last residual as a device tensor (the caller checks it
+when convenient, e.g. once per epoch).
 
 The CUDA path is implemented (and has a test that fails on any host synchronisation) but
 has not been run or timed: no GPU was available when it was written.
@@ -59,9 +69,9 @@ class TRWResult(NamedTuple):
     messages : Tensor (2 M, K)
         Final log-messages (pass as ``init_messages`` to warm-start a later call).
     n_iter : int
-        Parallel message updates run.
+        Sweeps run (each updates every message once).
     residual : Tensor (0-dim)
-        Largest change of a (max-normalised) log-message in the last update.
+        Largest change of a (max-normalised) log-message in the last sweep.
     converged : bool or None
         ``residual <= tol``; None when ``check_every=0`` (not synchronised).
     """
@@ -129,16 +139,19 @@ def _shared_tables(pairwise, rho_values):
     inv = (1.0 / rho_values)[None, :, None, None]
     exp_pw = ((oriented - top[:, None, :])[:, None] * inv).exp_()      # (2, n_rho, K, K)
     col_max = top[:, None, :] * inv[..., 0]                             # (2, n_rho, K)
-    return exp_pw.permute(2, 3, 0, 1).reshape(k * k, -1), col_max.permute(2, 0, 1).reshape(k, -1)
+    # contiguous: a column gather (index_select along dim 1) from a transposed view is ~3x slower
+    return (exp_pw.permute(2, 3, 0, 1).reshape(k * k, -1).contiguous(),
+            col_max.permute(2, 0, 1).reshape(k, -1).contiguous())
 
 
 def _block_tables(pairwise, block, rho):
-    """Exponential tables ``(K, K, n)`` and ``(K, n)`` of a block's messages for per-edge scores."""
+    """Exponential tables ``(K, K, n)`` and ``(K, n)`` of a block's messages for per-edge scores
+    (views of ``(n, ...)`` storage: transposing copies of such narrow tensors are slow in torch)."""
     pw = pairwise.index_select(0, block.edge)
     pw = torch.where(block.backward[:, None, None], pw.transpose(1, 2), pw)   # [source, target]
     top = pw.amax(dim=1)                                                       # (n, K_target)
     exp_pw = ((pw - top[:, None, :]) / rho[:, None, None]).exp_()
-    return exp_pw.permute(1, 2, 0).contiguous(), (top / rho[:, None]).T.contiguous()
+    return exp_pw.permute(1, 2, 0), (top / rho[:, None]).T
 
 
 def _block_data(unary_t, pairwise, graph):
@@ -168,7 +181,8 @@ def _block_update(logm, block, data, damping, want_residual):
     smallest normal number, so a term more than ~87 (float32) or ~708 (float64) nats below
     its column maximum cannot produce ``-inf``. Returns the largest change, or None.
     """
-    into = logm.index_select(1, block.reverse)        # the message into the source from the target
+    r = block.reverse_start   # the messages into the sources from the targets:
+    into = logm[:, r:r + block.stop - block.start] if r >= 0 else logm.index_select(1, block.reverse)
     belief = data.unary.index_add(1, block.source_index, into * data.rho)
     cav = belief.index_select(1, block.source_index).sub_(into)
     a = cav.sub_(cav.amax(dim=0)).exp_()
@@ -186,14 +200,16 @@ def _block_update(logm, block, data, damping, want_residual):
     return residual
 
 
-def _run_messages(unary, pairwise, graph, init, max_iter, tol, damping, check_every):
-    """Sweep to convergence; return ``(logm (K, 2 M) internal order, n_iter, residual, converged)``."""
-    m, k = graph.edges.shape[0], unary.shape[1]
-    data = _block_data(unary.T.contiguous(), pairwise, graph)
+def _run_messages(unary_t, pairwise, graph, init, max_iter, tol, damping, check_every):
+    """Sweep to convergence (``unary_t`` is ``(K, N)``); return ``(logm (K, 2 M) internal order, n_iter,
+    residual, converged)``."""
+    unary = unary_t
+    k, m = unary_t.shape[0], graph.edges.shape[0]
+    data = _block_data(unary_t, pairwise, graph)
     if init is None:
         logm = unary.new_zeros(k, 2 * m)
     else:
-        logm = init.to(unary.dtype).index_select(0, graph.internal).T.contiguous()
+        logm = init.to(unary.dtype).T.index_select(1, graph.internal)
     residual = unary.new_zeros(())
     converged = None if check_every == 0 else (m == 0)
     n_iter = 0
@@ -211,7 +227,7 @@ def _run_messages(unary, pairwise, graph, init, max_iter, tol, damping, check_ev
     return logm, n_iter, residual, converged
 
 
-def _marginals_and_value(unary, pairwise, graph, logm):
+def _marginals_and_value(unary_t, pairwise, graph, logm):
     """Pseudo-marginals ``tau`` (K, N), ``tau_e`` (K, K, M) and the TRW variational value per example.
 
     With the cavities ``cs = b_s - m_{t->s}``, ``ct = b_t - m_{s->t}`` and the edge table
@@ -221,18 +237,16 @@ def _marginals_and_value(unary, pairwise, graph, logm):
     energy ``<tau_e, pw_e>`` cancels. States lead (the ``(K, ...)`` layout), so every reduction over
     states is vectorised across nodes and edges.
     """
-    rho = graph.rho.to(unary.dtype)
+    rho = graph.rho.to(unary_t.dtype)
     s, t = graph.edges[:, 0], graph.edges[:, 1]
-    unary_t = unary.T.contiguous()
     to_t = logm.index_select(1, graph.forward)      # (K, M): message s -> t
     to_s = logm.index_select(1, graph.backward)     # (K, M): message t -> s
     belief = unary_t.index_add(1, t, to_t * rho).index_add_(1, s, to_s * rho)
     log_tau = torch.log_softmax(belief, dim=0)
     cs = belief.index_select(1, s).sub_(to_s)
     ct = belief.index_select(1, t).sub_(to_t)
-    k, m = unary.shape[1], rho.shape[0]
     pw = pairwise[:, :, None] if pairwise.dim() == 2 else pairwise.permute(1, 2, 0)
-    table = torch.mul(pw, 1.0 / rho, out=unary.new_empty(k, k, m))
+    table = pw * (1.0 / rho)   # (K, K, M); per-edge scores keep their (M, K, K) storage
     table += cs[:, None, :]
     table += ct[None, :, :]
     top = table.amax(dim=(0, 1))
@@ -244,7 +258,7 @@ def _marginals_and_value(unary, pairwise, graph, logm):
     edge_value = rho * (top + norm.log() - (tau_e.sum(dim=1) * cs).sum(dim=0) - (tau_e.sum(dim=0) * ct).sum(dim=0))
     tau = log_tau.exp()
     node_value = (tau * (unary_t - log_tau)).sum(dim=0)
-    value = unary.new_zeros(graph.n_examples).index_add_(0, graph.node_example, node_value)
+    value = unary_t.new_zeros(graph.n_examples).index_add_(0, graph.node_example, node_value)
     return tau, tau_e, value.index_add_(0, graph.edge_example, edge_value)
 
 
@@ -253,11 +267,11 @@ def _trw_core(unary, pairwise, graph, init, options):
     max_iter, tol, damping, check_every, warn = options
     dtype = _compute_dtype(unary, pairwise)
     with torch.no_grad(), torch.autocast(unary.device.type, enabled=False):
-        u, p = unary.detach().to(dtype), pairwise.detach().to(dtype)
+        u, p = unary.detach().to(dtype).T.contiguous(), pairwise.detach().to(dtype)   # u: (K, N)
         logm, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol, damping,
                                                           check_every)
         tau, tau_e, value = _marginals_and_value(u, p, graph, logm)
-        logm = logm.index_select(1, graph.external).T.contiguous()  # external order (2 M, K)
+        logm = logm.index_select(1, graph.external).T  # external order (2 M, K), a view
         tau, tau_e = tau.T, tau_e.permute(2, 0, 1)  # (N, K) and (M, K, K) views
     if warn and converged is False:
         warnings.warn(f"TRW message passing did not converge in max_iter={max_iter} iterations (largest "
@@ -280,7 +294,7 @@ def trw_infer(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *,
     graph : LoopyGraph
         From :func:`make_loopy_graph`, on the device of ``unary``.
     max_iter : int
-        Parallel message updates at most.
+        Sweeps at most.
     tol : float
         Stop when no max-normalised log-message moves by more than ``tol``.
     damping : float in [0, 1)
@@ -313,33 +327,50 @@ def _check_init(init, graph, k, device):
 
 
 class _TRWLogPartition(torch.autograd.Function):
-    """TRW value with the pseudo-marginals as its gradient (explicit backward)."""
+    """TRW value, minus the score of ``labels`` when given, with the pseudo-marginals (minus the
+    one-hot labelling) as its gradient: an explicit backward, no autograd graph inside."""
 
     @staticmethod
-    def forward(ctx, unary, pairwise, graph, init, options, out):
+    def forward(ctx, unary, pairwise, graph, init, options, out, labels):
         res = _trw_core(unary, pairwise, graph, init, options)
-        ctx.graph = graph
-        ctx.shared = pairwise.dim() == 2
+        ctx.graph, ctx.labels, ctx.shared = graph, labels, pairwise.dim() == 2
         ctx.save_for_backward(res.node_marginals, res.edge_marginals)
         if out is not None:
             out.append(res)
-        return res.log_partition
+        if labels is None:
+            return res.log_partition
+        return res.log_partition - _labelling_score(unary.detach(), pairwise.detach(), graph, labels)
 
     @staticmethod
     def backward(ctx, grad_out):
         tau, tau_e = ctx.saved_tensors
-        g = ctx.graph
+        g, labels = ctx.graph, ctx.labels
         grad_out = grad_out.to(tau.dtype)
-        gu = tau * grad_out[g.node_example][:, None] if ctx.needs_input_grad[0] else None
-        gp = None
+        gu = gp = None
+        if ctx.needs_input_grad[0]:
+            weight = grad_out[g.node_example]
+            gu = tau * weight[:, None]
+            if labels is not None:
+                gu.scatter_add_(1, labels[:, None], -weight[:, None])
         if ctx.needs_input_grad[1]:
-            weight = grad_out[g.edge_example]
-            if ctx.shared:  # sum_e weight_e tau_e as one matrix-vector product ((K, K, M) storage)
-                k = tau.shape[1]
-                gp = (tau_e.permute(1, 2, 0).reshape(k * k, -1) @ weight).view(k, k)
-            else:
-                gp = tau_e * weight[:, None, None]
-        return gu, gp, None, None, None, None
+            gp = _pairwise_gradient(tau_e, grad_out[g.edge_example], g, labels, ctx.shared)
+        return gu, gp, None, None, None, None, None
+
+
+def _pairwise_gradient(tau_e, weight, graph, labels, shared):
+    """``sum_e weight_e (tau_e - onehot(y_s, y_t))`` for a shared score, else the per-edge terms
+    (``tau_e`` is an ``(M, K, K)`` view of ``(K, K, M)`` storage; no onehot term without labels)."""
+    m, k = tau_e.shape[0], tau_e.shape[1]
+    if shared:  # one matrix-vector product over the (K, K, M) storage
+        gp = tau_e.permute(1, 2, 0).reshape(k * k, m) @ weight
+        if labels is not None:
+            gp.index_add_(0, labels[graph.edges[:, 0]] * k + labels[graph.edges[:, 1]], -weight)
+        return gp.view(k, k)
+    gp = tau_e * weight[:, None, None]
+    if labels is not None:
+        rows = torch.arange(m, device=gp.device)
+        gp.index_put_((rows, labels[graph.edges[:, 0]], labels[graph.edges[:, 1]]), -weight, accumulate=True)
+    return gp
 
 
 def trw_log_partition(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *,
@@ -360,12 +391,19 @@ def trw_log_partition(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyG
     log_z : Tensor of shape (n_examples,)
         In the compute dtype (float32 or wider).
     """
+    unary, pairwise, init, settings = _prepare(unary, pairwise, graph, init_messages, max_iter, tol, damping,
+                                               check_every, warn)
+    with torch.autocast(unary.device.type, enabled=False):
+        return _TRWLogPartition.apply(unary, pairwise, graph, init, settings, out, None)
+
+
+def _prepare(unary, pairwise, graph, init_messages, max_iter, tol, damping, check_every, warn):
+    """Validate; return the potentials in the compute dtype, the warm start and the core's settings."""
     _check_potentials(unary, pairwise, graph)
-    options = (*_check_options(max_iter, tol, damping, check_every), bool(warn))
+    settings = (*_check_options(max_iter, tol, damping, check_every), bool(warn))
     init = _check_init(init_messages, graph, unary.shape[1], unary.device)
     dtype = _compute_dtype(unary, pairwise)
-    with torch.autocast(unary.device.type, enabled=False):
-        return _TRWLogPartition.apply(unary.to(dtype), pairwise.to(dtype), graph, init, options, out)
+    return unary.to(dtype), pairwise.to(dtype), init, settings
 
 
 def labelling_score(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph,
@@ -376,11 +414,21 @@ def labelling_score(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGra
     on CPU only (on an accelerator the check would need a host synchronisation).
     """
     _check_potentials(unary, pairwise, graph)
+    _check_labels(labels, graph, unary.shape[1])
+    return _labelling_score(unary, pairwise, graph, labels)
+
+
+def _check_labels(labels, graph, k):
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (graph.n_nodes,):
         raise ValueError(f"labels must be a LongTensor of shape ({graph.n_nodes},)")
+    if labels.device.type == "cpu" and labels.numel():
+        low, high = torch.aminmax(labels)
+        if int(low) < 0 or int(high) >= k:
+            raise ValueError(f"labels must lie in 0..{k - 1}, got {int(low)}..{int(high)}")
+
+
+def _labelling_score(unary, pairwise, graph, labels):
     k = unary.shape[1]
-    if labels.device.type == "cpu" and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        raise ValueError(f"labels must lie in 0..{k - 1}, got {int(labels.min())}..{int(labels.max())}")
     node = unary.gather(1, labels[:, None]).squeeze(1)
     ys, yt = labels[graph.edges[:, 0]], labels[graph.edges[:, 1]]
     if pairwise.dim() == 2:
@@ -392,7 +440,9 @@ def labelling_score(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGra
 
 
 def trw_nll_loss(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, labels: torch.Tensor, *,
-                 reduction: str = "mean", **options) -> torch.Tensor:
+                 reduction: str = "mean", max_iter: int = 200, tol: float = 1e-6, damping: float = 0.5,
+                 check_every: int = 5, init_messages=None, warn: bool = True,
+                 out: list | None = None) -> torch.Tensor:
     """TRW surrogate of the CRF negative log-likelihood, ``log Z_TRW - score(y)``, on any graph.
 
     With ``rho`` in the spanning-tree polytope (the default) and converged messages,
@@ -407,9 +457,8 @@ def trw_nll_loss(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph,
     labels : LongTensor of shape (N,)
     reduction : {"mean", "sum", "none"}
         Over examples.
-    **options
-        ``max_iter``, ``tol``, ``damping``, ``check_every``, ``init_messages``, ``warn``,
-        ``out`` of :func:`trw_log_partition`.
+    max_iter, tol, damping, check_every, init_messages, warn, out
+        As in :func:`trw_log_partition`.
 
     Returns
     -------
@@ -417,9 +466,11 @@ def trw_nll_loss(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph,
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    log_z = trw_log_partition(unary, pairwise, graph, **options)
-    nll = log_z - labelling_score(unary.to(log_z.dtype), pairwise.to(log_z.dtype), graph, labels)
+    unary, pairwise, init, settings = _prepare(unary, pairwise, graph, init_messages, max_iter, tol, damping,
+                                               check_every, warn)
+    _check_labels(labels, graph, unary.shape[1])
+    with torch.autocast(unary.device.type, enabled=False):
+        nll = _TRWLogPartition.apply(unary, pairwise, graph, init, settings, out, labels)
     if reduction == "mean":
         return nll.mean()
     return nll.sum() if reduction == "sum" else nll
-

@@ -34,6 +34,8 @@ class MessageBlock(NamedTuple):
         Position of each message's source in ``sources``.
     reverse : LongTensor (stop - start,)
         Internal index of each message's reverse (a message into the source).
+    reverse_start : int
+        ``reverse[0]`` when the reverses are the contiguous rows ``reverse_start:reverse_start + n``, else -1.
     edge : LongTensor (stop - start,)
         Edge of each message.
     backward : BoolTensor (stop - start,)
@@ -47,6 +49,7 @@ class MessageBlock(NamedTuple):
     sources: torch.Tensor
     source_index: torch.Tensor
     reverse: torch.Tensor
+    reverse_start: int
     edge: torch.Tensor
     backward: torch.Tensor
     table: torch.Tensor
@@ -141,10 +144,18 @@ def colour_nodes(edges: np.ndarray, n_nodes: int, seed: int = 0) -> np.ndarray:
 
 
 def _message_order(e: np.ndarray, colour: np.ndarray):
-    """Internal order of the ``2 M`` messages (sorted by source colour) and the block boundaries."""
+    """Internal order of the ``2 M`` messages (grouped by source colour) and the block boundaries.
+
+    With two colours, block 1 lists the reverses of block 0 in the same order, so that the
+    messages into a block's sources are one contiguous slice.
+    """
     m = len(e)
     src = np.concatenate([e[:, 0], e[:, 1]])  # message j < M: s -> t; j >= M: t -> s
-    order = np.argsort(colour[src], kind="stable")
+    if colour.max(initial=0) == 1:
+        first = np.where(colour[e[:, 0]] == 0, np.arange(m), np.arange(m) + m)
+        order = np.concatenate([first, np.where(first < m, first + m, first - m)])
+    else:
+        order = np.argsort(colour[src], kind="stable")
     position = np.empty(2 * m, dtype=np.int64)
     position[order] = np.arange(2 * m)
     bounds = np.searchsorted(colour[src[order]], np.arange(int(colour.max(initial=0)) + 2))
@@ -163,9 +174,11 @@ def _blocks(e, order, position, bounds, rho_group, n_rho, put):
             continue
         sources, index = np.unique(src[lo:hi], return_inverse=True)
         table = backward[lo:hi] * n_rho + rho_group[edge[lo:hi]]
-        blocks.append(MessageBlock(int(lo), int(hi), put(sources), put(index.reshape(-1)),
-                                   put(reverse[lo:hi]), put(edge[lo:hi]), put(backward[lo:hi], torch.bool),
-                                   put(table)))
+        rev = reverse[lo:hi]
+        contiguous = bool(np.all(np.diff(rev) == 1))
+        blocks.append(MessageBlock(int(lo), int(hi), put(sources), put(index.reshape(-1)), put(rev),
+                                   int(rev[0]) if contiguous else -1, put(edge[lo:hi]),
+                                   put(backward[lo:hi], torch.bool), put(table)))
     return tuple(blocks)
 
 
