@@ -231,3 +231,44 @@ def test_partial_labels():
         CRF(solver="bcfw", max_iter=2).fit(X, labels)
     with pytest.raises(ValueError, match="2 distinct"):
         CRF(solver="lbfgs").fit(X, [[None] * len(x) for x in X])
+
+
+def test_partial_labels_maximise_the_marginal_likelihood():
+    """lbfgs on labels with None: a stationary point of the brute-force marginalised likelihood (tiny problem)."""
+    import itertools
+
+    from scipy.special import logsumexp
+
+    from crflearn.graphs import make_batch
+
+    X, y = _numeric(seed=8, n=6, length=(2, 4))
+    labels = [[None if j == 1 else int(c) for j, c in enumerate(lab)] for lab in y]
+    alpha = 0.3
+    crf = CRF(solver="lbfgs", alpha=alpha, max_iter=500, tol=1e-12).fit(X, labels)
+    batch, _ = make_batch(X)
+    known = [np.array([c is not None for c in lab]) for lab in labels]
+    k = len(crf.classes_)
+    assert k == 3
+    every = [np.array(list(itertools.product(range(k), repeat=len(x)))) for x in X]  # all labellings
+    consistent = [np.all(e[:, m] == np.searchsorted(crf.classes_, lab)[m], axis=1)
+                  for e, m, lab in zip(every, known, y)]
+
+    def objective(w):
+        unary, pairwise = crf.model_.potentials(w, batch)
+        total = 0.0
+        for i, (labs, ok) in enumerate(zip(every, consistent)):
+            u = unary[batch.node_slice(i)]
+            scores = u[np.arange(labs.shape[1]), labs].sum(axis=1) + pairwise[labs[:, :-1], labs[:, 1:]].sum(axis=1)
+            total += logsumexp(scores) - logsumexp(scores[ok])
+        return 0.5 * alpha * w @ w + total / len(X)
+
+    # non-convex: lbfgs promises a stationary point of the marginal likelihood (central differences)
+    assert np.abs(approx_fprime(crf.coef_, objective, 1e-6)).max() < 1e-5
+    full = CRF(solver="lbfgs", alpha=alpha, max_iter=500, tol=1e-12).fit(X, y)
+    assert np.abs(approx_fprime(full.coef_, objective, 1e-6)).max() > 1e-2  # unknown nodes matter
+
+
+def approx_fprime(w, f, h):
+    """Central-difference gradient of ``f`` at ``w``."""
+    eye = np.eye(len(w)) * h
+    return np.array([(f(w + e) - f(w - e)) / (2 * h) for e in eye])
