@@ -202,3 +202,31 @@ def test_pipeline_with_node_transformer(chain_data):
     grid = GridSearchCV(pipe, {"crf__alpha": [0.1, 1.0], "scale__transformer__with_std": [True]}, cv=2)
     grid.fit(X_shifted, y)
     assert grid.best_score_ > 0.8
+
+
+def test_crf_pipeline_is_a_pipeline_with_the_structured_methods(chain_data):
+    from crflearn.pipeline import CRFPipeline, make_pipeline
+
+    X, y = chain_data
+    pipe = make_pipeline(NodeTransformer(StandardScaler()), CRF(**FAST))
+    assert isinstance(pipe, CRFPipeline) and isinstance(pipe, Pipeline)
+    c = clone(pipe)
+    assert type(c) is CRFPipeline and c.get_params()["crf__alpha"] == 0.1
+    grid = GridSearchCV(pipe, {"crf__start_end_transitions": [False, True]}, cv=2,
+                        scoring=node_accuracy_scorer).fit(X, y)
+    best = grid.best_estimator_
+    assert type(best) is CRFPipeline
+    marginals = best.predict_marginals(X[:2])
+    assert [m.shape for m in marginals] == [(len(x), len(best[-1].classes_)) for x in X[:2]]
+    restored = pickle.loads(pickle.dumps(best))
+    np.testing.assert_array_equal(restored.predict_top_k(X[:1], 2)[0][1], best.predict_top_k(X[:1], 2)[0][1])
+
+
+@pytest.mark.parametrize("params", [dict(allowed_transitions=np.ones((2, 2), bool)),
+                                    dict(allowed_transitions=[(0, 1), (1, 0), (1, 1)]),
+                                    dict(start_end_transitions=True)])
+def test_new_parameters_are_plain_parameters(params):
+    est = CRF(**params)
+    assert clone(est).get_params()["start_end_transitions"] == params.get("start_end_transitions", False)
+    for check in (ec.check_get_params_invariance, ec.check_set_params, ec.check_no_attributes_set_in_init):
+        check("CRF", est)
