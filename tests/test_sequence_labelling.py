@@ -166,6 +166,15 @@ def test_start_end_transitions_are_first_and_last_node_indicators():
         CRF(start_end_transitions=True, max_iter=2).fit([(x, np.zeros((0, 2), int)) for x in X], y)
 
 
+@pytest.mark.parametrize("solver", ["idal", "bcfw", "subgradient", "cutting_plane", "lbfgs"])
+def test_every_solver_takes_feature_dicts_and_start_end_transitions(pos, solver):
+    X, y = pos
+    crf = CRF(solver=solver, max_iter=2, start_end_transitions=True, random_state=0).fit(X[:10], y[:10])
+    assert crf.start_transitions_.shape == crf.end_transitions_.shape == (len(crf.classes_),)
+    assert crf.model_.n_features == crf.n_features_in_ + 2 == len(crf.feature_names_in_) + 2
+    assert [len(p) for p in crf.predict(X[10:14])] == [len(s) for s in X[10:14]]
+
+
 # -- labels of every hashable type ------------------------------------------------------------
 class Tag(enum.Enum):
     NOUN = "n"
