@@ -90,6 +90,24 @@ def test_feature_dict_values_and_unknown_features():
     assert not hasattr(numeric, "feature_names_in_") and numeric.vectorizer_ is None
 
 
+def test_feature_dicts_in_tuples_and_networkx_graphs():
+    import networkx as nx
+
+    rows = [{"w": "a", "n": 1.0}, {"w": "b"}, {"w": "a", "n": -1.0}]
+    tree = np.array([[0, 1], [0, 2]])
+    X = [(rows, tree)] * 3
+    y = [["a", "b", "a"]] * 3
+    crf = CRF(solver="lbfgs", max_iter=20).fit(X, y)
+    assert list(crf.feature_names_in_) == ["n", "w=a", "w=b"]
+    graph = nx.Graph()
+    for j, row in enumerate(rows):
+        graph.add_node(j, x=row, y=y[0][j])
+    graph.add_edges_from(tree.tolist())
+    from_graphs = CRF(solver="lbfgs", max_iter=20).fit([graph] * 3)  # labels from the "y" attributes
+    np.testing.assert_allclose(from_graphs.coef_, crf.coef_, atol=1e-12)
+    assert from_graphs.predict([graph])[0].tolist() == crf.predict(X[:1])[0].tolist()
+
+
 def test_feature_dicts_save_load_keeps_the_vocabulary(pos):
     X, y = pos
     crf = CRF(solver="lbfgs", max_iter=20).fit(X[:20], y[:20])
