@@ -229,6 +229,9 @@ class CRF(BaseEstimator):
     exact inference needed, so loopy graphs are fine); ``"bcfw"``,
     ``"subgradient"`` and ``"cutting_plane"`` train a structured SVM (margin
     rescaling, Hamming loss); ``"lbfgs"`` the CRF negative log-likelihood.
+    ``fit(X, y, sample_weight=s)`` weighs the losses (``1 / n sum_i s_i loss_i(w)``)
+    and ``l1_ratio`` turns the penalty into the elastic net, for the solvers whose
+    registry entry (``crflearn.solvers.SOLVERS``) supports them.
 
     Parameters
     ----------
