@@ -612,6 +612,7 @@ class CRF(BaseEstimator):
         alpha = 1.0 / batch.n_examples if isinstance(self.alpha, str) else float(self.alpha)
         signature = (self.solver, batch.n_examples, batch.n_nodes, batch.n_edges)
         signature += (alpha,) if spec.warm_start_same_alpha else ()
+        signature += (None if weights is None else hash(weights.tobytes()),)  # new weights: start afresh
         warm_state = self._warm_state(spec, signature, classes, model)
         solver = spec.load()
         if "check_input" in inspect.signature(solver).parameters:
@@ -660,8 +661,8 @@ class CRF(BaseEstimator):
         if signature == self._warm_signature and all(key in state for key in spec.warm_start_keys):
             return state
         same_alpha = " or alpha" if spec.warm_start_same_alpha else ""
-        warnings.warn(f"warm_start=True but the solver{same_alpha} or the training set changed; starting "
-                      "afresh", UserWarning, stacklevel=3)
+        warnings.warn(f"warm_start=True but the solver{same_alpha}, the training set or sample_weight changed; "
+                      "starting afresh", UserWarning, stacklevel=3)
         return None
 
     # -- prediction ---------------------------------------------------------------------

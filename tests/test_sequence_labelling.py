@@ -234,6 +234,17 @@ def test_sample_weight_validation_and_routing():
     np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=1e-5)
 
 
+@pytest.mark.parametrize("solver", ["bcfw", "lbfgs"])
+def test_warm_start_with_new_sample_weight_starts_afresh(solver):
+    X, y = _numeric()
+    crf = CRF(solver=solver, warm_start=True, max_iter=3).fit(X, y, sample_weight=np.ones(len(X)))
+    crf.fit(X, y, sample_weight=np.ones(len(X)))
+    assert crf.n_iter_ > 3  # same weights: continued
+    with pytest.warns(UserWarning, match="sample_weight changed"):
+        crf.fit(X, y, sample_weight=np.arange(1.0, len(X) + 1))
+    assert crf.n_iter_ == 3
+
+
 def test_l1_ratio_validation_and_sparsity():
     X, y = _numeric()
     for bad in (-0.1, 1.5):
