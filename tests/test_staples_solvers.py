@@ -16,7 +16,7 @@ from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
 
 from crflearn.solvers import get_solver
-from crflearn.solvers.lbfgs import crf_objective
+from crflearn.solvers.lbfgs import _data_term, crf_objective
 from reference_ssvm import chain_problem, labelings, ssvm_reference
 
 ALPHA = 0.1
@@ -104,6 +104,10 @@ def test_unit_weights_and_full_labels_give_todays_objective():
     ones = crf_objective(w, batch, model, ALPHA, sample_weight=np.ones(batch.n_examples))
     assert ones[0] == pytest.approx(plain[0], rel=1e-12)
     np.testing.assert_allclose(ones[1], plain[1], rtol=1e-10, atol=1e-13)
+    # the marginalised path with every label known is today's likelihood (log Z^y = <w, psi>)
+    value, grad = _data_term(w, batch, model, False, None, None, True)
+    assert value + 0.5 * ALPHA * w @ w == pytest.approx(plain[0], rel=1e-12)
+    np.testing.assert_allclose(grad + ALPHA * w, plain[1], rtol=1e-10, atol=1e-13)
     # no unknown label, no weights: the very same iterates as the default call
     a, b = _fit("lbfgs", batch, model, tol=1e-8), _fit("lbfgs", batch, model, tol=1e-8, l1_ratio=0.0)
     np.testing.assert_array_equal(a.w, b.w)

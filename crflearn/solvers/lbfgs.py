@@ -76,7 +76,7 @@ def crf_objective(w: np.ndarray, batch: GraphBatch, model: PairwiseModel, alpha:
     value : float
     grad : ndarray (model.size,)
     """
-    partial = batch.labels.size > 0 and int(batch.labels.min()) < 0
+    partial = batch.labels is not None and batch.labels.size > 0 and int(batch.labels.min()) < 0
     if sample_weight is not None or partial:
         value, grad = _data_term(w, batch, model, loss_augmented, psi_true, sample_weight, partial)
         return 0.5 * alpha * float(w @ w) + value, alpha * w + grad
@@ -123,6 +123,8 @@ def _data_term(w, batch, model, loss_augmented, psi_true, sample_weight, partial
     from ._ssvm import weighted_joint_feature
 
     n = batch.n_examples
+    if partial and loss_augmented:
+        raise ValueError("loss_augmented=True needs fully labelled data (no label -1)")
     weights = np.ones(n) if sample_weight is None else sample_weight
     unary, pairwise = model.potentials(w, batch)
     if loss_augmented:
