@@ -260,11 +260,14 @@ def test_bad_batch_and_model():
         fit_idal(unlabeled, model)
 
 
-def test_default_rho_is_positive_and_scales_with_alpha():
+def test_default_rho_scales_with_alpha_and_is_capped_for_weak_regularisation():
     batch, model = _random_batch("grid")
-    r1 = default_rho(batch, model, 1e-3)
-    r2 = default_rho(batch, model, 1e-1)
-    assert r1 > r2 > 0
+    n = batch.n_examples
+    strong = [default_rho(batch, model, a / n, kappa=1e-6) for a in (1.0, 2.0, 4.0)]
+    np.testing.assert_allclose([strong[0] / strong[1], strong[1] / strong[2]], [2.0, 2.0])
+    weak = [default_rho(batch, model, a / n, kappa=1e-6) for a in (1e-3, 0.1, 1.0)]
+    np.testing.assert_allclose(weak, strong[0])  # alpha n < 1: capped at median ||x||^2 / mean degree
+    assert default_rho(batch, model, 1e-3 / n, kappa=1e6) == pytest.approx(2e6 / max(2 * batch.n_edges / batch.n_nodes, 1))
 
 
 def test_exact_primal_monitoring_on_chains_matches_brute_force():
