@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from crflearn.datasets import load_snakes  # noqa: E402
 import torch  # noqa: E402
 
-from crflearn.neural import GridCNN, NeuralCRF  # noqa: E402
+from crflearn.neural import GridCNN, NeuralCRF, limit_threads  # noqa: E402
 
 OUT_DIR = Path(os.environ.get("CRFLEARN_EXAMPLES_OUT", "crflearn-examples"))
 QUICK = bool(os.environ.get("CRFLEARN_EXAMPLES_QUICK"))
@@ -81,7 +81,8 @@ def train_unary_only(images, labels, test_images, test_labels):
 
 results = {}
 start = time.perf_counter()
-accuracy = train_unary_only(X_train, y_train, X_test, y_test)
+with limit_threads(params.get("n_threads")):  # as NeuralCRF does: one torch thread unless told otherwise
+    accuracy = train_unary_only(X_train, y_train, X_test, y_test)
 results["unary-only CNN"] = (None, accuracy, time.perf_counter() - start)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # TRW tolerance notes of the first epochs

@@ -287,3 +287,36 @@ def test_fit_leaves_the_global_torch_seed_alone():
     torch.manual_seed(123)
     NeuralCRF(module="linear", max_epochs=1, random_state=0).fit(X, y)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("n_threads", [None, 2])
+def test_n_threads_limit_during_fit_and_predict_and_restore(n_threads):
+    from threadpoolctl import threadpool_info
+
+    X, y = _toy(n=24)
+    seen = []
+    clf = NeuralCRF(module="linear", n_threads=n_threads, callback=lambda info: seen.append(torch.get_num_threads()),
+                    **{**FAST, "max_epochs": 2})
+    torch.set_num_threads(3)
+    pools = [(p["internal_api"], p["num_threads"]) for p in threadpool_info()]
+    clf.fit(X, y)
+    assert seen == [n_threads or 1] * 2
+    assert torch.get_num_threads() == 3
+    assert [(p["internal_api"], p["num_threads"]) for p in threadpool_info()] == pools
+    clf.predict(X)
+    clf.predict_marginals(X)
+    assert torch.get_num_threads() == 3
+    with pytest.raises(ZeroDivisionError):  # restored after an error too
+        NeuralCRF(module="linear", callback=lambda info: 1 / 0, **FAST).fit(X, y)
+    assert torch.get_num_threads() == 3
+
+
+def test_n_threads_results_equal_and_validation():
+    X, y = _toy(n=24)
+    fits = [NeuralCRF(module="linear", n_threads=n, **{**FAST, "max_epochs": 3}).fit(X, y) for n in (1, 2)]
+    for a, b in zip(*(f.predict_marginals(X) for f in fits)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(*(f.predict(X) for f in fits)))
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="n_threads"):
+            NeuralCRF(module="linear", n_threads=bad).fit(X, y)

@@ -15,7 +15,8 @@ structured gradient (marginals minus ground truth) into the network:
   (:func:`gini_relaxed_loss`), and the structured hinge loss
   :func:`graph_hinge_loss` with loss-augmented MAP from :mod:`crflearn.inference`;
 * :class:`NeuralCRF`, a scikit-learn style estimator training a network and a
-  transition matrix end to end;
+  transition matrix end to end (torch and BLAS threads limited by ``n_threads``,
+  :func:`limit_threads`);
 * :mod:`crflearn.neural.symmetry`: parameter-saving symmetric layers.
 
 torch is an optional dependency: ``pip install crflearn[neural]``.
@@ -50,6 +51,7 @@ from ._loopy import (
     trw_nll_loss,
 )
 from ._graph import GiniRelaxedLoss, gini_relaxed_loss, graph_hinge_loss, graph_score
+from ._threads import limit_threads
 from .estimator import NeuralCRF
 from .networks import BiLSTMTagger, GridCNN, LetterCNN, NodeMLP
 
@@ -73,6 +75,7 @@ __all__ = [
     "graph_hinge_loss",
     "graph_score",
     "NeuralCRF",
+    "limit_threads",
     "NodeMLP",
     "LetterCNN",
     "BiLSTMTagger",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
 import warnings
 
@@ -21,6 +22,7 @@ from ._init import build_quietly, reset_parameters
 from ._loopy import trw_infer, trw_nll_loss
 from ._model import CRFNet, make_batches, padded_chains
 from ._persist import load_neural, save_neural
+from ._threads import limit_threads
 from .networks import BiLSTMTagger, GridCNN, LetterCNN, NodeMLP
 from .symmetry import frobenius_decay as _frobenius_decay
 
@@ -44,6 +46,15 @@ def _resolve_device(device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available")
     return dev
+
+
+def _threaded(method):
+    """Run ``method`` under :func:`~crflearn.neural.limit_threads` ``(self.n_threads)``."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with limit_threads(self.n_threads):
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 def _check_real(value, name, *, positive):
@@ -115,14 +126,20 @@ class NeuralCRF(BaseEstimator):
         epochs and restore the best weights. None trains for ``max_epochs`` on all the data.
     inference_options : dict, optional
         TRW settings of the graph ``"nll"`` loss: ``max_iter`` (30 sweeps), ``tol`` (1e-3) and
-        ``damping`` (0: the colour-class sweeps need about three times fewer iterations
-        undamped, and converge on the same problems as with damping 0.5; raise it when the
-        non-convergence warning appears) per training step, warm-started from the
-        previous epoch's messages.
+        ``damping`` (0: undamped colour-class sweeps need fewer iterations than damped ones,
+        ``benchmarks/bench_neural_gpu.py --damping``; raise it when the non-convergence
+        warning appears) per training step, warm-started from the previous epoch's messages.
     device : "auto", str or torch.device
         ``"auto"`` uses CUDA when available. On CUDA, batches are copied through pinned
         memory without blocking and the loop synchronises once per epoch; this path is
         implemented but unmeasured (no GPU was available to test or time it).
+    n_threads : int or None
+        Torch intra-op threads and BLAS / OpenMP pool sizes during :meth:`fit`, :meth:`predict`,
+        :meth:`predict_marginals` and :meth:`score` (:func:`~crflearn.neural.limit_threads`;
+        the previous settings are restored afterwards). None (default) uses 1 thread: these
+        networks are small, and extra threads slow a shared machine down badly (issue 13
+        measured 13x slower with 2 threads than 1 on a busy 2-core machine;
+        ``benchmarks/bench_threads.py``); -1 uses every CPU.
     random_state : int, RandomState or None
         Seeds the split, the shuffling and the initial weights of built-in networks, through
         local generators (the global torch and NumPy random states are neither read nor
@@ -167,7 +184,8 @@ class NeuralCRF(BaseEstimator):
     def __init__(self, module="mlp", loss="nll", *, hidden_sizes=(128,), image_shape=(16, 8), symmetry=None,
                  hidden_size=64, module_kwargs=None, kappa=1.0, lr=1e-3, weight_decay=0.0, frobenius_decay=0.0,
                  optimizer="adam", max_epochs=20, batch_size=32, validation_fraction=0.1, n_iter_no_change=None,
-                 inference_options=None, device="auto", random_state=None, verbose=0, callback=None):
+                 inference_options=None, device="auto", n_threads=None, random_state=None, verbose=0,
+                 callback=None):
         self.module = module
         self.loss = loss
         self.hidden_sizes = hidden_sizes
@@ -186,6 +204,7 @@ class NeuralCRF(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.inference_options = inference_options
         self.device = device
+        self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
         self.callback = callback
@@ -324,6 +343,7 @@ class NeuralCRF(BaseEstimator):
         return loss
 
     # ------------------------------------------------------------------ training
+    @_threaded
     def fit(self, X, y) -> "NeuralCRF":
         """Train the network and the pairwise parameters.
 
@@ -518,6 +538,7 @@ class NeuralCRF(BaseEstimator):
                                kind=self.kind_)
         return data
 
+    @_threaded
     def predict(self, X) -> list[np.ndarray]:
         """MAP labels of each example (Viterbi on chains, ``decode_batch`` on graphs).
 
@@ -534,6 +555,7 @@ class NeuralCRF(BaseEstimator):
             return values
         return [v.reshape(*shape, *v.shape[1:]) for v, shape in zip(values, data.image_shapes)]
 
+    @_threaded
     def predict_marginals(self, X) -> list[np.ndarray]:
         """Node marginals ``P(y_v = classes_[k])`` per example: exact on chains and forests, TRW otherwise.
 
@@ -557,6 +579,7 @@ class NeuralCRF(BaseEstimator):
                                      "not finite for these inputs")
         return self._reshape(data, out)
 
+    @_threaded
     def score(self, X, y) -> float:
         """Node accuracy: the fraction of correctly labelled nodes over all examples."""
         data = self._parse(X, y)
