@@ -255,6 +255,29 @@ def test_l1_gives_more_exact_zeros_as_l1_ratio_grows():
     assert zeros == sorted(zeros), zeros
 
 
+def test_l1_certificate_with_forbidden_transitions():
+    """Potentials with -inf (the estimator's allowed_transitions) keep the L1 bound finite and valid."""
+    batch, model = chain_problem(seed=11)
+
+    class Forbidding(type(model)):
+        def potentials(self, w, b):
+            unary, pairwise = super().potentials(w, b)
+            pairwise = pairwise.copy()
+            pairwise[0, 1] = -np.inf
+            return unary, pairwise
+
+    labels = batch.labels.copy()
+    for s, t in batch.edges:  # training labels obey the constraint
+        if labels[s] == 0 and labels[t] == 1:
+            labels[t] = 2
+    batch = type(batch)(batch.node_features, batch.node_offsets, batch.edges, batch.edge_offsets, None, labels)
+    forbidding = Forbidding(model.n_states, model.n_features)
+    res = _fit("lbfgs", batch, forbidding, alpha=0.3, l1_ratio=1.0, tol=1e-10, max_iter=300)
+    h = res.history
+    assert np.all(np.isfinite(h["dual"])) and np.all(h["dual"] <= h["primal"][-1] + 1e-12)
+    assert h["gap"][-1] <= 1e-6 * h["primal"][-1]
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.5, np.nan, "0.5", True])
 def test_bad_l1_ratio(bad):
     batch, model = chain_problem()

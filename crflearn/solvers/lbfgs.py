@@ -328,9 +328,10 @@ def _lasso_dual(w: np.ndarray, obj: _Objective) -> float:
     u_max = float(np.abs(u).max(initial=0.0))
     c = 1.0 if u_max <= obj.l1 else obj.l1 / u_max
     ex_node = batch.example_of_node()
-    node_energy = np.sum(res.node_marginals * (unary + loss), axis=1)
+    # E_p[score] (forbidden states, score -inf, have probability 0 and add nothing)
+    node_energy = np.sum(_expected(res.node_marginals, unary + loss), axis=1)
     em = np.zeros((0, model.n_states, model.n_states)) if res.edge_marginals is None else res.edge_marginals
-    edge_energy = np.sum(em * (pairwise if pairwise.ndim == 3 else pairwise[None]), axis=(1, 2))
+    edge_energy = np.sum(_expected(em, pairwise if pairwise.ndim == 3 else pairwise[None]), axis=(1, 2))
     ex_edge = np.repeat(np.arange(n), np.diff(batch.edge_offsets))
     energy = (np.bincount(ex_node, node_energy, minlength=n) + np.bincount(ex_edge, edge_energy, minlength=n))
     entropy = res.log_partition - energy                       # H(p_i)
@@ -339,3 +340,8 @@ def _lasso_dual(w: np.ndarray, obj: _Objective) -> float:
     q_y = c * p_y + (1.0 - c)
     entropy_q = c * (entropy + xlogy(p_y, p_y)) - xlogy(c, c) * (1.0 - p_y) - xlogy(q_y, q_y)
     return float(weights @ (entropy_q + c * expected_loss)) / n
+
+
+def _expected(marginals: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``marginals * scores`` with ``0 * (-inf) = 0``."""
+    return np.where(marginals > 0.0, marginals * np.where(np.isfinite(scores), scores, 0.0), 0.0)
