@@ -1,0 +1,144 @@
+"""Benchmark: fit wall time against CPU time on a loaded machine, threads limited vs unlimited.
+
+Oversubscribed thread pools (BLAS, OpenMP, torch intra-op) make a fit's wall time explode
+on a busy machine while little useful work is done. This script loads the machine itself
+with ``--load`` busy-loop processes (default: one per CPU, so every core is busy), then
+times, in this process:
+
+* ``reference``: a single-threaded pure-Python loop; its wall / CPU ratio is ``1 / share``,
+  the best any single-threaded fit can do under this load;
+* ``tiny-POS CRF``: ``CRF(solver="idal")`` on the shipped tiny part-of-speech sample
+  (:func:`crflearn.datasets.load_tiny_pos`, :func:`~crflearn.datasets.token_features`,
+  one-hot features), ``--repeats`` fits; "unlimited" is the library's default (its solvers
+  limit their BLAS pools themselves), "limited" wraps the fits in ``limit_threads(1)``;
+* ``OCR NeuralCRF``: a one-epoch ``NeuralCRF(module="cnn")`` fit on ``--ocr-words`` OCR
+  words (skipped when ``ocr_letters.npz`` is absent); "limited" is the default
+  ``n_threads=None`` (1 thread), "unlimited" is ``n_threads=-1`` (every CPU).
+
+Each row reports wall seconds, process CPU seconds (all threads), their ratio, and the
+ratio relative to the reference (``1.0`` = no loss beyond the CPU share this process gets).
+A JIT / data warm-up runs before the timings.
+
+Usage::
+
+    python benchmarks/bench_threads.py --load 2 --repeats 5 --ocr-words 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import time
+
+import numpy as np
+
+
+def _busy():  # pragma: no cover - runs in the load processes
+    x = 0
+    while True:
+        x += 1
+
+
+def _timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _reference():
+    total = 0
+    for i in range(3_000_000):
+        total += i * i
+    return total
+
+
+def _pos_problem():
+    from sklearn.feature_extraction import DictVectorizer
+
+    from crflearn.datasets import load_tiny_pos, token_features
+
+    sentences, tags = load_tiny_pos()
+    feats = [token_features(s) for s in sentences]
+    vec = DictVectorizer(sparse=False).fit([row for f in feats for row in f])
+    return [vec.transform(f) for f in feats], tags
+
+
+def _pos_fits(X, y, repeats):
+    from crflearn import CRF
+
+    for _ in range(repeats):
+        CRF(solver="idal").fit(X, y)
+
+
+def _ocr_problem(n_words):
+    from crflearn.datasets import load_ocr
+
+    try:
+        X, y, _, _ = load_ocr("large")
+    except FileNotFoundError as exc:
+        print(f"OCR rows skipped: {exc}")
+        return None
+    return X[:n_words], y[:n_words]
+
+
+def _ocr_fit(X, y, n_threads):
+    from crflearn.neural import NeuralCRF
+
+    NeuralCRF(module="cnn", image_shape=(16, 8), max_epochs=1, batch_size=16, lr=2e-3, validation_fraction=0.0,
+              random_state=0, device="cpu", n_threads=n_threads).fit(X, y)
+
+
+def _rows(args):
+    from crflearn.neural import limit_threads
+
+    X, y = _pos_problem()
+    _pos_fits(X, y, 1)  # JIT compilation
+    rows = [("reference (1 thread, pure Python)", "-", _timed(_reference))]
+    rows.append(("tiny-POS CRF idal", "unlimited (library default)", _timed(lambda: _pos_fits(X, y, args.repeats))))
+
+    def limited():
+        with limit_threads(1):
+            _pos_fits(X, y, args.repeats)
+
+    rows.append(("tiny-POS CRF idal", "limited (limit_threads(1))", _timed(limited)))
+    ocr = _ocr_problem(args.ocr_words)
+    if ocr is not None:
+        _ocr_fit(ocr[0][:32], ocr[1][:32], None)  # warm-up
+        for name, n_threads in (("limited (n_threads=None: 1)", None), ("unlimited (n_threads=-1)", -1)):
+            rows.append((f"OCR NeuralCRF, {args.ocr_words} words, 1 epoch", name,
+                         _timed(lambda n=n_threads: _ocr_fit(*ocr, n))))
+    rows.append(("reference (1 thread, pure Python)", "-", _timed(_reference)))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--load", type=int, default=os.cpu_count() or 1, help="busy-loop processes")
+    parser.add_argument("--repeats", type=int, default=5, help="CRF fits per timing")
+    parser.add_argument("--ocr-words", type=int, default=300)
+    args = parser.parse_args(argv)
+    ctx = mp.get_context("spawn")
+    load = [ctx.Process(target=_busy, daemon=True) for _ in range(args.load)]
+    for p in load:
+        p.start()
+    try:
+        time.sleep(0.5)
+        print(f"{os.cpu_count()} CPUs, {args.load} busy-loop processes, load average at start "
+              f"{os.getloadavg()[0]:.1f}")
+        rows = _rows(args)
+        print(f"load average at end {os.getloadavg()[0]:.1f}")
+    finally:
+        for p in load:
+            p.terminate()
+        for p in load:
+            p.join()
+    ref = np.mean([w / c for name, _, (w, c) in rows if name.startswith("reference")])
+    print("\n| workload | threads | wall s | CPU s | wall / CPU | relative to reference |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, setting, (wall, cpu) in rows:
+        print(f"| {name} | {setting} | {wall:.2f} | {cpu:.2f} | {wall / cpu:.2f} | {wall / cpu / ref:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
