@@ -203,14 +203,13 @@ def _block_update(logm, block, data, damping, want_residual):
 def _run_messages(unary_t, pairwise, graph, init, max_iter, tol, damping, check_every):
     """Sweep to convergence (``unary_t`` is ``(K, N)``); return ``(logm (K, 2 M) internal order, n_iter,
     residual, converged)``."""
-    unary = unary_t
     k, m = unary_t.shape[0], graph.edges.shape[0]
     data = _block_data(unary_t, pairwise, graph)
     if init is None:
-        logm = unary.new_zeros(k, 2 * m)
+        logm = unary_t.new_zeros(k, 2 * m)
     else:
-        logm = init.to(unary.dtype).T.index_select(1, graph.internal)
-    residual = unary.new_zeros(())
+        logm = init.to(unary_t.dtype).T.index_select(1, graph.internal)
+    residual = unary_t.new_zeros(())
     converged = None if check_every == 0 else (m == 0)
     n_iter = 0
     while m and n_iter < max_iter:
