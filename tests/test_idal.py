@@ -305,3 +305,40 @@ def test_check_input_false_skips_validation_and_changes_nothing():
     # the model's batch checks are skipped (the caller vouches for the batch); scalars are still checked
     with pytest.raises(ValueError, match="alpha"):
         fit_idal(batch, model, alpha=-1.0, check_input=False)
+
+
+def _engine_optimum(batch, model, alpha, entropy, sample_weight=None, loss_augmented=False, steps=3000):
+    """Run the IDAL core to a tight certificate; return (w, certified primal, certified dual)."""
+    from crflearn.solvers._idal_setup import build_engine
+
+    eng = build_engine(batch, model, alpha=alpha, kappa=1.0, rho=default_rho(batch, model, alpha), entropy=entropy,
+                       loss_augmented=loss_augmented, warm=None, rng=np.random.default_rng(0), inner_epochs=1,
+                       sampling="uniform", sample_weight=sample_weight)
+    row = None
+    for step in range(steps):
+        eng.step()
+        if step % 50 == 49:
+            row = eng.certify()
+            if row["gap"] <= 1e-10 * abs(row["primal"]):
+                break
+    return model.from_kernel(*eng.weights), row["primal"], row["dual"]
+
+
+@pytest.mark.parametrize("kind, entropy, q", [("chain", "gini", None), ("cycle", "gini_otrw", None),
+                                              ("grid", "gini", 2), ("chain", "shannon", None)])
+def test_integer_sample_weights_equal_repeated_examples(kind, entropy, q):
+    batch, model = _random_batch(kind, n_examples=3, q=q)
+    alpha, weights = 0.3, np.array([2.0, 1.0, 3.0])
+    repeated = batch.subset(np.repeat(np.arange(3), weights.astype(int)))
+    w_weighted, primal, dual = _engine_optimum(batch, model, alpha, entropy, sample_weight=weights,
+                                               loss_augmented=entropy != "shannon")
+    # (1/3) sum_i s_i loss_i with alpha equals (6/3) x the objective on the 6 repeated examples with alpha / 2
+    w_rep, primal_rep, _ = _engine_optimum(repeated, model, alpha / 2.0, entropy,
+                                           loss_augmented=entropy != "shannon")
+    assert dual <= primal
+    np.testing.assert_allclose(w_weighted, w_rep, rtol=1e-5, atol=1e-6)
+    assert primal == pytest.approx(2.0 * primal_rep, rel=1e-6)
+    # unit weights are today's objective
+    w_unit, primal_unit, _ = _engine_optimum(batch, model, alpha, entropy, sample_weight=np.ones(3))
+    w_none, primal_none, _ = _engine_optimum(batch, model, alpha, entropy)
+    np.testing.assert_allclose(w_unit, w_none, rtol=1e-6, atol=1e-8)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels.idal import GINI, SHANNON, IdalEntropy, IdalGraph, IdalState, IdalWeights
+from .._kernels.idal import GINI, SHANNON, IdalEntropy, IdalGraph, IdalState, IdalWeights, make_scratch
 from .._kernels.idal_engine import IdalEngine, incidence, orient_forest
+from .._kernels.idal_monitor import dual_sums
 from .._validation import check_int, check_positive
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
@@ -111,19 +112,31 @@ def initial_state(batch: GraphBatch, k: int, warm: dict | None) -> IdalState:
 
 def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa: float, rho: float,
                  entropy: str, loss_augmented: bool, warm: dict | None, rng, inner_epochs: int,
-                 sampling: str) -> IdalEngine:
-    """The IDAL core for one training batch (arrays built once per call)."""
+                 sampling: str, sample_weight: np.ndarray | None = None) -> IdalEngine:
+    """The IDAL core for one training batch (arrays built once per call).
+
+    ``sample_weight`` (positive, one per example) gives example ``i`` the objective weight ``s_i``:
+    ``s_i max_mu [<Psi_i^T w + l_i, mu> + sum_c h_c(mu_c)]`` is the same maximisation with the
+    features, the loss and the entropy weights of the example scaled by ``s_i``, so the engine runs
+    unchanged on those scaled arrays (shared transitions become an edge feature equal to ``s_i``).
+    """
     k = model.n_states
     edges = np.ascontiguousarray(batch.edges, dtype=np.int64).reshape(-1, 2)
     feats = model.feature_view(batch, "csr")
     inc_ptr, inc_slot = incidence(edges, batch.n_nodes)
     base_n = hamming_loss_vectors(batch, k) if loss_augmented else np.zeros((batch.n_nodes, k))
-    graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
     state = initial_state(batch, k, warm)
-    psi_u, psi_p = model.to_kernel(model.joint_feature(batch))
     ent = make_entropy(entropy, kappa, edges, batch.n_nodes, k)
-    # w(mu) in the kernel layout, from scratch
-    wu, wp = model.to_kernel(model.expected_joint_feature(batch, state.mu_n, state.mu_e.reshape(-1, k, k)))
+    if sample_weight is None:
+        graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
+        psi_u, psi_p = model.to_kernel(model.joint_feature(batch))
+        # w(mu) in the kernel layout, from scratch
+        wu, wp = model.to_kernel(model.expected_joint_feature(batch, state.mu_n, state.mu_e.reshape(-1, k, k)))
+    else:
+        feats, ent, base_n = _weighted(batch, feats, ent, base_n, sample_weight)
+        graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
+        psi_u, psi_p = _statistics(graph, feats, ent, model, *initial_state(batch, k, None)[:2])
+        wu, wp = _statistics(graph, feats, ent, model, state.mu_n, state.mu_e)
     inv = 1.0 / (alpha * batch.n_examples)
     weights = IdalWeights(np.ascontiguousarray((psi_u - wu) * inv), np.ascontiguousarray((psi_p - wp) * inv))
     return IdalEngine(graph, feats, weights, state, ent, rho=rho, alpha=alpha, n_examples=batch.n_examples,
@@ -131,13 +144,39 @@ def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa
                       inner_epochs=inner_epochs, sampling=sampling)
 
 
+def _weighted(batch: GraphBatch, feats, ent: IdalEntropy, base_n: np.ndarray, sample_weight: np.ndarray):
+    """Features, entropy weights and loss of every clique scaled by its example's weight."""
+    s = np.asarray(sample_weight, dtype=np.float64)
+    s_node = s[batch.example_of_node()]
+    s_edge = np.repeat(s, np.diff(batch.edge_offsets))
+    data = feats.data * np.repeat(s_node, np.diff(feats.indptr))
+    feats = feats._replace(data=data, sq_norms=feats.sq_norms * s_node ** 2,
+                           edge_features=np.ascontiguousarray(feats.edge_features * s_edge[:, None]),
+                           edge_sq_norms=feats.edge_sq_norms * s_edge ** 2, shared=False)
+    ent = ent._replace(node_w=ent.node_w * s_node, edge_w=ent.edge_w * s_edge)
+    return feats, ent, base_n * s_node[:, None]
+
+
+def _statistics(graph: IdalGraph, feats, ent: IdalEntropy, model: PairwiseModel, mu_n: np.ndarray,
+                mu_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``Psi mu`` in the kernel layout with the (weighted) features of ``feats``."""
+    ustat = np.zeros((model.n_inputs, model.n_states))
+    pstat = np.zeros((feats.edge_features.shape[1], model.n_states ** 2))
+    dual_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, make_scratch(model.n_states))
+    return ustat, pstat
+
+
 def exact_primal(model: PairwiseModel, batch: GraphBatch, w: np.ndarray, alpha: float,
-                 base_n: np.ndarray) -> float:
-    """Softmax-margin (or plain) CRF objective with exact log-partitions (forests only)."""
+                 base_n: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    """Softmax-margin (or plain) CRF objective with exact log-partitions (forests only); ``base_n`` the
+    unweighted loss vectors, ``sample_weight`` the weights of the examples (None: 1)."""
     from ..inference import infer_batch
 
     unary, pairwise = model.potentials(w, batch)
     res = infer_batch(unary + base_n, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
                       method="exact", edge_marginals="none")
     scores = model.score(w, batch)
-    return float(0.5 * alpha * (w @ w) + np.mean(np.asarray(res.log_partition) - scores))
+    losses = np.asarray(res.log_partition) - scores
+    if sample_weight is not None:
+        losses = losses * sample_weight
+    return float(0.5 * alpha * (w @ w) + np.mean(losses))
