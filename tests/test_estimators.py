@@ -423,8 +423,10 @@ def test_relaxed_marginals_differ_from_exact_and_are_the_gini_solution(chain_dat
         np.testing.assert_allclose(r.sum(axis=1), 1.0, atol=1e-6)
         unary, pairwise = crf.model_.potentials(crf.coef_, __import__("crflearn").graphs.make_batch([x])[0])
         edges = np.column_stack([np.arange(len(x) - 1), np.arange(1, len(x))])
-        ref = gini_infer(unary, pairwise, edges, kappa=crf.kappa).node_marginals
-        np.testing.assert_allclose(r, ref, atol=1e-4)  # both solved to the default tolerance
+        ref = gini_infer(unary, pairwise, edges, kappa=crf.kappa, tol=1e-12, max_iter=100_000).node_marginals
+        # predict_marginals solves to the default relative gap 1e-6; the Gini objective is strongly
+        # concave, so the marginals are within O(sqrt(gap)) of the optimum
+        np.testing.assert_allclose(r, ref, atol=1e-3)
     assert max(np.abs(e - r).max() for e, r in zip(exact, relaxed)) > 1e-3
     with pytest.raises(ValueError, match="method"):
         crf.predict_marginals(X, method="bethe")
