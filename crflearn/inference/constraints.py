@@ -57,9 +57,17 @@ def transition_mask(classes: np.ndarray, allowed) -> np.ndarray:
 
 
 def mask_pairwise(pairwise: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """``pairwise`` (shape ``(K, K)`` or ``(E, K, K)``) with ``-inf`` where ``mask`` is False.
+    """Pairwise log-potentials with ``-inf`` where ``mask`` forbids the pair.
 
-    Returns the input unchanged when ``mask`` is None, else a new array.
+    Parameters
+    ----------
+    pairwise : ndarray of shape (K, K) or (E, K, K)
+    mask : ndarray of bool of shape (K, K) or None
+
+    Returns
+    -------
+    ndarray
+        ``pairwise`` itself when ``mask`` is None, else a new array of its shape.
     """
     if mask is None:
         return pairwise
@@ -67,9 +75,19 @@ def mask_pairwise(pairwise: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def violations(codes: np.ndarray, edges: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Indices of the edges whose label pair ``(codes[s], codes[t])`` is forbidden by ``mask``.
+    """The edges whose label pair is forbidden by ``mask``.
 
-    Edges touching a node of code ``-1`` (unknown label) are never violations.
+    Parameters
+    ----------
+    codes : ndarray of shape (n_nodes,), int
+        Label codes; ``-1`` (unknown label) never violates.
+    edges : ndarray of shape (n_edges, 2), int
+    mask : ndarray of bool of shape (K, K)
+
+    Returns
+    -------
+    ndarray of int
+        Indices ``e`` with ``mask[codes[s], codes[t]]`` False for ``edges[e] = (s, t)``.
     """
     s, t = codes[edges[:, 0]], codes[edges[:, 1]]
     known = (s >= 0) & (t >= 0)
