@@ -80,13 +80,15 @@ def test_data_larger_than_worker_memory_is_a_clear_error():
 def test_two_workers_same_certified_result_as_serial_and_threads(client):
     batch, model = tiny_batch("grid2", n_examples=6, seed=3)
     serial = _fit(batch, model)
-    threads = _fit(batch, model, n_partitions=2, n_jobs=2)
+    threads = _fit(batch, model, n_jobs=2)
+    simulated = _fit(batch, model, n_partitions=2, backend="simulate")
     on_dask = _fit(batch, model, backend="dask")  # one partition per worker
     one = _fit(batch, model, backend="dask", n_partitions=1, max_iter=10, tol=0.0)
-    assert on_dask.converged and serial.converged
-    # the same partitions and seeds as on threads: the same iterates, up to the order of float sums
-    np.testing.assert_allclose(on_dask.w, threads.w, rtol=1e-12, atol=1e-14)
+    assert on_dask.converged and serial.converged and threads.converged
+    # the same partitions and seeds as simulated: the same iterates, up to the order of float sums
+    np.testing.assert_allclose(on_dask.w, simulated.w, rtol=1e-12, atol=1e-14)
     assert on_dask.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
+    assert threads.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
     np.testing.assert_allclose(on_dask.w, serial.w, atol=1e-2)
     # one partition on dask is the serial solver (within rounding)
     serial10 = _fit(batch, model, max_iter=10, tol=0.0)

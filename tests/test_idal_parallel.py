@@ -2,8 +2,9 @@
 
 Every problem is tiny; the serial solver (and, for the bounds, the independent L-BFGS reference of
 :mod:`_idal_reference`) gives the optimum. The partitioned solver must reach it with ``P = 1..4``
-partitions, on chains, grids, cycles and batches mixing them, its certificate must bracket ``P*``, and
-threads must change nothing but the wall time.
+partitions (CoCoA+ rounds, ``backend="simulate"``, and threads sharing ``w``), on chains, grids, cycles
+and batches mixing them; its certificate must bracket ``P*``; the simulated rounds must not depend on the
+number of threads, and shared-``w`` threads must return ``w = w(mu)`` exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sklearn.exceptions import ConvergenceWarning
 from crflearn.graphs import chain_edges, grid_edges, make_batch
 from crflearn.models import PairwiseModel
 from crflearn.solvers.idal import fit_idal
-from crflearn.solvers.idal_parallel import check_parallel_options, partition_bounds, partition_seeds
+from crflearn.solvers.idal_parallel import (check_parallel_options, clique_indices, partition_examples,
+                                            partition_seeds)
 
 ALPHA = 0.5
 
@@ -63,12 +65,13 @@ PROBLEMS = {
 }
 
 
-@pytest.mark.parametrize("n_partitions", [1, 2, 3, 4])
+@pytest.mark.parametrize("backend, n_partitions", [("simulate", 1), ("simulate", 2), ("simulate", 3),
+                                                   ("simulate", 4), ("threads", 2), ("threads", 4)])
 @pytest.mark.parametrize("name", list(PROBLEMS))
-def test_partitions_reach_the_serial_certified_optimum(name, n_partitions):
+def test_partitions_reach_the_serial_certified_optimum(name, backend, n_partitions):
     batch, model = PROBLEMS[name]()
     serial = _fit(batch, model)
-    par = _fit(batch, model, n_partitions=n_partitions)
+    par = _fit(batch, model, n_partitions=n_partitions, n_jobs=2, backend=backend)
     assert serial.converged and par.converged
     hs, hp = serial.history, par.history
     p_ser = hs["primal"][-1]
@@ -87,22 +90,37 @@ def test_partitioned_certificate_brackets_the_independent_optimum(loss_augmented
     kappa = 0.5
     _, p_star = reference_w(batch, model, ALPHA, kappa, loss_augmented, entropy)
     res = _fit(batch, model, kappa=kappa, loss_augmented=loss_augmented, entropy=entropy, n_partitions=3,
-               tol=1e-3, max_iter=400)
+               tol=1e-3, max_iter=400, backend="simulate")
     h = res.history
     assert res.converged
     assert np.all(h["dual"] <= p_star + 1e-9) and np.all(h["primal"] >= p_star - 1e-9)
     assert (h["primal"][-1] - p_star) <= 1e-3 * abs(h["primal"][-1])
 
 
-def test_threads_change_only_the_wall_time():
+def test_simulated_rounds_do_not_depend_on_the_threads():
     batch, model = _mixed_batch(n_examples=9, seed=7)
-    one = _fit(batch, model, n_partitions=3, n_jobs=1, max_iter=40, tol=0.0)
-    three = _fit(batch, model, n_partitions=3, n_jobs=3, max_iter=40, tol=0.0)
+    one = _fit(batch, model, n_partitions=3, n_jobs=1, max_iter=40, tol=0.0, backend="simulate")
+    three = _fit(batch, model, n_partitions=3, n_jobs=3, max_iter=40, tol=0.0, backend="simulate")
     np.testing.assert_array_equal(one.w, three.w)
     np.testing.assert_array_equal(one.history["gap"], three.history["gap"])
     # n_partitions defaults to n_jobs
-    by_jobs = _fit(batch, model, n_jobs=3, max_iter=40, tol=0.0)
+    by_jobs = _fit(batch, model, n_jobs=3, max_iter=40, tol=0.0, backend="simulate")
     np.testing.assert_array_equal(by_jobs.w, three.w)
+
+
+def test_shared_w_threads_keep_w_equal_to_w_of_mu_at_certificates():
+    batch, model = _mixed_batch(n_examples=12, seed=12)
+    res = _fit(batch, model, n_jobs=3, tol=1e-6)
+    serial = _fit(batch, model, tol=1e-6)
+    st = res.state
+    stats = model.joint_feature(batch) - model.expected_joint_feature(batch, st["mu_nodes"], st["mu_edges"])
+    np.testing.assert_allclose(res.w, stats / (ALPHA * batch.n_examples), rtol=1e-10, atol=1e-12)
+    assert res.converged
+    assert res.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
+    # one thread, three partitions: reproducible
+    a = _fit(batch, model, n_jobs=1, n_partitions=3, max_iter=20, tol=0.0)
+    b = _fit(batch, model, n_jobs=1, n_partitions=3, max_iter=20, tol=0.0)
+    np.testing.assert_array_equal(a.w, b.w)
 
 
 def test_one_partition_is_the_serial_solver():
@@ -115,8 +133,8 @@ def test_one_partition_is_the_serial_solver():
 def test_warm_start_continues_a_partitioned_fit():
     batch, model = _mixed_batch(seed=9)
     serial = _fit(batch, model)
-    first = _fit(batch, model, n_partitions=2, max_iter=5, tol=0.0)
-    more = _fit(batch, model, n_partitions=3, warm_start=first.state)
+    first = _fit(batch, model, n_partitions=2, max_iter=5, tol=0.0, backend="simulate")
+    more = _fit(batch, model, n_partitions=3, warm_start=first.state, backend="simulate")
     assert more.converged and more.n_iter > first.n_iter
     assert more.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-9)
 
@@ -124,27 +142,39 @@ def test_warm_start_continues_a_partitioned_fit():
 def test_gap_sampling_and_fixed_rho_partitioned():
     batch, model = _mixed_batch(seed=10)
     serial = _fit(batch, model, tol=1e-6)
-    res = _fit(batch, model, n_partitions=2, sampling="gap", rho_schedule="fixed", monitor_every=3, tol=1e-6)
+    res = _fit(batch, model, n_partitions=2, sampling="gap", rho_schedule="fixed", monitor_every=3, tol=1e-6,
+               backend="simulate")
     assert res.converged
     assert res.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
 
 
-def test_partition_bounds_are_contiguous_balanced_and_non_empty():
+def test_partitions_cover_the_examples_once_balanced_and_non_empty():
     batch, _ = tiny_batch("chain", n_examples=10, seed=0)
-    for n_parts in range(1, 11):
-        b = partition_bounds(batch, n_parts)
-        assert b[0] == 0 and b[-1] == 10 and len(b) == n_parts + 1
-        assert np.all(np.diff(b) >= 1)
     cliques = batch.lengths + np.diff(batch.edge_offsets)
-    b = partition_bounds(batch, 2)
-    sizes = [cliques[b[k]:b[k + 1]].sum() for k in range(2)]
-    assert abs(sizes[0] - sizes[1]) <= cliques.max()
+    for n_parts in range(1, 11):
+        parts = partition_examples(batch, n_parts, seed=0)
+        assert len(parts) == n_parts and all(len(p) >= 1 for p in parts)
+        np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(10))
+        sizes = [cliques[p].sum() for p in parts]
+        if n_parts == 2:
+            assert abs(sizes[0] - sizes[1]) <= cliques.max()
+    np.testing.assert_array_equal(partition_examples(batch, 1, seed=None)[0], np.arange(10))
+
+
+def test_clique_indices_follow_subset():
+    batch, _ = _mixed_batch(n_examples=7, seed=1)
+    ex = np.array([5, 1, 3])
+    nodes, edges = clique_indices(batch, ex)
+    sub = batch.subset(ex)
+    np.testing.assert_array_equal(batch.labels[nodes], sub.labels)
+    np.testing.assert_array_equal(batch.node_features[nodes], sub.node_features)
+    assert len(edges) == sub.n_edges
 
 
 def test_partition_seeds_are_independent_and_deterministic():
     a = [np.random.default_rng(s).integers(1 << 30) for s in partition_seeds(3, 4)]
     b = [np.random.default_rng(s).integers(1 << 30) for s in partition_seeds(3, 4)]
-    assert a == b and len(set(a)) == 4
+    assert a == b and len(set(a)) == 5
 
 
 @pytest.mark.parametrize("kw, exc, word", [

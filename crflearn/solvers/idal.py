@@ -126,8 +126,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         Threads running the partitions (None: 1, -1: all cores).
     n_partitions : int or None, default=None
         Example partitions (:mod:`~crflearn.solvers.idal_parallel`); None: ``n_jobs`` or one per Dask worker.
-    backend : {"threads", "dask"}, default="threads"
-        Where the partitions run: a thread pool, or the workers of the current ``dask.distributed`` client.
+    backend : {"threads", "dask", "simulate"}, default="threads"
+        Threads sharing ``w``; the current ``dask.distributed`` client; its rounds on threads (docs/scaling.md).
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 

@@ -2,42 +2,48 @@
 
 IDAL's dual variables (marginals ``mu``) and multipliers (``xi``, messages on the separators of one
 example) belong to examples; the only coupling between examples is ``w(mu) = 1/(lambda n) sum_i
-(psi*_i - Psi_i mu_i)``. So the examples are split into ``P`` contiguous partitions (balanced by
-clique count), each with its own :class:`~crflearn._kernels.idal_engine.IdalEngine` holding its
-marginals and multipliers, and every round
+(psi*_i - Psi_i mu_i)``. So the examples are dealt at random into ``P`` partitions (balanced by clique
+count, :func:`partition_examples`), each with its own :class:`~crflearn._kernels.idal_engine.IdalEngine`
+holding its marginals and multipliers, and the partitions run their outer steps (``inner_epochs``
+clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to share ``w``:
 
-1. the driver broadcasts ``w``;
-2. every partition copies it, runs its outer step(s) (``inner_epochs`` clique-wise SDCA sweeps and its
-   multiplier step) against that local copy and returns its weight change;
-3. the driver adds the changes: ``w += sum_k dw_k``.
+* ``backend="dask"`` and ``backend="simulate"`` (a copy of ``w`` per partition, CoCoA+): every round the
+  driver broadcasts ``w``, every partition runs its step against its local copy and returns its weight
+  change, and the driver adds the changes, ``w += sum_k dw_k``. This is CoCoA+ (Ma et al. 2015; Smith
+  et al. 2018) with "adding" (``gamma = 1``) and the safe subproblem scaling ``sigma' = gamma P = P``:
+  each partition maximises its part of the dual with ``lambda/2 ||w||^2`` replaced by the separable
+  model ``lambda/2 (||w||^2/P + <w, 2 dw_k> + sigma' ||dw_k||^2)``, i.e. the weight curvature and the
+  local weight update of the SDCA kernels are scaled by ``sigma'`` (``inv_lam_n = P/(lambda n)``), and
+  it returns the unscaled change ``dw_k = (local change) / sigma' = Psi_k d mu_k / (lambda n)``. As
+  ``||sum_k dw_k||^2 <= P sum_k ||dw_k||^2``, the sum of the local models is a minorant of the
+  augmented Lagrangian, tight at ``d mu = 0``: a round that increases every local model increases the
+  global objective at least as much, so the rounds ascend and converge linearly (Ma et al. 2015, Thm. 2;
+  Smith et al. 2018, Thm. 8 and 10), at a rate that degrades with ``P`` when the partitions' features
+  are strongly correlated (``sigma' = 1``, i.e. adding without the scaling, diverges on OCR and chains:
+  docs/scaling.md). ``"simulate"`` runs these rounds on threads of this process, with the iterates a
+  cluster of ``P`` workers would compute.
+* ``backend="threads"`` (one ``w`` in shared memory, ``sigma' = 1``): the partitions' sweeps run at the
+  same time on a thread pool (every Numba kernel releases the GIL) and update the one ``w`` in place, as
+  in asynchronous parallel dual coordinate ascent (PASSCoDe, Hsieh et al. 2015): with a few threads the
+  staleness is a few clique updates and the rounds to a tolerance are those of the serial solver.
+  Unsynchronised updates of the same weight can collide and lose one of them, so before every
+  certificate ``w`` is recomputed exactly from the partitions' marginals (``w = w(mu)`` again); the
+  iterates are not reproducible bit for bit with ``n_jobs > 1``.
 
-This is CoCoA+ (Ma et al. 2015; Smith et al. 2018) with "adding" (``gamma = 1``) and the safe local
-subproblem scaling ``sigma' = gamma P = P``: each partition maximises its part of the dual with the
-quadratic term ``lambda/2 ||w||^2`` replaced by the separable upper model
-``lambda/2 (||w||^2/P + <w, 2 dw_k> + sigma' ||dw_k||^2)``, which in the SDCA kernels means the
-weight curvature and the local weight update are scaled by ``sigma'`` (``inv_lam_n = P/(lambda n)``),
-and the partition returns its unscaled change ``dw_k = (local change) / sigma'`` ``= Psi_k d mu_k /
-(lambda n)``. Because ``||sum_k dw_k||^2 <= P sum_k ||dw_k||^2``, the sum of the local models is a lower
-bound of the true augmented Lagrangian that is tight at ``d mu = 0``: every round in which each
-partition increases its model increases the global objective by at least the sum of the local
-increases, so the combined step is an ascent step of a block-separable minorant, and the rate of the
-local solver carries over with a factor of at most ``P`` in the worst case (Ma et al. 2015, Thm. 2;
-Smith et al. 2018, Thm. 8 and 10). The invariant ``w = w(mu)`` holds exactly after every round (the
-changes are the exact contributions of the partitions' marginal changes), and the multiplier steps
-are example-local, so the augmented-Lagrangian outer loop is the serial one with an inexact inner
-solver.
-
-The certificate is assembled exactly from partition-additive terms
+The invariant ``w = w(mu)`` holds exactly after every CoCoA+ round and at every certificate, and the
+multiplier steps are example-local, so the augmented-Lagrangian outer loop is the serial one with a
+different inner solver. The certificate is assembled exactly from partition-additive terms
 (:meth:`IdalEngine.monitor_terms`, :meth:`IdalEngine.repair_terms`, :func:`add_terms`,
-:func:`assemble_certificate`) computed at the global ``w``. ``P = 1`` with ``backend="threads"`` is the
-serial solver itself.
-
-Backends: ``"threads"`` (a :class:`~concurrent.futures.ThreadPoolExecutor`; every Numba kernel releases
-the GIL) and ``"dask"`` (:mod:`crflearn.solvers._idal_dask`: the partitions live on the workers of the
-current ``dask.distributed`` client and are rebuilt on another worker when one is lost).
+:func:`assemble_certificate`) computed at the global ``w``; its bounds hold for any ``w``. One partition
+with ``backend="threads"`` is the serial solver itself. Dask: :mod:`crflearn.solvers._idal_dask` (the
+partitions live on the workers of the current ``dask.distributed`` client and are rebuilt on another
+worker when one is lost).
 
 References
 ----------
+Hsieh, C.-J., Yu, H.-F. and Dhillon, I. S. (2015). PASSCoDe: parallel asynchronous stochastic dual
+co-ordinate descent. ICML.
+
 Ma, C., Smith, V., Jaggi, M., Jordan, M. I., Richtarik, P. and Takac, M. (2015). Adding vs. averaging in
 distributed primal-dual optimization. ICML.
 
@@ -56,6 +62,7 @@ import numpy as np
 from .._kernels.idal import IdalState, IdalWeights
 from .._kernels.idal_engine import (RHO_WARMUP, CertificateProblem, IdalEngine, MonitorSchedule, add_terms,
                                     assemble_certificate, initial_rho_range)
+from .._kernels.idal_monitor import dual_sums
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 from ._history import relative_gap
@@ -63,20 +70,23 @@ from ._idal_setup import build_engine
 from ._loop import SolverLoop
 from ._idal_record import Recorder, idal_result
 
-__all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_bounds", "IdalPartition",
+__all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_examples", "IdalPartition",
            "ThreadPartitions", "Rebuilt", "fit_partitioned"]
 
-BACKENDS = ("threads", "dask")
+BACKENDS = ("threads", "dask", "simulate")
 #: :func:`drive`-like skipping of the repair while the relative AL gap exceeds this many times ``tol``
 _CHEAP_FACTOR = 10.0
 
 
 class ParallelOptions(NamedTuple):
-    """Checked ``n_jobs``, ``n_partitions`` (None: decided by the backend) and ``backend``."""
+    """Checked ``n_jobs``, ``n_partitions`` (None: decided by the backend), ``backend`` and how the
+    partitions share ``w``: ``"shared"`` (threads: one ``w`` in memory, updated in place by every
+    partition) or ``"cocoa"`` (a copy per partition, CoCoA+ rounds; dask, and the simulations)."""
 
     n_jobs: int
     n_partitions: int | None
     backend: str
+    combine: str = "shared"
 
     @property
     def serial(self) -> bool:
@@ -111,20 +121,26 @@ def check_parallel_options(n_jobs, n_partitions, backend, n_examples: int) -> Pa
     if n_partitions is not None and n_partitions > n_examples:
         raise ValueError(f"n_partitions={n_partitions} exceeds the number of examples ({n_examples}); every "
                          "partition needs at least one example")
-    if backend == "threads" and n_partitions is None:
+    if backend != "dask" and n_partitions is None:
         n_partitions = min(n_jobs, n_examples)
     if backend == "dask":
         from ._idal_dask import current_client
 
         current_client()
-    return ParallelOptions(n_jobs, n_partitions, backend)
+    return ParallelOptions(n_jobs, n_partitions, backend, "shared" if backend == "threads" else "cocoa")
 
 
-def partition_bounds(batch: GraphBatch, n_partitions: int) -> np.ndarray:
-    """Example boundaries ``b`` (n_partitions + 1,) of contiguous partitions ``b[k]:b[k+1]``, each
-    non-empty, balanced by clique count (nodes plus edges)."""
+def partition_examples(batch: GraphBatch, n_partitions: int, seed) -> list[np.ndarray]:
+    """The examples of every partition (sorted indices), balanced by clique count (nodes plus edges).
+
+    The examples are dealt in a random order (``seed``; one partition keeps them all in order), then cut
+    into consecutive runs of about equal clique counts, each non-empty. Random assignment keeps the
+    partitions statistically alike: data sets are often sorted (OCR by word), and contiguous partitions
+    of a sorted set pull ``w`` in different directions (measured: 6x more rounds at P = 2 on OCR).
+    """
     n = batch.n_examples
-    cliques = np.cumsum(batch.lengths + np.diff(batch.edge_offsets))
+    order = np.arange(n) if n_partitions == 1 else np.random.default_rng(seed).permutation(n)
+    cliques = np.cumsum((batch.lengths + np.diff(batch.edge_offsets))[order])
     targets = cliques[-1] * np.arange(1, n_partitions) / n_partitions
     idx = np.searchsorted(cliques, targets, side="left")  # first example reaching each target
     below = np.where(idx > 0, cliques[np.maximum(idx - 1, 0)], 0)
@@ -132,30 +148,39 @@ def partition_bounds(batch: GraphBatch, n_partitions: int) -> np.ndarray:
     bounds = np.concatenate([[0], cuts, [n]]).astype(np.int64)
     for k in range(1, n_partitions):  # strictly increasing, room for the partitions after k
         bounds[k] = min(max(bounds[k], bounds[k - 1] + 1), n - (n_partitions - k))
-    return bounds
+    return [np.sort(order[bounds[k]:bounds[k + 1]]) for k in range(n_partitions)]
 
 
-def split_warm(batch: GraphBatch, warm: dict | None, lo: int, hi: int) -> dict | None:
-    """The warm-start arrays of the examples ``lo:hi`` (contiguous)."""
+def clique_indices(batch: GraphBatch, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Node and edge indices (in ``batch``) of the ``examples``, in the order of ``batch.subset(examples)``."""
+    out = []
+    for offsets in (batch.node_offsets, batch.edge_offsets):
+        sizes = np.diff(offsets)[examples]
+        starts = np.repeat(offsets[examples] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+        out.append((starts + np.arange(int(sizes.sum()))).astype(np.int64))
+    return out[0], out[1]
+
+
+def split_warm(warm: dict | None, nodes: np.ndarray, edges: np.ndarray) -> dict | None:
+    """The warm-start arrays of one partition (its node and edge indices)."""
     if warm is None:
         return None
-    ns, es = slice(batch.node_offsets[lo], batch.node_offsets[hi]), slice(batch.edge_offsets[lo],
-                                                                           batch.edge_offsets[hi])
-    return {"mu_nodes": warm["mu_nodes"][ns], "mu_edges": warm["mu_edges"][es], "xi": warm["xi"][es]}
+    return {"mu_nodes": warm["mu_nodes"][nodes], "mu_edges": warm["mu_edges"][edges], "xi": warm["xi"][edges]}
 
 
 def partition_seeds(random_state, n_partitions: int) -> list:
-    """Independent, deterministic seeds of the partitions' sweep orders (from ``random_state``); one
-    partition takes ``random_state`` itself, as the serial solver does."""
+    """Independent, deterministic seeds of the partitions' sweep orders and, last, of the assignment of
+    the examples (from ``random_state``); one partition takes ``random_state`` itself, as the serial
+    solver does."""
     if n_partitions == 1:
-        return [random_state]
+        return [random_state, None]
     if isinstance(random_state, np.random.Generator):
         root = np.random.SeedSequence(int(random_state.integers(2**63)))
     elif isinstance(random_state, np.random.RandomState):
         root = np.random.SeedSequence(int(random_state.randint(2**31)))
     else:
         root = np.random.SeedSequence(random_state)
-    return root.spawn(n_partitions)
+    return root.spawn(n_partitions + 1)
 
 
 class IdalPartition:
@@ -173,35 +198,50 @@ class IdalPartition:
     n_total : int
         Number of examples of the whole data set.
     sigma : float
-        Subproblem scaling ``sigma'`` (the number of partitions).
+        Subproblem scaling ``sigma'`` (the number of partitions; 1 with ``shared``).
+    shared : IdalWeights, optional
+        The driver's ``w``, which the partition then updates in place (threads, ``combine="shared"``).
     """
 
-    def __init__(self, batch: GraphBatch, model: PairwiseModel, spec: dict, seed, n_total: int, sigma: float):
+    def __init__(self, batch: GraphBatch, model: PairwiseModel, spec: dict, seed, n_total: int, sigma: float,
+                 shared: IdalWeights | None = None):
         eng = build_engine(batch, model, rng=np.random.default_rng(seed), **spec)
-        # build_engine normalises by the partition's own n: w(mu_k) of the partition's marginals
-        scale = batch.n_examples / n_total
-        self.contribution = (eng.weights.wuT * scale, eng.weights.wp * scale)
         eng.n = int(n_total)
         eng.inv_lam_n = sigma / (eng.alpha * n_total)
-        self.engine, self.sigma = eng, float(sigma)
+        self.engine, self.sigma, self.shared = eng, float(sigma), shared is not None
+        self.start = self.contribution()
+        if shared is not None:
+            eng.weights = shared
+
+    def contribution(self) -> tuple[np.ndarray, np.ndarray]:
+        """This partition's part of ``w(mu)``: ``(psi*_k - Psi_k mu_k) / (lambda n)``, from scratch."""
+        eng = self.engine
+        ustat, pstat = np.zeros_like(eng.weights.wuT), np.zeros_like(eng.weights.wp)
+        dual_sums(eng.graph, eng.feats, eng.ent, eng.state.mu_n, eng.state.mu_e, ustat, pstat, eng.scr)
+        inv = eng.inv_lam_n / self.sigma  # 1 / (lambda n)
+        return (eng.psi_star[0] - ustat) * inv, (eng.psi_star[1] - pstat) * inv
 
     def initial(self) -> tuple[np.ndarray, np.ndarray]:
         """This partition's part of ``w(mu)`` at construction (0 for the one-hot start)."""
-        return self.contribution
+        return self.start
 
     def _load(self, wu: np.ndarray, wp: np.ndarray) -> IdalEngine:
         eng = self.engine
-        np.copyto(eng.weights.wuT, wu)
-        np.copyto(eng.weights.wp, wp)
+        if not self.shared:
+            np.copyto(eng.weights.wuT, wu)
+            np.copyto(eng.weights.wp, wp)
         return eng
 
-    def run(self, wu: np.ndarray, wp: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
-        """One outer step against ``w``; returns the unscaled weight change ``(dwu, dwp)``."""
+    def run(self, wu: np.ndarray, wp: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """One outer step against ``w``; returns the unscaled weight change ``(dwu, dwp)`` (None with a
+        shared ``w``: the step updated it in place)."""
         eng = self._load(wu, wp)
         if eng.rho != rho:
             eng.rho = rho
             eng.rebuild_zeta()
         eng.step()
+        if self.shared:
+            return None
         return (eng.weights.wuT - wu) / self.sigma, (eng.weights.wp - wp) / self.sigma
 
     def terms(self, wu: np.ndarray, wp: np.ndarray, repair: bool) -> tuple[dict, dict | None]:
@@ -222,13 +262,16 @@ class Rebuilt(NamedTuple):
 
 
 class ThreadPartitions:
-    """The partitions on a thread pool of the driver (``n_jobs`` threads)."""
+    """The partitions on a thread pool of the driver (``n_jobs`` threads); with ``shared`` weights every
+    partition updates them in place (``sigma' = 1``), else each works on its copy (CoCoA+, ``sigma' = P``)."""
 
-    def __init__(self, pieces: list, model: PairwiseModel, specs: list, seeds: list, n_total: int, n_jobs: int):
-        sigma = len(pieces)
-        self.executor = ThreadPoolExecutor(max_workers=n_jobs) if n_jobs > 1 and sigma > 1 else None
-        self.parts = self._map(lambda k: IdalPartition(pieces[k], model, specs[k], seeds[k], n_total, sigma),
-                               range(sigma))
+    def __init__(self, pieces: list, model: PairwiseModel, specs: list, seeds: list, n_total: int, n_jobs: int,
+                 shared: IdalWeights | None = None):
+        n_parts = len(pieces)
+        sigma = 1 if shared is not None else n_parts
+        self.executor = ThreadPoolExecutor(max_workers=n_jobs) if n_jobs > 1 and n_parts > 1 else None
+        self.parts = self._map(lambda k: IdalPartition(pieces[k], model, specs[k], seeds[k], n_total, sigma,
+                                                       shared), range(n_parts))
 
     def _map(self, fn, items) -> list:
         if self.executor is None:
@@ -248,10 +291,17 @@ class _GlobalWeights:
     """The driver's ``w`` (kernel layout) and each partition's part of it, and ``rho``: what
     :class:`~crflearn.solvers.idal._Recorder` reads (``weights``, ``rho``)."""
 
-    def __init__(self, parts: list, rho: float):
-        self.parts = [(np.array(u, dtype=np.float64), np.array(p, dtype=np.float64)) for u, p in parts]
-        self.weights = IdalWeights(sum(u for u, _ in self.parts), sum(p for _, p in self.parts))
+    def __init__(self, parts: list, rho: float, weights: IdalWeights | None = None):
+        self.weights = weights if weights is not None else IdalWeights(np.zeros_like(parts[0][0]),
+                                                                       np.zeros_like(parts[0][1]))
+        self.set_parts(parts)
         self.rho = float(rho)
+
+    def set_parts(self, parts: list) -> None:
+        """``w`` = the sum of the partitions' parts (in place: partitions may share ``weights``)."""
+        self.parts = [(np.array(u, dtype=np.float64), np.array(p, dtype=np.float64)) for u, p in parts]
+        self.weights.wuT[...] = sum(u for u, _ in self.parts)
+        self.weights.wp[...] = sum(p for _, p in self.parts)
 
     def add(self, k: int, du: np.ndarray, dp: np.ndarray) -> None:
         self.weights.wuT[...] += du
@@ -325,12 +375,14 @@ def _rounds(pool, glob: _GlobalWeights, loop: SolverLoop, record, problem: tuple
         wu, wp = glob.weights
         changes = _call(pool, glob, "run", wu.copy(), wp.copy(), glob.rho, retry=False)
         for k, change in enumerate(changes):
-            if not isinstance(change, Rebuilt):
+            if change is not None and not isinstance(change, Rebuilt):
                 glob.add(k, *change)
         step = it - first + 1
         if not schedule.due(step, loop.is_last):
             continue
         with loop.monitoring():
+            if changes[0] is None:  # shared w: concurrent in-place updates can collide; w = w(mu) again
+                glob.set_parts(pool.call("contribution"))
             row = _certify(pool, glob, problem, best_lower, want_repair=not cheap, repair_above=repair_above,
                            force=loop.is_last)
             cheap, best_lower = not row["fresh"], max(best_lower, row["dual"])
@@ -342,21 +394,35 @@ def _rounds(pool, glob: _GlobalWeights, loop: SolverLoop, record, problem: tuple
 
 
 def make_pool(batch: GraphBatch, model: PairwiseModel, opts: ParallelOptions, spec: dict, warm: dict | None,
-              random_state):
-    """The partitions of ``batch`` on the backend of ``opts`` (built there)."""
+              random_state, shared: IdalWeights):
+    """The partitions of ``batch`` on the backend of ``opts`` (built there) and the node and edge indices
+    of every partition."""
     n_parts = opts.n_partitions
     if opts.backend == "dask":
         from ._idal_dask import DaskPartitions, current_client
 
         client = current_client()
         n_parts = n_parts or min(len(client.scheduler_info()["workers"]), batch.n_examples)
-    bounds = partition_bounds(batch, n_parts)
-    pieces = [batch.subset(np.arange(bounds[k], bounds[k + 1])) for k in range(n_parts)]
-    specs = [dict(spec, warm=split_warm(batch, warm, bounds[k], bounds[k + 1])) for k in range(n_parts)]
     seeds = partition_seeds(random_state, n_parts)
+    examples = partition_examples(batch, n_parts, seeds[-1])
+    cliques = [clique_indices(batch, ex) for ex in examples]
+    pieces = [batch.subset(ex) for ex in examples]
+    specs = [dict(spec, warm=split_warm(warm, *cl)) for cl in cliques]
     if opts.backend == "dask":
-        return DaskPartitions(client, pieces, model, specs, seeds, batch.n_examples)
-    return ThreadPartitions(pieces, model, specs, seeds, batch.n_examples, opts.n_jobs)
+        pool = DaskPartitions(client, pieces, model, specs, seeds[:-1], batch.n_examples)
+    else:
+        pool = ThreadPartitions(pieces, model, specs, seeds[:-1], batch.n_examples, opts.n_jobs,
+                                shared if opts.combine == "shared" else None)
+    return pool, cliques
+
+
+def _gather_state(states: list, cliques: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mu_n, mu_e, xi)`` of the whole batch from the partitions' states and node/edge indices."""
+    nodes, edges = (np.concatenate([c[j] for c in cliques]) for j in range(2))
+    out = [np.empty((len(idx),) + states[0][j].shape[1:]) for j, idx in enumerate((nodes, edges, edges))]
+    for j, idx in enumerate((nodes, edges, edges)):
+        out[j][idx] = np.concatenate([s[j] for s in states])
+    return out[0], out[1], out[2]
 
 
 def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOptions, spec: dict,
@@ -366,10 +432,11 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
     ``spec`` holds the keywords of :func:`~crflearn.solvers._idal_setup.build_engine` but ``warm`` and
     ``rng``. Returns the :class:`~crflearn.solvers._base.SolverResult` of ``fit_idal``.
     """
-    pool = make_pool(batch, model, opts, spec, warm, random_state)
+    shared = IdalWeights(*model.to_kernel(np.zeros(model.size)))
+    pool, cliques = make_pool(batch, model, opts, spec, warm, random_state, shared)
     try:
         glob = _GlobalWeights([r.contribution if isinstance(r, Rebuilt) else r for r in pool.call("initial")],
-                              spec["rho"])
+                              spec["rho"], shared if opts.combine == "shared" else None)
         psi_star = model.to_kernel(model.joint_feature(batch))
         k = model.n_states
         base_n = hamming_loss_vectors(batch, k) if spec["loss_augmented"] else np.zeros((batch.n_nodes, k))
@@ -381,6 +448,6 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
         states = _call(pool, glob, "state")
     finally:
         pool.close()
-    st = IdalState(*(np.concatenate([s[j] for s in states]) for j in range(3)), None)
+    st = IdalState(*_gather_state(states, cliques), None)
     return idal_result(glob.weights, st, glob.rho, loop, model, batch, spec["kappa"], spec["entropy"])
 

@@ -1,0 +1,165 @@
+"""Benchmarks of the data-parallel IDAL solver (:mod:`crflearn.solvers.idal_parallel`, docs/scaling.md).
+
+Usage::
+
+    python benchmarks/bench_parallel.py simulate ocr-small|ocr-large|chains [--parts 1,2,4,...] [--tol T]
+                                                                           [--max-iter N] [--alpha A]
+    python benchmarks/bench_parallel.py fit ocr-large|ocr-small|chains [--tol T] [--max-iter N] [--alpha A]
+                                                                      [--runs threads1,threads2,dask2]
+
+``simulate``: P = 1, 2, 4, ... partitions run one after the other on one thread (``n_jobs=1``), which
+gives the same iterates as P machines; reports the rounds (outer steps) to the certified relative gap
+``tol``, the CPU seconds, the bytes a round ships per partition (``w`` out, the change back; the
+certificate rounds add ``w`` out and the terms back, pickled sizes) and the CPU seconds per node and round.
+
+``fit``: total fit time (the whole ``fit_idal`` call, setup included) to ``tol`` with 1 and 2 threads and
+with a 2-worker ``LocalCluster`` (processes, one thread each; the workers import crflearn and load the
+compiled kernels before the clock starts). CPU seconds are the driver's plus, for dask, the workers'
+(``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
+with every row: the figures are only comparable on a quiet machine.
+
+Run with ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1``. Data: :func:`crflearn.datasets.load_ocr`
+(``$CRFLEARN_DATA`` or ``../shared/datasets``) and :func:`crflearn.datasets.make_chain_hmm`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from crflearn.graphs import make_batch
+from crflearn.models import PairwiseModel
+from crflearn.solvers.idal import fit_idal
+from crflearn.solvers.idal_parallel import IdalPartition, partition_examples
+
+
+def load(name: str):
+    """``(batch, model, default alpha)`` of a named data set."""
+    if name.startswith("ocr"):
+        from crflearn.datasets import load_ocr
+
+        x, y = load_ocr(protocol=name.split("-")[1])[:2]
+        k = 26
+    elif name == "chains":
+        from crflearn.datasets import make_chain_hmm
+
+        x, y = make_chain_hmm(n_sequences=3000, length=(10, 30), n_states=5, n_features=10, random_state=0)
+        k = 5
+    else:
+        raise SystemExit(f"unknown data set {name!r}")
+    batch, _ = make_batch(x, y)
+    return batch, PairwiseModel(k, batch.n_features, fit_intercept=True), 1.0 / batch.n_examples
+
+
+def bytes_per_round(batch, model, alpha: float) -> tuple[int, int, int]:
+    """Pickled sizes of ``w`` (sent to a partition), of a weight change and of the certificate terms
+    (received from a partition)."""
+    part = IdalPartition(batch.subset(np.arange(min(5, batch.n_examples))), model,
+                         dict(alpha=alpha, kappa=1.0, rho=1.0, entropy="gini", loss_augmented=False, warm=None,
+                              inner_epochs=1, sampling="uniform"), 0, batch.n_examples, 1)
+    wu, wp = part.initial()
+    w_bytes = len(pickle.dumps((wu, wp, 1.0), protocol=5))
+    change = len(pickle.dumps(part.run(wu, wp, 1.0), protocol=5))
+    terms = len(pickle.dumps(part.terms(wu, wp, True), protocol=5))
+    return w_bytes, change, terms
+
+
+def _fit(batch, model, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fit_idal(batch, model, random_state=0, **kw)
+        return res, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _rel_gap(res) -> float:
+    h = res.history
+    return float(h["gap"][-1] / abs(h["primal"][-1]))
+
+
+def simulate(name: str, parts: list[int], tol: float, max_iter: int, alpha: float | None) -> None:
+    batch, model, a0 = load(name)
+    alpha = a0 if alpha is None else alpha
+    w_b, d_b, t_b = bytes_per_round(batch, model, alpha)
+    print(f"# {name}: {batch.n_examples} examples, {batch.n_nodes} nodes, {batch.n_edges} edges, K={model.n_states}, "
+          f"alpha={alpha:.3g}, tol={tol:g}; per partition and round: w out {w_b} B, change back {d_b} B; "
+          f"certificate: w out {w_b} B, terms back {t_b} B")
+    print("| P | examples per partition | rounds to tol | converged | certified rel. gap | CPU s | "
+          "CPU us per node-round | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n_parts in parts:
+        sizes = [len(p) for p in partition_examples(batch, n_parts, 0)]
+        res, wall, cpu = _fit(batch, model, alpha=alpha, tol=tol, max_iter=max_iter, n_partitions=n_parts,
+                              n_jobs=1)
+        per = 1e6 * float(res.history["time"][-1]) / (res.n_iter * batch.n_nodes)
+        print(f"| {n_parts} | {min(sizes)}-{max(sizes)} | {res.n_iter} | {res.converged} | "
+              f"{_rel_gap(res):.2e} | {cpu:.1f} | {per:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)
+
+
+def _dask_fit(batch, model, kw) -> tuple:
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.run(_warm_worker)
+        cpu0 = client.run(time.process_time)
+        res, wall, cpu = _fit(batch, model, backend="dask", **kw)
+        cpu1 = client.run(time.process_time)
+    return res, wall, cpu + sum(cpu1[a] - cpu0[a] for a in cpu0)
+
+
+def _warm_worker() -> None:
+    """Import the solver and run a tiny fit (loads the compiled kernels)."""
+    from crflearn.datasets import make_chain_hmm
+
+    x, y = make_chain_hmm(n_sequences=4, length=5, n_states=3, n_features=2, random_state=0)
+    batch, _ = make_batch(x, y)
+    _fit(batch, PairwiseModel(3, 2), alpha=0.1, max_iter=2, n_partitions=2, n_jobs=1)
+
+
+def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: list[str]) -> None:
+    batch, model, a0 = load(name)
+    alpha = a0 if alpha is None else alpha
+    kw = dict(alpha=alpha, tol=tol, max_iter=max_iter)
+    _warm_worker()
+    print(f"# {name}: {batch.n_examples} examples, {batch.n_nodes} nodes, alpha={alpha:.3g}, tol={tol:g}, "
+          f"{os.cpu_count()} cores")
+    print("| run | rounds | converged | certified rel. gap | wall s | CPU s | CPU/wall | load before/after |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        load0 = os.getloadavg()[0]
+        if run.startswith("threads"):
+            n = int(run[len("threads"):])
+            res, wall, cpu = _fit(batch, model, n_jobs=n, **kw)
+        elif run == "dask2":
+            res, wall, cpu = _dask_fit(batch, model, kw)
+        else:
+            raise SystemExit(f"unknown run {run!r}")
+        print(f"| {run} | {res.n_iter} | {res.converged} | {_rel_gap(res):.2e} | {wall:.1f} | {cpu:.1f} | "
+              f"{cpu / wall:.2f} | {load0:.1f}/{os.getloadavg()[0]:.1f} |", flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["simulate", "fit"])
+    ap.add_argument("data", choices=["ocr-small", "ocr-large", "chains"])
+    ap.add_argument("--parts", default="1,2,4,8,16,32,64")
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--max-iter", type=int, default=1000)
+    ap.add_argument("--alpha", type=float, default=None, help="default: 1/n (the estimator's default)")
+    ap.add_argument("--runs", default="threads1,threads2,dask2")
+    args = ap.parse_args(argv)
+    if args.what == "simulate":
+        simulate(args.data, [int(p) for p in args.parts.split(",")], args.tol, args.max_iter, args.alpha)
+    else:
+        fit_times(args.data, args.tol, args.max_iter, args.alpha, args.runs.split(","))
+
+
+if __name__ == "__main__":
+    main()
