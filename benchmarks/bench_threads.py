@@ -15,13 +15,14 @@ times, in this process:
   words (skipped when ``ocr_letters.npz`` is absent); "limited" is the default
   ``n_threads=None`` (1 thread), "unlimited" is ``n_threads=-1`` (every CPU).
 
-Each row reports wall seconds, process CPU seconds (all threads), their ratio, and the
-ratio relative to the reference (``1.0`` = no loss beyond the CPU share this process gets).
-A JIT / data warm-up runs before the timings.
+Each row reports the median over ``--rounds`` interleaved rounds (the order alternates, so
+a change of the machine's load hits every configuration alike) of wall seconds, process CPU
+seconds (all threads) and their ratio, and that ratio relative to the reference's (``1.0`` =
+no loss beyond the CPU share this process gets). A JIT / data warm-up runs first.
 
 Usage::
 
-    python benchmarks/bench_threads.py --load 2 --repeats 5 --ocr-words 300
+    python benchmarks/bench_threads.py --load 2 --repeats 3 --ocr-words 200 --rounds 3
 """
 
 from __future__ import annotations
@@ -89,26 +90,41 @@ def _ocr_fit(X, y, n_threads):
               random_state=0, device="cpu", n_threads=n_threads).fit(X, y)
 
 
-def _rows(args):
+def _configurations(args):
+    """(workload, threads, function) of every timed configuration, after the warm-ups."""
     from crflearn.neural import limit_threads
 
     X, y = _pos_problem()
     _pos_fits(X, y, 1)  # JIT compilation
-    rows = [("reference (1 thread, pure Python)", "-", _timed(_reference))]
-    rows.append(("tiny-POS CRF idal", "unlimited (library default)", _timed(lambda: _pos_fits(X, y, args.repeats))))
 
     def limited():
         with limit_threads(1):
             _pos_fits(X, y, args.repeats)
 
-    rows.append(("tiny-POS CRF idal", "limited (limit_threads(1))", _timed(limited)))
+    configs = [("reference (1 thread, pure Python)", "-", _reference),
+               (f"tiny-POS CRF idal, {args.repeats} fits", "unlimited (library default)",
+                lambda: _pos_fits(X, y, args.repeats)),
+               (f"tiny-POS CRF idal, {args.repeats} fits", "limited (limit_threads(1))", limited)]
     ocr = _ocr_problem(args.ocr_words)
     if ocr is not None:
         _ocr_fit(ocr[0][:32], ocr[1][:32], None)  # warm-up
         for name, n_threads in (("limited (n_threads=None: 1)", None), ("unlimited (n_threads=-1)", -1)):
-            rows.append((f"OCR NeuralCRF, {args.ocr_words} words, 1 epoch", name,
-                         _timed(lambda n=n_threads: _ocr_fit(*ocr, n))))
-    rows.append(("reference (1 thread, pure Python)", "-", _timed(_reference)))
+            configs.append((f"OCR NeuralCRF, {args.ocr_words} words, 1 epoch", name,
+                            lambda n=n_threads: _ocr_fit(*ocr, n)))
+    return configs
+
+
+def _rows(args):
+    """Median wall, CPU and wall / CPU of every configuration over ``--rounds`` interleaved rounds."""
+    configs = _configurations(args)
+    times = {i: [] for i in range(len(configs))}
+    for r in range(args.rounds):
+        for i in (range(len(configs)) if r % 2 == 0 else reversed(range(len(configs)))):
+            times[i].append(_timed(configs[i][2]))
+    rows = []
+    for i, (name, setting, _) in enumerate(configs):
+        wall, cpu = np.array(times[i]).T
+        rows.append((name, setting, np.median(wall), np.median(cpu), np.median(wall / cpu)))
     return rows
 
 
@@ -117,6 +133,7 @@ def main(argv=None):
     parser.add_argument("--load", type=int, default=os.cpu_count() or 1, help="busy-loop processes")
     parser.add_argument("--repeats", type=int, default=5, help="CRF fits per timing")
     parser.add_argument("--ocr-words", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
     args = parser.parse_args(argv)
     ctx = mp.get_context("spawn")
     load = [ctx.Process(target=_busy, daemon=True) for _ in range(args.load)]
@@ -133,11 +150,12 @@ def main(argv=None):
             p.terminate()
         for p in load:
             p.join()
-    ref = np.mean([w / c for name, _, (w, c) in rows if name.startswith("reference")])
+    ref = rows[0][4]
+    print(f"\nMedians over {args.rounds} interleaved rounds.")
     print("\n| workload | threads | wall s | CPU s | wall / CPU | relative to reference |")
     print("|---|---|---:|---:|---:|---:|")
-    for name, setting, (wall, cpu) in rows:
-        print(f"| {name} | {setting} | {wall:.2f} | {cpu:.2f} | {wall / cpu:.2f} | {wall / cpu / ref:.2f} |")
+    for name, setting, wall, cpu, ratio in rows:
+        print(f"| {name} | {setting} | {wall:.2f} | {cpu:.2f} | {ratio:.2f} | {ratio / ref:.2f} |")
 
 
 if __name__ == "__main__":
