@@ -16,7 +16,8 @@ they are this thread's CPU time (torch runs single-threaded, ``--threads 1``), w
 processes on a loaded machine disturb less than wall time; CUDA timings are wall times,
 synchronised before reading the clock. The grid loss is timed alone (forward and backward on
 the CNN's output) and as a whole SGD step; its TRW settings are ``NeuralCRF``'s training
-settings (warm start, undamped colour-class sweeps, a convergence test every sweep on CPU). CUDA rows are skipped (and say so) when no GPU is available.
+settings (warm start, undamped colour-class sweeps, a convergence test every sweep on CPU).
+CUDA rows are skipped (and say so) when no GPU is available.
 
 Usage::
 
