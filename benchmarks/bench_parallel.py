@@ -7,13 +7,13 @@ Usage::
     python benchmarks/bench_parallel.py fit ocr-large|ocr-small|chains [--tol T] [--max-iter N] [--alpha A]
                                                                       [--runs threads1,threads2,dask2]
 
-``simulate``: P = 1, 2, 4, ... partitions run one after the other on one thread (``n_jobs=1``), which
-gives the same iterates as P machines; reports the rounds (outer steps) to the certified relative gap
+``simulate``: P = 1, 2, 4, ... partitions of the CoCoA+ rounds of the Dask backend run one after the other
+on one thread (``backend="simulate", n_jobs=1``), which gives the iterates of P workers; reports the rounds (outer steps) to the certified relative gap
 ``tol``, the CPU seconds, the bytes a round ships per partition (``w`` out, the change back; the
 certificate rounds add ``w`` out and the terms back, pickled sizes) and the CPU seconds per node and round.
 
-``fit``: total fit time (the whole ``fit_idal`` call, setup included) to ``tol`` with 1 and 2 threads and
-with a 2-worker ``LocalCluster`` (processes, one thread each; the workers import crflearn and load the
+``fit``: total fit time (the whole ``fit_idal`` call, setup included) to ``tol`` with 1 and 2 threads
+(``backend="threads"``: one shared ``w``) and with a 2-worker ``LocalCluster`` (CoCoA+ rounds) (processes, one thread each; the workers import crflearn and load the
 compiled kernels before the clock starts). CPU seconds are the driver's plus, for dask, the workers'
 (``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
 with every row: the figures are only comparable on a quiet machine.
@@ -49,7 +49,7 @@ def load(name: str):
     elif name == "chains":
         from crflearn.datasets import make_chain_hmm
 
-        x, y = make_chain_hmm(n_sequences=3000, length=(10, 30), n_states=5, n_features=10, random_state=0)
+        x, y = make_chain_hmm(n_sequences=1000, length=(10, 30), n_states=5, n_features=10, random_state=0)
         k = 5
     else:
         raise SystemExit(f"unknown data set {name!r}")
@@ -96,7 +96,7 @@ def simulate(name: str, parts: list[int], tol: float, max_iter: int, alpha: floa
     for n_parts in parts:
         sizes = [len(p) for p in partition_examples(batch, n_parts, 0)]
         res, wall, cpu = _fit(batch, model, alpha=alpha, tol=tol, max_iter=max_iter, n_partitions=n_parts,
-                              n_jobs=1)
+                              n_jobs=1, backend="simulate")
         per = 1e6 * float(res.history["time"][-1]) / (res.n_iter * batch.n_nodes)
         print(f"| {n_parts} | {min(sizes)}-{max(sizes)} | {res.n_iter} | {res.converged} | "
               f"{_rel_gap(res):.2e} | {cpu:.1f} | {per:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)

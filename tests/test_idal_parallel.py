@@ -211,3 +211,20 @@ def test_estimator_runs_partitioned():
         ref = CRF(solver="idal", alpha=ALPHA, random_state=0, max_iter=300, tol=1e-6).fit(X, y)
     assert crf.predict(X)[0].shape == y[0].shape
     assert crf.history_["primal"][-1] == pytest.approx(ref.history_["primal"][-1], rel=3e-6)
+
+
+@pytest.mark.parametrize("backend", ["threads", "simulate"])
+def test_interrupt_returns_a_consistent_partitioned_state(backend):
+    batch, model = _mixed_batch(n_examples=9, seed=13)
+
+    def stop(info):
+        if info["iteration"] >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        res = fit_idal(batch, model, alpha=ALPHA, n_jobs=2, n_partitions=3, backend=backend, monitor_every=1,
+                       callback=stop, random_state=0)
+    assert res.interrupted and res.n_iter == 3
+    st = res.state
+    stats = model.joint_feature(batch) - model.expected_joint_feature(batch, st["mu_nodes"], st["mu_edges"])
+    np.testing.assert_allclose(res.w, stats / (ALPHA * batch.n_examples), rtol=1e-9, atol=1e-12)

@@ -249,6 +249,10 @@ class IdalPartition:
         eng = self._load(wu, wp)
         return eng.monitor_terms(), eng.repair_terms() if repair else None
 
+    def rebuild_zeta(self) -> None:
+        """``zeta = xi + rho A mu`` again (after an interrupted sweep)."""
+        self.engine.rebuild_zeta()
+
     def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(mu_n, mu_e, xi)`` of the partition."""
         st = self.engine.state
@@ -283,8 +287,10 @@ class ThreadPartitions:
         return self._map(lambda part: getattr(part, name)(*args), self.parts)
 
     def close(self) -> None:
+        """Wait for the running steps (after an interrupt) and run later calls on the calling thread."""
         if self.executor is not None:
             self.executor.shutdown(wait=True)
+            self.executor = None
 
 
 class _GlobalWeights:
@@ -445,6 +451,12 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
             _rounds(pool, glob, loop, record, (psi_star, spec["alpha"], batch.n_examples),
                     schedule=MonitorSchedule(monitor_every, loop.tol), adaptive=rho_schedule == "adaptive",
                     rho_bounds=initial_rho_range(spec["rho"]))
+        if loop.interrupted:  # an interrupted sweep may have left zeta (and a shared w) stale
+            if isinstance(pool, ThreadPartitions):
+                pool.close()
+            _call(pool, glob, "rebuild_zeta")
+            if opts.combine == "shared":
+                glob.set_parts(pool.call("contribution"))
         states = _call(pool, glob, "state")
     finally:
         pool.close()
