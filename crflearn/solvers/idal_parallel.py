@@ -19,9 +19,8 @@ clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to shar
   augmented Lagrangian, tight at ``d mu = 0``: a round that increases every local model increases the
   global objective at least as much, so the rounds ascend and converge linearly (Ma et al. 2015, Thm. 2;
   Smith et al. 2018, Thm. 8 and 10), at a rate that degrades with ``P`` when the partitions' features
-  are strongly correlated (``sigma' = 1``, i.e. adding without the scaling, diverges on OCR and chains:
-  docs/scaling.md). ``"simulate"`` runs these rounds on threads of this process, with the iterates a
-  cluster of ``P`` workers would compute.
+  are strongly correlated (docs/scaling.md). ``"simulate"`` runs these rounds on threads of this
+  process, with the iterates a cluster of ``P`` workers would compute.
 * ``backend="threads"`` (one ``w`` in shared memory, ``sigma' = 1``): the partitions' sweeps run at the
   same time on a thread pool (every Numba kernel releases the GIL) and update the one ``w`` in place, as
   in asynchronous parallel dual coordinate ascent (PASSCoDe, Hsieh et al. 2015): with a few threads the
@@ -136,7 +135,7 @@ def partition_examples(batch: GraphBatch, n_partitions: int, seed) -> list[np.nd
     The examples are dealt in a random order (``seed``; one partition keeps them all in order), then cut
     into consecutive runs of about equal clique counts, each non-empty. Random assignment keeps the
     partitions statistically alike: data sets are often sorted (OCR by word), and contiguous partitions
-    of a sorted set pull ``w`` in different directions (measured: 6x more rounds at P = 2 on OCR).
+    of a sorted set pull ``w`` in different directions, which slows the CoCoA+ rounds down.
     """
     n = batch.n_examples
     order = np.arange(n) if n_partitions == 1 else np.random.default_rng(seed).permutation(n)
@@ -295,7 +294,7 @@ class ThreadPartitions:
 
 class _GlobalWeights:
     """The driver's ``w`` (kernel layout) and each partition's part of it, and ``rho``: what
-    :class:`~crflearn.solvers.idal._Recorder` reads (``weights``, ``rho``)."""
+    :class:`~crflearn.solvers._idal_record.Recorder` reads (``weights``, ``rho``)."""
 
     def __init__(self, parts: list, rho: float, weights: IdalWeights | None = None):
         self.weights = weights if weights is not None else IdalWeights(np.zeros_like(parts[0][0]),
