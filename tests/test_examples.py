@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SCRIPTS = ["plot_synthetic_chain.py", "plot_networkx_graphs.py", "plot_snakes_grid.py", "plot_ocr_chain.py"]
+SCRIPTS = ["plot_synthetic_chain.py", "plot_networkx_graphs.py", "plot_snakes_grid.py", "plot_ocr_chain.py",
+           "plot_neural_ocr.py", "plot_neural_snakes.py"]
+#: examples that need torch (the ``neural`` extra)
+NEEDS_TORCH = {"plot_neural_ocr.py", "plot_neural_snakes.py"}
 
 
 @pytest.mark.slow
@@ -18,6 +21,8 @@ SCRIPTS = ["plot_synthetic_chain.py", "plot_networkx_graphs.py", "plot_snakes_gr
 def test_example_runs(script, tmp_path):
     if not (EXAMPLES / script).is_file():
         pytest.skip(f"{script} not present")
+    if script in NEEDS_TORCH:
+        pytest.importorskip("torch")
     env = dict(os.environ, CRFLEARN_EXAMPLES_OUT=str(tmp_path), CRFLEARN_EXAMPLES_QUICK="1", MPLBACKEND="Agg")
     proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True,
                           env=env, timeout=300, cwd=tmp_path)
