@@ -6,6 +6,7 @@ Usage::
                                                                            [--max-iter N] [--alpha A]
     python benchmarks/bench_parallel.py fit ocr-large|ocr-small|chains [--tol T] [--max-iter N] [--alpha A]
                                                                       [--runs threads1,threads2,dask2]
+    python benchmarks/bench_parallel.py order ocr-small|chains [--max-iter N]
 
 ``simulate``: P = 1, 2, 4, ... partitions of the CoCoA+ rounds of the Dask backend run one after the other
 on one thread (``backend="simulate", n_jobs=1``), which gives the iterates of P workers; reports the rounds (outer steps) to the certified relative gap
@@ -17,6 +18,10 @@ certificate rounds add ``w`` out and the terms back, pickled sizes) and the CPU 
 compiled kernels before the clock starts). CPU seconds are the driver's plus, for dask, the workers'
 (``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
 with every row: the figures are only comparable on a quiet machine.
+
+``order``: the serial solver with the examples of every epoch in a random order (its own), in two shuffled
+halves one after the other (what shared-``w`` partitions see when they do not run at the same time), and in
+a fixed order: rounds to ``tol``.
 
 Run with ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1``. Data: :func:`crflearn.datasets.load_ocr`
 (``$CRFLEARN_DATA`` or ``../shared/datasets``) and :func:`crflearn.datasets.make_chain_hmm`.
@@ -161,9 +166,39 @@ def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: l
               f"{cpu / wall:.2f} | {load0:.1f}/{os.getloadavg()[0]:.1f} |", flush=True)
 
 
+def sweep_order(name: str, tol: float, max_iter: int, alpha: float | None) -> None:
+    """The serial solver with the examples of an epoch visited in a random order (the solver's own), in two
+    halves each shuffled (what partitions run one after the other see) and in a fixed order: rounds to ``tol``."""
+    from crflearn._kernels import idal_engine
+    from crflearn._kernels.idal import clique_order
+
+    batch, model, a0 = load(name)
+    batch = batch.subset(np.random.default_rng(0).permutation(batch.n_examples))
+    original = idal_engine.IdalEngine._next_order
+
+    def ordered(mode):
+        def next_order(self):
+            n, half = len(self.offsets[0]) - 1, (len(self.offsets[0]) - 1) // 2
+            perm = (np.concatenate([self.rng.permutation(half), half + self.rng.permutation(n - half)])
+                    if mode == "halves" else np.arange(n))
+            clique_order(perm.astype(np.int64), self.rng.random(self.n_cliques), self.offsets[0], self.offsets[1],
+                         self.n_nodes, self.order)
+            return self.order
+        return original if mode == "random" else next_order
+
+    print("| epoch order | rounds | converged |\n|---|---|---|")
+    for mode in ("random", "halves", "fixed"):
+        idal_engine.IdalEngine._next_order = ordered(mode)
+        try:
+            res = _fit(batch, model, alpha=a0 if alpha is None else alpha, tol=tol, max_iter=max_iter)[0]
+        finally:
+            idal_engine.IdalEngine._next_order = original
+        print(f"| {mode} | {res.n_iter} | {res.converged} |", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["simulate", "fit"])
+    ap.add_argument("what", choices=["simulate", "fit", "order"])
     ap.add_argument("data", choices=["ocr-small", "ocr-large", "chains"])
     ap.add_argument("--parts", default="1,2,4,8,16,32,64")
     ap.add_argument("--tol", type=float, default=1e-3)
@@ -171,7 +206,9 @@ def main(argv=None) -> None:
     ap.add_argument("--alpha", type=float, default=None, help="default: 1/n (the estimator's default)")
     ap.add_argument("--runs", default="threads1,threads2,dask2")
     args = ap.parse_args(argv)
-    if args.what == "simulate":
+    if args.what == "order":
+        sweep_order(args.data, args.tol, args.max_iter, args.alpha)
+    elif args.what == "simulate":
         simulate(args.data, [int(p) for p in args.parts.split(",")], args.tol, args.max_iter, args.alpha)
     else:
         fit_times(args.data, args.tol, args.max_iter, args.alpha, args.runs.split(","))
