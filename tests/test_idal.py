@@ -342,3 +342,27 @@ def test_integer_sample_weights_equal_repeated_examples(kind, entropy, q):
     w_unit, primal_unit, _ = _engine_optimum(batch, model, alpha, entropy, sample_weight=np.ones(3))
     w_none, primal_none, _ = _engine_optimum(batch, model, alpha, entropy)
     np.testing.assert_allclose(w_unit, w_none, rtol=1e-6, atol=1e-8)
+
+
+def test_fit_idal_sample_weight_equals_repetition_and_checks_its_input():
+    batch, model = _random_batch("chain", n_examples=3)
+    weights = np.array([2.0, 1.0, 3.0])
+    repeated = batch.subset(np.repeat(np.arange(3), weights.astype(int)))
+    res = _fit(batch, model, alpha=0.4, sample_weight=weights, tol=1e-9)
+    ref = _fit(repeated, model, alpha=0.2, tol=1e-9)
+    assert res.converged and ref.converged
+    np.testing.assert_allclose(res.w, ref.w, rtol=1e-4, atol=1e-6)
+    h = res.history
+    assert np.all(h["dual"] <= h["primal"])
+    finite = np.isfinite(h["exact_primal"])  # exact CRF objective of the weighted problem, on chains
+    assert finite.any() and np.all(h["exact_primal"][finite] <= h["primal"][finite] + 1e-12)
+    np.testing.assert_array_equal(_fit(batch, model, sample_weight=np.ones(3), max_iter=5).w,
+                                  _fit(batch, model, max_iter=5).w)
+    with pytest.raises(ValueError, match="> 0"):
+        _fit(batch, model, sample_weight=np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="data-parallel"):
+        _fit(batch, model, sample_weight=weights, n_jobs=2)
+    with pytest.raises(ValueError, match="shape"):
+        _fit(batch, model, sample_weight=np.ones(2))
+    with pytest.raises(ValueError, match="sample_weight"):
+        _fit(batch, model, sample_weight=weights, warm_start=_fit(batch, model, max_iter=2).state)

@@ -30,9 +30,9 @@ class Recorder:
     anything with the current ``weights`` (kernel layout) and ``rho``, ``base_n`` the fixed node scores."""
 
     def __init__(self, engine, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, alpha: float,
-                 inner_epochs: int, base_n: np.ndarray):
+                 inner_epochs: int, base_n: np.ndarray, sample_weight: np.ndarray | None = None):
         self.engine, self.loop, self.model, self.batch, self.alpha = engine, loop, model, batch, alpha
-        self.base_n = base_n
+        self.base_n, self.sample_weight = base_n, sample_weight
         self.exact_ok = batch.is_forest()
         self.oracle0, self.it0 = loop.history.last_oracle_calls, loop.history.last_iteration
         self.calls_per_step = inner_epochs * batch.n_examples
@@ -44,13 +44,14 @@ class Recorder:
         extra["rho"] = engine.rho
         if self.exact_ok and (len(loop.history) + 1) % _EXACT_EVERY == 0:
             with loop.monitoring():
-                extra["exact_primal"] = exact_primal(self.model, self.batch, w, self.alpha, self.base_n)
+                extra["exact_primal"] = exact_primal(self.model, self.batch, w, self.alpha, self.base_n,
+                                                      self.sample_weight)
         return loop.record(it, primal=row["primal"], dual=row["dual"], gap=row["gap"], residual=row["residual"],
                            w=w, oracle_calls=self.oracle0 + (it - self.it0) * self.calls_per_step, **extra)
 
 
 def idal_result(weights, st, rho: float, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, kappa: float,
-            entropy: str) -> SolverResult:
+                entropy: str, sample_weight: np.ndarray | None = None) -> SolverResult:
     """The :class:`SolverResult` from the kernel-layout ``weights``, the state ``st`` (``mu_n``, ``mu_e``,
     ``xi``) and ``rho``."""
     hist = loop.finish()
@@ -58,6 +59,8 @@ def idal_result(weights, st, rho: float, loop: SolverLoop, model: PairwiseModel,
     state = {"mu_nodes": st.mu_n, "mu_edges": st.mu_e.reshape(batch.n_edges, model.n_states, model.n_states),
              "xi": st.xi, "w": w.copy(), "rho": float(rho), "kappa": float(kappa), "entropy": entropy,
              "history": hist}
+    if sample_weight is not None:  # a warm start must use the same weights (check_warm_weights)
+        state["sample_weight"] = sample_weight.copy()
     info = {"inference": f"none (local polytope, {entropy} surrogate)", "rho": float(rho),
             "kappa": float(kappa), "entropy": entropy}
     return SolverResult(w=w, n_iter=loop.n_iter, state=state, history=hist, converged=loop.converged,

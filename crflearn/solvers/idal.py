@@ -47,8 +47,8 @@ import numpy as np
 from .._kernels.idal_engine import MonitorSchedule, drive, initial_rho_range
 from .._validation import check_positive
 from ..graphs import GraphBatch
-from ..models import PairwiseModel
-from ._base import SolverResult, check_common
+from ..models import PairwiseModel, hamming_loss_vectors
+from ._base import SolverResult, check_common, check_sample_weight, check_warm_weights
 from ._history import relative_gap
 from ._idal_record import Recorder, idal_result, new_history
 from ._idal_setup import (ENTROPIES, OTRW_FRACTION, build_engine, check_idal_options, check_warm_start,
@@ -65,7 +65,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
              callback=None, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
              entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
              monitor_every="auto", rho_schedule: str = "adaptive", n_jobs: int | None = None,
-             n_partitions: int | None = None, backend: str = "threads",
+             n_partitions: int | None = None, backend: str = "threads", sample_weight=None,
              check_input: bool = True) -> SolverResult:
     """Train a pairwise CRF with IDAL (dual augmented Lagrangian over the local polytope).
 
@@ -128,6 +128,11 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         Example partitions (:mod:`~crflearn.solvers.idal_parallel`); None: ``n_jobs`` or one per Dask worker.
     backend : {"threads", "dask", "simulate"}, default="threads"
         Threads sharing ``w``; the current ``dask.distributed`` client; its rounds on threads (docs/scaling.md).
+    sample_weight : array-like of shape (n_examples,), optional
+        Positive weight ``s_i`` of every example: the objective becomes ``alpha/2 ||w||^2 + 1/n sum_i s_i
+        loss_i(w)`` (integer weights equal repeating examples). IDAL needs every weight > 0 (an example of
+        weight 0 has no entropy to keep its block updates strictly concave: drop it instead) and, for now,
+        the serial solver (one partition).
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 
@@ -151,10 +156,13 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     par = check_parallel_options(n_jobs, n_partitions, backend, batch.n_examples)
     warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
                                                             model.n_states)
+    sample_weight = _check_idal_weights(sample_weight, batch.n_examples, par.serial, warm_start)
     if warm is not None and rho is None and "rho" in warm_start:
         rho = check_positive(warm_start["rho"], "warm_start['rho']")
     spec = dict(alpha=alpha, kappa=kappa, rho=default_rho(batch, model, alpha, kappa) if rho is None else rho,
                 entropy=entropy, loss_augmented=bool(loss_augmented), inner_epochs=inner_epochs, sampling=sampling)
+    if sample_weight is not None:
+        spec["sample_weight"] = sample_weight
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
                       history=new_history(batch, warm_start))
     run = _fit_serial if par.serial else partial(fit_partitioned, opts=par)
@@ -166,9 +174,12 @@ def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
                 loop: SolverLoop, monitor_every, rho_schedule: str) -> SolverResult:
     """The serial solver: one engine on the whole batch (``spec``: keywords of ``build_engine``)."""
     engine = build_engine(batch, model, warm=warm, rng=np.random.default_rng(random_state), **spec)
+    weights = spec.get("sample_weight")
+    k = model.n_states
+    base_n = hamming_loss_vectors(batch, k) if spec["loss_augmented"] else np.zeros((batch.n_nodes, k))
     with loop:
         drive(engine, loop.iterations(), Recorder(engine, loop, model, batch, spec["alpha"], spec["inner_epochs"],
-                                                  engine.graph.base_n),
+                                                  base_n, sample_weight=weights),
               schedule=MonitorSchedule(monitor_every, loop.tol), is_last=lambda it: loop.is_last,
               rel_gap=lambda row: relative_gap(row["gap"], row["primal"]),
               adaptive=rho_schedule == "adaptive", rho_bounds=initial_rho_range(spec["rho"]),
@@ -176,4 +187,22 @@ def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
     if loop.interrupted:  # the interrupted sweep may have left zeta stale
         engine.rebuild_zeta()
     return idal_result(engine.weights, engine.state, engine.rho, loop, model, batch, spec["kappa"],
-                       spec["entropy"])
+                       spec["entropy"], sample_weight=weights)
+
+
+def _check_idal_weights(sample_weight, n_examples: int, serial: bool, warm_start) -> np.ndarray | None:
+    """``sample_weight`` checked for IDAL (see :func:`fit_idal`)."""
+    weights = check_sample_weight(sample_weight, n_examples)
+    if weights is not None and np.all(weights == 1.0):
+        weights = None  # the unweighted objective exactly (and its code path)
+    if weights is None:
+        check_warm_weights(warm_start, None)
+        return None
+    if np.any(weights == 0):
+        raise ValueError(f"solver 'idal' needs every sample_weight > 0; {int(np.sum(weights == 0))} example(s) have "
+                         "weight 0: remove them from the training set instead")
+    if not serial:
+        raise ValueError("sample_weight is not supported by the data-parallel IDAL solver yet: use n_jobs=None, "
+                         "n_partitions=None and backend='threads'")
+    check_warm_weights(warm_start, weights)
+    return weights
