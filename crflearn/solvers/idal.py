@@ -120,7 +120,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     rho_schedule : {"adaptive", "fixed"}, default="adaptive"
         ``"adaptive"``: residual balancing at each certificate (after 10 warm-up steps): ``rho`` is
         doubled when the part of the certified gap due to the agreement violation exceeds 16x the
-        augmented-Lagrangian gap, halved in the opposite case, within ``[rho0 / 4, 4 rho0]``
+        augmented-Lagrangian gap, halved in the opposite case, within ``[rho0 / 16, 16 rho0]``
         (``zeta`` is then rebuilt; the saddle point does not depend on ``rho``). ``"fixed"`` keeps ``rho``.
     n_jobs : int or None, default=None
         Threads running the partitions (None: 1, -1: all cores).
