@@ -217,10 +217,16 @@ def test_tuple_and_enum_labels_fit_predict_save_load(kind):
 
 
 # -- staples wiring ---------------------------------------------------------------------------
-def test_sample_weight_validation_and_routing():
+def test_sample_weight_validation_and_routing(monkeypatch):
+    from dataclasses import replace
+
+    from crflearn.solvers import SOLVERS
+
     X, y = _numeric()
-    with pytest.raises(ValueError, match=r"does not support sample_weight.*lbfgs"):
-        CRF(solver="idal", max_iter=2).fit(X, y, sample_weight=np.ones(len(X)))
+    monkeypatch.setitem(SOLVERS, "bcfw", replace(SOLVERS["bcfw"], sample_weight=False))
+    with pytest.raises(ValueError, match=r"solver='bcfw' does not support sample_weight.*lbfgs"):
+        CRF(solver="bcfw", max_iter=2).fit(X, y, sample_weight=np.ones(len(X)))
+    monkeypatch.undo()
     for bad, match in [(np.ones(3), "shape"), (-np.ones(len(X)), ">= 0"), (np.zeros(len(X)), "all zero"),
                        (np.full(len(X), np.nan), "finite")]:
         with pytest.raises(ValueError, match=match):
@@ -232,6 +238,20 @@ def test_sample_weight_validation_and_routing():
     weighted = CRF(solver="lbfgs", alpha=0.1, max_iter=300, tol=1e-10).fit(X, y, sample_weight=w * len(X) / w.sum())
     repeated = CRF(solver="lbfgs", alpha=0.1, max_iter=300, tol=1e-10).fit(rep_X, rep_y)
     np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["idal", "bcfw", "subgradient", "cutting_plane", "lbfgs"])
+def test_sample_weight_reaches_every_solver_that_takes_it(solver):
+    from crflearn.solvers import get_solver_spec
+
+    if not get_solver_spec(solver).sample_weight:
+        pytest.skip(f"{solver} does not take sample_weight")
+    X, y = _numeric()
+    fit = dict(solver=solver, max_iter=3, random_state=0)
+    plain = CRF(**fit).fit(X, y).coef_
+    np.testing.assert_allclose(CRF(**fit).fit(X, y, sample_weight=np.ones(len(X))).coef_, plain, atol=1e-10)
+    skewed = CRF(**fit).fit(X, y, sample_weight=np.linspace(0.2, 3.0, len(X))).coef_
+    assert not np.allclose(skewed, plain)
 
 
 @pytest.mark.parametrize("solver", ["bcfw", "lbfgs"])
