@@ -3,6 +3,7 @@ features, any hashable label type, mismatched label types in score()."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import warnings
 
@@ -123,12 +124,24 @@ def _perm(crf, ref, mapping):
     return np.concatenate([unary, pair])
 
 
-def test_object_labels_cannot_be_saved(chain_data, tmp_path):
+@dataclasses.dataclass(frozen=True, order=True)
+class _Opaque:
+    """A hashable, ordered label type that has no pickle-free file form."""
+
+    name: str
+
+
+def test_enum_labels_round_trip_and_opaque_labels_cannot_be_saved(chain_data, tmp_path):
     X, y = chain_data
     crf = CRF(**FAST).fit(X, [[Tag.NOUN if v else Tag.VERB for v in lab] for lab in y])
-    with pytest.raises(TypeError, match="Enum"):
-        crf.save(tmp_path / "m.npz")
-    assert not list(tmp_path.iterdir())
+    crf.save(tmp_path / "enum.npz")
+    loaded = CRF.load(tmp_path / "enum.npz")
+    assert list(loaded.classes_) == list(crf.classes_)
+    assert all(list(a) == list(b) for a, b in zip(loaded.predict(X), crf.predict(X)))
+    opaque = CRF(**FAST).fit(X, [[_Opaque("n") if v else _Opaque("v") for v in lab] for lab in y])
+    with pytest.raises(TypeError, match="cannot be saved without pickle"):
+        opaque.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists() and len(list(tmp_path.iterdir())) == 1
 
 
 def test_score_with_labels_of_another_type_raises(chain_data):
