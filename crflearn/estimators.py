@@ -160,8 +160,9 @@ def _seed(random_state) -> int | None:
 
 
 def _check_sample_weight(sample_weight, n_examples: int, spec) -> np.ndarray | None:
-    """``sample_weight`` as float64 ``(n_examples,)`` (finite, >= 0, not all 0), or None."""
+    """``sample_weight`` checked (:func:`~crflearn.solvers._base.check_sample_weight`) for a solver that takes it."""
     from .solvers import SOLVERS
+    from .solvers._base import check_sample_weight
 
     if sample_weight is None:
         return None
@@ -169,17 +170,9 @@ def _check_sample_weight(sample_weight, n_examples: int, spec) -> np.ndarray | N
         takers = [s.name for s in SOLVERS.values() if s.sample_weight]
         raise ValueError(f"solver={spec.name!r} does not support sample_weight; the solvers that do are {takers}")
     try:
-        weights = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError):
+        return check_sample_weight(sample_weight, n_examples)
+    except TypeError:
         raise TypeError(f"sample_weight must be an array of numbers, got {sample_weight!r:.80}") from None
-    if weights.shape != (n_examples,):
-        raise ValueError(f"sample_weight must have shape ({n_examples},) (one weight per example), got "
-                         f"{weights.shape}")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise ValueError("sample_weight must be finite and >= 0")
-    if not np.any(weights > 0):
-        raise ValueError("sample_weight is all zero: at least one example must have a positive weight")
-    return np.ascontiguousarray(weights)
 
 
 class _MaskedModel(PairwiseModel):

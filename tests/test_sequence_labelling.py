@@ -227,7 +227,7 @@ def test_sample_weight_validation_and_routing(monkeypatch):
     with pytest.raises(ValueError, match=r"solver='bcfw' does not support sample_weight.*lbfgs"):
         CRF(solver="bcfw", max_iter=2).fit(X, y, sample_weight=np.ones(len(X)))
     monkeypatch.undo()
-    for bad, match in [(np.ones(3), "shape"), (-np.ones(len(X)), ">= 0"), (np.zeros(len(X)), "all zero"),
+    for bad, match in [(np.ones(3), "shape"), (-np.ones(len(X)), ">= 0"), (np.zeros(len(X)), "0 for every example"),
                        (np.full(len(X), np.nan), "finite")]:
         with pytest.raises(ValueError, match=match):
             CRF(solver="lbfgs").fit(X, y, sample_weight=bad)
