@@ -236,8 +236,10 @@ class CRF(BaseEstimator):
     solver : {"idal", "bcfw", "subgradient", "cutting_plane", "lbfgs"}, default="idal"
         Learning algorithm (see :mod:`crflearn.solvers`; the registry
         ``crflearn.solvers.SOLVERS`` says what each minimises and takes).
-    max_iter : int, default=100
-        Maximum number of iterations (epochs or outer steps) of the solver.
+    max_iter : int, default=300
+        Maximum number of iterations (epochs or outer steps) of the solver. The default lets the
+        default IDAL fits of OCR (168 outer steps to a certified 1e-3) and snakes (204) converge
+        (``docs/benchmarks.md`` section 0.6).
     tol : float, default=1e-3
         Stop when the relative duality gap (and the constraint residual, for
         IDAL) fall below ``tol``. A ``ConvergenceWarning`` is issued otherwise.
@@ -419,7 +421,7 @@ class CRF(BaseEstimator):
     [(5,), (5,)]
     """
 
-    def __init__(self, alpha: float | str = "auto", *, solver: str = "idal", max_iter: int = 100,
+    def __init__(self, alpha: float | str = "auto", *, solver: str = "idal", max_iter: int = 300,
                  tol: float = 1e-3, l1_ratio: float = 0.0, kappa: float = 1.0, rho: float | None = None, inner_epochs: int = 1,
                  entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
                  fit_intercept: bool = True, allowed_transitions=None, start_end_transitions: bool = False,
