@@ -46,8 +46,7 @@ def chain_edges(n_nodes: int) -> np.ndarray:
         ``edges[i] = (i, i + 1)``.
     """
     n = check_int(n_nodes, "n_nodes")
-    idx = np.arange(n - 1, dtype=np.int64)
-    return np.ascontiguousarray(np.stack([idx, idx + 1], axis=1))
+    return np.arange(n - 1, dtype=np.int64)[:, None] + np.array([0, 1], dtype=np.int64)
 
 
 def grid_edges(height: int, width: int, connectivity: int = 4) -> np.ndarray:

@@ -183,13 +183,18 @@ class PairwiseModel:
         """
         if form not in ("auto", "csr", "dense"):
             raise ValueError(f"form must be 'auto', 'csr' or 'dense', got {form!r}")
-        x = self.design(batch)
+        raw = batch.node_features
         if form == "auto":
-            use_csr = sp.issparse(x) or (x.size > 0 and np.count_nonzero(x) <= CSR_DENSITY * x.size)
+            size = raw.shape[0] * self.n_inputs
+            nnz = (raw.nnz if sp.issparse(raw) else np.count_nonzero(raw)) + raw.shape[0] * self.fit_intercept
+            use_csr = sp.issparse(raw) or (size > 0 and nnz <= CSR_DENSITY * size)
         else:
             use_csr = form == "csr"
-        if use_csr:
-            mat = sp.csr_matrix(x, dtype=np.float64, copy=True)
+        if use_csr and not sp.issparse(raw):
+            dense = np.zeros((0, 1))
+            indptr, indices, data, sq = self._dense_to_csr(raw)
+        elif use_csr:
+            mat = sp.csr_matrix(self.design(batch), dtype=np.float64, copy=True)
             mat.eliminate_zeros()
             mat.sort_indices()
             dense = np.zeros((0, 1))
@@ -198,6 +203,7 @@ class PairwiseModel:
             data = np.ascontiguousarray(mat.data, dtype=np.float64)
             sq = np.asarray(mat.multiply(mat).sum(axis=1), dtype=np.float64).ravel()
         else:
+            x = self.design(batch)
             dense = np.ascontiguousarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
             indptr, indices, data = np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0)
             sq = np.einsum("ij,ij->i", dense, dense)
@@ -208,6 +214,27 @@ class PairwiseModel:
             ef = np.ascontiguousarray(batch.edge_features, dtype=np.float64).reshape(batch.n_edges, -1)
         return FeatureView(dense, indptr, indices, data, bool(use_csr), np.ascontiguousarray(sq), ef,
                            np.einsum("ij,ij->i", ef, ef), shared)
+
+    def _dense_to_csr(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(indptr, indices, data, sq_norms)`` of the design of dense features ``x``, zeros dropped and
+        indices sorted, built directly (no COO, no copy with the ones column)."""
+        x = np.asarray(x, dtype=np.float64)
+        mask = x != 0
+        counts = np.count_nonzero(mask, axis=1) + int(self.fit_intercept)
+        indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        cols = np.nonzero(mask)[1].astype(np.int64, copy=False)
+        values = x[mask]
+        del mask
+        if not self.fit_intercept:
+            return indptr, cols, values, _row_sq_norms(indptr, values)
+        is_feature = np.ones(indptr[-1], dtype=bool)
+        is_feature[indptr[1:] - 1] = False  # the intercept closes every row
+        indices = np.full(indptr[-1], self.n_features, dtype=np.int64)
+        indices[is_feature] = cols
+        data = np.ones(indptr[-1])
+        data[is_feature] = values
+        return indptr, indices, data, _row_sq_norms(indptr, data)
 
     def check_batch(self, batch: GraphBatch) -> None:
         """Raise ``ValueError`` if ``batch`` does not fit this model."""
@@ -325,6 +352,15 @@ class PairwiseModel:
             np.add.at(edge_sum, ex, edge_scores)
             out = out + edge_sum
         return out
+
+
+def _row_sq_norms(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Squared row norms of a CSR matrix, summed as scipy's ``mat.multiply(mat).sum(axis=1)``."""
+    sq = np.zeros(len(indptr) - 1)
+    rows = np.flatnonzero(np.diff(indptr))
+    if len(rows):
+        sq[rows] = np.add.reduceat(data * data, indptr[rows])
+    return sq
 
 
 def hamming_loss_vectors(batch: GraphBatch, n_states: int, labels: np.ndarray | None = None) -> np.ndarray:

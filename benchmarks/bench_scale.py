@@ -1,0 +1,148 @@
+"""Peak memory and setup time per node of serial IDAL on a synthetic chain set (issue 11, items 5-6).
+
+Usage::
+
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
+        python benchmarks/bench_scale.py [--sizes 100000 300000 1000000] [--profile N]
+
+Each size runs in a fresh subprocess: chains of 8-10 nodes, K = 26 states, p = 16 features with
+about 4 non-zeros per node (dense numpy arrays, so ``feature_view`` converts dense -> CSR), labels
+correlated with the features. The child reports
+
+* ``setup MB``: ``ru_maxrss`` after ``build_engine`` minus the baseline;
+* ``peak MB``: ``ru_maxrss`` after ``fit_idal`` minus ``ru_maxrss`` after imports and data creation;
+* ``B/node``: that difference over the total number of nodes;
+* the wall seconds of ``make_batch``, of ``build_engine`` (timed on its own, its engine then freed),
+  and per epoch (``history["time"]`` of ``fit_idal(max_iter=3, tol=0)``: solver time, monitoring
+  excluded).
+
+``--setup-only N ...`` skips the fit at those sizes (``B/node`` then from the setup peak).
+``--profile N`` instead runs cProfile on ``default_rho`` + ``build_engine`` at N nodes and prints
+the top 10 functions by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+K, P = 26, 16
+
+
+def make_chains(n_nodes: int, seed: int = 0):
+    """About ``n_nodes`` nodes as chains of 8-10 nodes: a list of (n, P) arrays and label arrays."""
+    rng = np.random.default_rng(seed)
+    lengths = []
+    total = 0
+    while total < n_nodes:
+        n = int(rng.integers(8, 11))
+        lengths.append(n)
+        total += n
+    x_all = rng.standard_normal((total, P))
+    x_all[rng.random((total, P)) >= 0.25] = 0.0  # ~4 of 16 features non-zero
+    proj = rng.standard_normal((P, K))
+    y_all = np.argmax(x_all @ proj + rng.gumbel(size=(total, K)), axis=1)
+    cuts = np.cumsum(lengths)[:-1]
+    return list(np.split(x_all, cuts)), list(np.split(y_all, cuts))
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+
+
+def child(n_nodes: int, fit: bool = True) -> dict:
+    """One measurement in this (fresh) process."""
+    from crflearn.graphs import make_batch
+    from crflearn.models import PairwiseModel
+    from crflearn.solvers._idal_setup import build_engine
+    from crflearn.solvers.idal import default_rho, fit_idal
+
+    X, y = make_chains(n_nodes)
+    base = _maxrss_mb()
+    t0 = time.perf_counter()
+    batch, _ = make_batch(X, y)
+    t_batch = time.perf_counter() - t0
+    del X, y
+    model = PairwiseModel(K, P, fit_intercept=True)
+    alpha = 1e-3
+    t0 = time.perf_counter()
+    rho = default_rho(batch, model, alpha)
+    t_rho = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    engine = build_engine(batch, model, alpha=alpha, kappa=1.0, rho=rho, entropy="gini", loss_augmented=False,
+                          warm=None, rng=np.random.default_rng(0), inner_epochs=1, sampling="uniform")
+    t_setup = time.perf_counter() - t0
+    setup_peak = _maxrss_mb() - base
+    del engine
+    gc.collect()
+    if not fit:
+        return dict(n_nodes=int(batch.n_nodes), setup_peak_mb=setup_peak, peak_mb=np.nan,
+                    bytes_per_node=setup_peak * 2 ** 20 / batch.n_nodes, make_batch_s=t_batch,
+                    default_rho_s=t_rho, setup_s=t_setup, epoch_s=np.nan, fit_s=np.nan, w_norm=np.nan)
+    t0 = time.perf_counter()
+    res = fit_idal(batch, model, alpha=alpha, max_iter=3, tol=0, random_state=0)
+    t_fit = time.perf_counter() - t0
+    peak = _maxrss_mb() - base
+    times = np.diff(np.concatenate([[0.0], np.asarray(res.history["time"], dtype=float)]))
+    return dict(n_nodes=int(batch.n_nodes), setup_peak_mb=setup_peak, peak_mb=peak, bytes_per_node=peak * 2 ** 20 / batch.n_nodes,
+                make_batch_s=t_batch, default_rho_s=t_rho, setup_s=t_setup, epoch_s=float(np.median(times)),
+                fit_s=t_fit, w_norm=float(np.linalg.norm(res.w)))
+
+
+def profile(n_nodes: int) -> None:
+    import cProfile
+    import pstats
+
+    from crflearn.graphs import make_batch
+    from crflearn.models import PairwiseModel
+    from crflearn.solvers._idal_setup import build_engine
+    from crflearn.solvers.idal import default_rho
+
+    X, y = make_chains(n_nodes)
+    batch, _ = make_batch(X, y)
+    model = PairwiseModel(K, P, fit_intercept=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    rho = default_rho(batch, model, 1e-3)
+    build_engine(batch, model, alpha=1e-3, kappa=1.0, rho=rho, entropy="gini", loss_augmented=False,
+                 warm=None, rng=np.random.default_rng(0), inner_epochs=1, sampling="uniform")
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=int, default=None)
+    parser.add_argument("--setup-only", type=int, nargs="*", default=[],
+                        help="sizes measured without the fit (B/node then from the setup peak)")
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, fit=args.child not in args.setup_only)))
+        return
+    if args.profile is not None:
+        profile(args.profile)
+        return
+    print(f"{'nodes':>9} {'setup MB':>8} {'peak MB':>8} {'B/node':>7} {'make_batch s':>12} {'default_rho s':>13} "
+          f"{'setup s':>8} {'epoch s':>8} {'fit s':>7}")
+    for n in args.sizes:
+        cmd = [sys.executable, __file__, "--child", str(n)]
+        if n in args.setup_only:
+            cmd += ["--setup-only", str(n)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['n_nodes']:>9} {r['setup_peak_mb']:>8.0f} {r['peak_mb']:>8.0f} {r['bytes_per_node']:>7.0f} {r['make_batch_s']:>12.2f} "
+              f"{r['default_rho_s']:>13.2f} {r['setup_s']:>8.2f} {r['epoch_s']:>8.2f} {r['fit_s']:>7.2f}"
+              f"   (|w| = {r['w_norm']:.17g})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
