@@ -118,10 +118,9 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         the lower bound while the augmented-Lagrangian gap exceeds ``10 tol`` (relative): such rows
         record the best earlier lower bound (still valid) and NaN ``repair``.
     rho_schedule : {"adaptive", "fixed"}, default="adaptive"
-        ``"adaptive"``: residual balancing at each certificate (after 10 warm-up steps): ``rho`` is
-        doubled when the part of the certified gap due to the agreement violation exceeds 16x the
-        augmented-Lagrangian gap, halved in the opposite case, within ``[rho0 / 16, 16 rho0]``
-        (``zeta`` is then rebuilt; the saddle point does not depend on ``rho``). ``"fixed"`` keeps ``rho``.
+        ``"adaptive"``: at each certificate after 10 warm-up steps, ``rho`` doubles when the part of the certified
+        gap due to the agreement violation exceeds 16x the augmented-Lagrangian gap, halves in the opposite case,
+        within ``[rho0 / 16, 16 rho0]`` (the saddle point does not depend on ``rho``). ``"fixed"`` keeps it.
     n_jobs : int or None, default=None
         Threads running the partitions (None: 1, -1: all cores).
     n_partitions : int or None, default=None
@@ -129,26 +128,21 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     backend : {"threads", "dask", "simulate"}, default="threads"
         Threads sharing ``w``; the current ``dask.distributed`` client; its rounds on threads (docs/scaling.md).
     sample_weight : array-like of shape (n_examples,), optional
-        Positive weight ``s_i`` of every example: the objective becomes ``alpha/2 ||w||^2 + 1/n sum_i s_i
-        loss_i(w)`` (integer weights equal repeating examples). IDAL needs every weight > 0 (an example of
-        weight 0 has no entropy to keep its block updates strictly concave: drop it instead) and, for now,
-        the serial solver (one partition).
+        Weights ``s_i`` of ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)``: all > 0, serial solver only.
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 
     Returns
     -------
     SolverResult
-        ``w`` (flat, :class:`~crflearn.models.PairwiseModel` layout), ``state`` with
-        ``mu_nodes`` (N, K), ``mu_edges`` (E, K, K), ``xi`` (E, 2, K), ``w``, ``rho``,
-        ``kappa``, ``entropy`` and ``history`` (columns: see the module docstring).
-        ``oracle_calls`` counts sweeps times ``n_examples`` (no inference oracle is called).
+        ``w`` (:class:`~crflearn.models.PairwiseModel` layout), ``state`` (``mu_nodes`` (N, K), ``mu_edges``
+        (E, K, K), ``xi`` (E, 2, K), ``w``, ``rho``, ``kappa``, ``entropy``, ``history``: see the module
+        docstring); ``oracle_calls`` counts sweeps times ``n_examples`` (no inference oracle is called).
 
     Raises
     ------
     ValueError, TypeError
-        On invalid arguments, before any compute.
-    """
+        On invalid arguments, before any compute."""
     alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
                                                  check_input)
     kappa, rho, inner_epochs, monitor_every = check_idal_options(
@@ -156,13 +150,11 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     par = check_parallel_options(n_jobs, n_partitions, backend, batch.n_examples)
     warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
                                                             model.n_states)
-    sample_weight = _check_idal_weights(sample_weight, batch.n_examples, par.serial, warm_start)
     if warm is not None and rho is None and "rho" in warm_start:
         rho = check_positive(warm_start["rho"], "warm_start['rho']")
     spec = dict(alpha=alpha, kappa=kappa, rho=default_rho(batch, model, alpha, kappa) if rho is None else rho,
-                entropy=entropy, loss_augmented=bool(loss_augmented), inner_epochs=inner_epochs, sampling=sampling)
-    if sample_weight is not None:
-        spec["sample_weight"] = sample_weight
+                entropy=entropy, loss_augmented=bool(loss_augmented), inner_epochs=inner_epochs, sampling=sampling,
+                **_check_idal_weights(sample_weight, batch.n_examples, par.serial, warm_start))
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
                       history=new_history(batch, warm_start))
     run = _fit_serial if par.serial else partial(fit_partitioned, opts=par)
@@ -190,14 +182,18 @@ def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
                        spec["entropy"], sample_weight=weights)
 
 
-def _check_idal_weights(sample_weight, n_examples: int, serial: bool, warm_start) -> np.ndarray | None:
-    """``sample_weight`` checked for IDAL (see :func:`fit_idal`)."""
+def _check_idal_weights(sample_weight, n_examples: int, serial: bool, warm_start) -> dict:
+    """``{"sample_weight": s}`` for :func:`build_engine`, or ``{}`` for unit weights (the unweighted path exactly).
+
+    Every weight must be > 0 (an example of weight 0 has no entropy left to keep its block updates
+    strictly concave: drop it instead) and the solver serial (the partitions do not take weights yet).
+    """
     weights = check_sample_weight(sample_weight, n_examples)
     if weights is not None and np.all(weights == 1.0):
-        weights = None  # the unweighted objective exactly (and its code path)
+        weights = None
     if weights is None:
         check_warm_weights(warm_start, None)
-        return None
+        return {}
     if np.any(weights == 0):
         raise ValueError(f"solver 'idal' needs every sample_weight > 0; {int(np.sum(weights == 0))} example(s) have "
                          "weight 0: remove them from the training set instead")
@@ -205,4 +201,4 @@ def _check_idal_weights(sample_weight, n_examples: int, serial: bool, warm_start
         raise ValueError("sample_weight is not supported by the data-parallel IDAL solver yet: use n_jobs=None, "
                          "n_partitions=None and backend='threads'")
     check_warm_weights(warm_start, weights)
-    return weights
+    return {"sample_weight": weights}
