@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
-from crflearn.datasets import load_ocr  # noqa: E402
+from crflearn.datasets import OCR_LETTERS, load_ocr  # noqa: E402
 from crflearn.neural import NeuralCRF  # noqa: E402
 from crflearn.neural.symmetry import FlipSharedConv2d, count_parameters  # noqa: E402
 
@@ -41,7 +41,7 @@ except FileNotFoundError as exc:
     sys.exit(0)
 if QUICK:
     X_train, y_train, X_test, y_test = X_train[:200], y_train[:200], X_test[:100], y_test[:100]
-letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+letters = np.array(list(OCR_LETTERS))
 
 models = {}
 for name, symmetry in (("plain CNN", None), ("flip-shared CNN", "flip")):

@@ -9,6 +9,19 @@ import numpy as np
 import pytest
 
 
+def run_in_threads(fn, n: int = 2) -> list:
+    """``[fn(0), ..., fn(n - 1)]`` computed in ``n`` threads started together."""
+    import threading
+
+    results = [None] * n
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, fn(i))) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def make_chains(n_sequences: int = 8, length=(4, 7), n_states: int = 3, n_features: int = 4,
                 noise: float = 0.6, seed: int = 0):
     """Sticky-HMM chains with Gaussian node features (class means plus noise).

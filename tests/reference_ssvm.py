@@ -205,3 +205,16 @@ def ssvm_reference(batch, model, alpha, sample_weight=None):
     assert res.status in (0, 8), res.message
     assert np.max(b - A @ res.x) <= 1e-8
     return float(res.fun), res.x[:d]
+
+
+def fit_quietly(name, batch, model, *, alpha, random_state=0, **kw):
+    """``get_solver(name)(batch, model, ...)`` with its ConvergenceWarning silenced."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from crflearn.solvers import get_solver
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return get_solver(name)(batch, model, alpha=alpha, random_state=random_state, **kw)

@@ -14,6 +14,7 @@ from crflearn.graphs import grid_edges, make_batch
 from crflearn.models import PairwiseModel
 from crflearn.solvers import COLUMNS, get_solver
 from crflearn.solvers.lbfgs import crf_objective
+from reference_ssvm import fit_quietly
 from reference_ssvm import chain_problem as _chain_problem
 from reference_ssvm import labelings as _labelings
 from reference_ssvm import reference_bcfw, reference_subgradient
@@ -39,11 +40,7 @@ def chain_edge_features():
 
 
 def _fit(name, batch, model, **kw):
-    kw.setdefault("alpha", ALPHA)
-    kw.setdefault("random_state", 0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return get_solver(name)(batch, model, **kw)
+    return fit_quietly(name, batch, model, **{"alpha": ALPHA, **kw})
 
 
 def _check_certified(result, p_star, w_star, alpha=ALPHA):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
 import pytest
+from conftest import run_in_threads
 
 torch = pytest.importorskip("torch")
 
@@ -114,12 +114,7 @@ def test_fits_in_threads_equal_serial_fits_and_leave_global_rng_alone():
     torch.manual_seed(5)
     expected = torch.rand(2)
     torch.manual_seed(5)
-    results = [None, None]
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, fit(i))) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_in_threads(fit)
     assert torch.equal(torch.rand(2), expected)
     for a, b in zip(serial, results):
         for (ka, va), (kb, vb) in zip(a.net_.state_dict().items(), b.net_.state_dict().items()):

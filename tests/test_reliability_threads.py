@@ -7,11 +7,11 @@ NeuralCRF fits in threads are checked in ``tests/test_neural_graph_estimator.py`
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
 import pytest
+from conftest import run_in_threads
 from threadpoolctl import threadpool_info
 
 from crflearn import CRF
@@ -30,12 +30,7 @@ def test_crf_fits_in_threads_equal_serial_fits(solver):
     serial = [fit(s) for s in (0, 1)]
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    results = [None, None]
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, fit(i))) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_in_threads(fit)
     for got, want in zip(results, serial):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.random.get_state()[1], before)

@@ -7,16 +7,14 @@ the optimum, L1 gives exact zeros at scipy's optimum, marginalised likelihoods m
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize
 from scipy.special import logsumexp
-from sklearn.exceptions import ConvergenceWarning
 
-from crflearn.solvers import get_solver
 from crflearn.solvers.lbfgs import _data_term, crf_objective
+from reference_ssvm import fit_quietly
 from reference_ssvm import chain_problem, labelings, ssvm_reference
 
 ALPHA = 0.1
@@ -26,11 +24,7 @@ REPEATED = [0, 0, 1, 3, 4]
 
 
 def _fit(name, batch, model, **kw):
-    kw.setdefault("alpha", ALPHA)
-    kw.setdefault("random_state", 0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return get_solver(name)(batch, model, **kw)
+    return fit_quietly(name, batch, model, **{"alpha": ALPHA, **kw})
 
 
 def _table(batch, model, loss_augmented=False):
