@@ -115,7 +115,7 @@ def profile_sweeps(train, k, intercept, alpha, entropy, warm_epochs=30, repeats=
                        sampling="uniform")
     for _ in range(warm_epochs):
         eng.step()
-    order = eng._next_order().copy()
+    order = eng.next_order().copy()
     parts = {"all cliques": order, "nodes": order[order < eng.n_nodes], "edges": order[order >= eng.n_nodes]}
     print(f"| {entropy} | part | cliques | CPU s per sweep |\n|---|---|---:|---:|")
     for name, part in parts.items():

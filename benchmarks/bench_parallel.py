@@ -174,7 +174,7 @@ def sweep_order(name: str, tol: float, max_iter: int, alpha: float | None) -> No
 
     batch, model, a0 = load(name)
     batch = batch.subset(np.random.default_rng(0).permutation(batch.n_examples))
-    original = idal_engine.IdalEngine._next_order
+    original = idal_engine.IdalEngine.next_order
 
     def ordered(mode):
         def next_order(self):
@@ -188,11 +188,11 @@ def sweep_order(name: str, tol: float, max_iter: int, alpha: float | None) -> No
 
     print("| epoch order | rounds | converged |\n|---|---|---|")
     for mode in ("random", "halves", "fixed"):
-        idal_engine.IdalEngine._next_order = ordered(mode)
+        idal_engine.IdalEngine.next_order = ordered(mode)
         try:
             res = _fit(batch, model, alpha=a0 if alpha is None else alpha, tol=tol, max_iter=max_iter)[0]
         finally:
-            idal_engine.IdalEngine._next_order = original
+            idal_engine.IdalEngine.next_order = original
         print(f"| {mode} | {res.n_iter} | {res.converged} |", flush=True)
 
 

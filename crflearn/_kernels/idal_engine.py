@@ -242,7 +242,8 @@ class IdalEngine:
         """``zeta = xi + rho A mu`` (after a change of ``rho`` or an interrupted sweep)."""
         idal_outer(self.graph, self.state, self.rho, 0.0, self.outer)
 
-    def _next_order(self) -> np.ndarray:
+    def next_order(self) -> np.ndarray:
+        """The clique order of the next sweep (a permutation, or a gap-weighted sample)."""
         if self.sampling == "gap" and self.have_gaps and self.gaps.sum() > 0:
             prob = 0.5 / self.n_cliques + 0.5 * self.gaps / self.gaps.sum()
             return self.rng.choice(self.n_cliques, size=self.n_cliques, p=prob / prob.sum()).astype(np.int64)
@@ -251,12 +252,22 @@ class IdalEngine:
                      self.offsets[0], self.offsets[1], self.n_nodes, self.order)
         return self.order
 
+    def sweep(self, order: np.ndarray) -> None:
+        """Exact clique-wise SDCA updates of the cliques ``order`` (indices < ``n_cliques``, nodes first:
+        ``c < n_nodes`` is node ``c``, else edge ``c - n_nodes``), in that order, against ``self.weights``
+        (which may be swapped for another :class:`IdalWeights` of the same shapes between calls)."""
+        idal_sweep(order, self.graph, self.feats, self.weights, self.state, self.ent, self.rho, self.inv_lam_n,
+                   self.tau_e, self.scr)
+
+    def multiplier_step(self) -> None:
+        """The multiplier step ``xi += rho A mu`` (and ``zeta`` rebuilt)."""
+        idal_outer(self.graph, self.state, self.rho, self.rho, self.outer)
+
     def step(self) -> None:
         """``inner_epochs`` sweeps over all cliques, then the multiplier step ``xi += rho A mu``."""
         for _ in range(self.inner_epochs):
-            idal_sweep(self._next_order(), self.graph, self.feats, self.weights, self.state, self.ent,
-                       self.rho, self.inv_lam_n, self.tau_e, self.scr)
-        idal_outer(self.graph, self.state, self.rho, self.rho, self.outer)
+            self.sweep(self.next_order())
+        self.multiplier_step()
 
     # -- certificate -----------------------------------------------------------------------
     def monitor_terms(self) -> dict:
