@@ -2,34 +2,49 @@
 
 Rows:
 
-* ``chain-nll``: :func:`crflearn.neural.chain_crf_nll` on ``B`` sequences of length 14,
-  26 states (OCR-sized), shared transitions;
-* ``grid-trw``: :func:`crflearn.neural.trw_nll_loss` on ``B`` 10x10 4-connected grids with
-  11 states (snakes-sized), potentials from a small CNN, one SGD step per call (so the
-  potentials move as in training); cold start (messages from zero, run to ``tol``) and warm
-  start (messages of the previous call, as ``NeuralCRF`` trains);
-* ``cnn-forward``: the forward pass of that CNN (3 -> 16 -> 16 -> 11 channels, 3x3 kernels),
-  the reference for the ratio ``loss / cnn``.
+* ``cnn-forward``: the forward pass (with autograd, as in training) of a small CNN
+  (3 -> 16 -> 16 -> 11 channels, 3x3 kernels) on ``B`` 10x10 images: the reference;
+* ``grid-trw cold`` / ``grid-trw warm``: :func:`crflearn.neural.trw_nll_loss` forward +
+  backward on that CNN's output, ``B`` 10x10 4-connected grids with 11 states
+  (snakes-sized), messages from zero (cold) or from the previous call (warm, as
+  ``NeuralCRF`` trains), with ``NeuralCRF``'s training settings (``TRAIN_INFERENCE``, a
+  convergence test every sweep on CPU, none on CUDA);
+* ``grid-trw ...: whole step``: CNN forward, loss, CNN backward and an SGD step (so the
+  potentials move between calls, as in training);
+* ``chain-nll``: :func:`crflearn.neural.chain_crf_nll` forward + backward on ``B``
+  sequences of length 14 with 26 states (OCR-sized), shared transitions.
 
-Timings are the minimum and the median over ``--repeats`` runs after one warm-up; on CPU
-they are this thread's CPU time (torch runs single-threaded, ``--threads 1``), which other
-processes on a loaded machine disturb less than wall time; CUDA timings are wall times,
-synchronised before reading the clock. The grid loss is timed alone (forward and backward on
-the CNN's output) and as a whole SGD step; its TRW settings are ``NeuralCRF``'s training
-settings (warm start, undamped colour-class sweeps, a convergence test every sweep on CPU).
-CUDA rows are skipped (and say so) when no GPU is available.
+Method: after ``--warmup`` untimed rounds, ``--repeats`` rounds each run one cold and one
+warm training step, timing the CNN forward and the loss separately, so CNN and loss
+timings interleave (CNN, loss, CNN, loss, ...) and share the machine's state. Each time
+is read twice: CPU seconds of this process (``time.process_time``; torch runs on
+``--threads`` threads, 1 by default, so this is the work done, which other processes on a
+shared machine disturb much less than wall time) and wall seconds (on CUDA, after a
+synchronisation; there the wall time is the figure). The table gives medians, the ratio
+of the loss median to the CNN median, and the 25th-75th percentiles of the paired
+per-round ratios (loss / the CNN forward just before it) as the spread. The load average
+is recorded before and after.
 
 Usage::
 
-    python benchmarks/bench_neural_gpu.py --batch-sizes 1 16 64 --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/bench_neural_gpu.py --batch-sizes 16 --repeats 30
+    python benchmarks/bench_neural_gpu.py --device cuda --batch-sizes 1 16 64 256 --out gpu.json
+
+``--device cuda`` times every row on CPU and on CUDA (about a minute on the default
+sizes) and stops with an error when CUDA is not available; ``--out`` writes the table as
+JSON (``.json``) or markdown (any other suffix).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
-import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,27 +57,15 @@ K_GRID, SIDE, K_CHAIN, LENGTH = 11, 10, 26, 14
 
 
 def _clock(device):
-    """Seconds: this thread's CPU time on CPU (robust to other processes on a loaded machine; torch runs
-    single-threaded here), synchronised wall time on CUDA."""
+    """(CPU seconds of this process, wall seconds); synchronised first on CUDA."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        return time.perf_counter()
-    return time.thread_time()
+    return time.process_time(), time.perf_counter()
 
 
-def _stats(times):
-    """(minimum, median): on a shared machine the minimum is the least disturbed run."""
-    return min(times), statistics.median(times)
-
-
-def _timer(device, fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = _clock(device)
-        fn()
-        times.append(_clock(device) - start)
-    return _stats(times)
+def _since(start, device):
+    now = _clock(device)
+    return now[0] - start[0], now[1] - start[1]
 
 
 def _cnn(device):
@@ -89,87 +92,158 @@ def _grid_problem(batch, device):
     return graph, images, labels, pairwise
 
 
-def grid_rows(batch, device, repeats, options):
-    """CNN forward; the TRW loss forward + backward on the CNN's output (the loss alone); a whole SGD step."""
+def _options(args, device):
+    """``NeuralCRF``'s training settings (``--tol`` / ``--max-iter`` / ``--damping`` override them)."""
+    options = dict(TRAIN_INFERENCE, check_every=0 if device.type == "cuda" else 1)
+    for key in ("tol", "max_iter", "damping"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return options
+
+
+def _percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _series(name, batch, device, times, reference=None, note=""):
+    """One row: medians of (CPU, wall) seconds; with a reference series, the ratio of medians and the
+    25th-75th percentiles of the paired ratios, on the clock that matters (CPU on CPU, wall on CUDA)."""
+    cpu, wall = (np.asarray(t) for t in zip(*times))
+    row = {"row": name, "batch": batch, "device": device.type, "n": len(cpu), "cpu_ms": 1e3 * float(np.median(cpu)),
+           "wall_ms": 1e3 * float(np.median(wall)), "note": note}
+    if reference is not None:
+        ref = np.asarray([t[0 if device.type == "cpu" else 1] for t in reference])
+        own = cpu if device.type == "cpu" else wall
+        paired = own / ref
+        row.update(ratio=float(np.median(own) / np.median(ref)), ratio_p25=_percentile(paired, 25),
+                   ratio_p75=_percentile(paired, 75))
+    return row
+
+
+def grid_rows(batch, device, args):
+    """Interleaved rounds: per round a cold and a warm training step, each timing the CNN forward and the loss."""
     net = _cnn(device)
     graph, images, labels, pairwise = _grid_problem(batch, device)
-    cnn = _timer(device, lambda: net(images), repeats)
     opt = torch.optim.SGD(list(net.parameters()) + [pairwise], lr=0.01)
-    state = {}
+    options = _options(args, device)
+    state = {"messages": None}
+    times = {key: [] for key in ("cnn", "cold", "warm", "cold step", "warm step")}
+    iters = {"cold": [], "warm": []}
 
-    def loss_step(warm, times):
+    def step(kind, record):
         start = _clock(device)
-        out = net(images).permute(0, 2, 3, 1).reshape(-1, K_GRID)
+        out = net(images)
+        cnn = _since(start, device)
         mid = _clock(device)
-        unary = out.detach().requires_grad_()
+        unary = out.detach().permute(0, 2, 3, 1).reshape(-1, K_GRID).requires_grad_()
         res = []
         loss = trw_nll_loss(unary, pairwise, graph, labels, warn=False, out=res,
-                            init_messages=state.get("messages") if warm else None, **options)
+                            init_messages=state["messages"] if kind == "warm" else None, **options)
         loss.backward()
-        loss_end = _clock(device)
-        out.backward(unary.grad)
+        loss_t = _since(mid, device)
+        out.backward(unary.grad.view(out.shape[0], SIDE, SIDE, K_GRID).permute(0, 3, 1, 2))
         opt.step()  # the potentials move between calls, as in training
         opt.zero_grad()
-        times.append((loss_end - mid, _clock(device) - start))
-        state["messages"], state["n_iter"] = res[0].messages, res[0].n_iter
+        whole = _since(start, device)
+        if kind == "warm":
+            state["messages"] = res[0].messages
+        if record:
+            times["cnn"].append(cnn)
+            times[kind].append(loss_t)
+            times[f"{kind} step"].append(whole)
+            iters[kind].append(res[0].n_iter)
 
-    rows = [("cnn-forward", batch, device.type, cnn, cnn, "")]
-    for warm in (False, True):
-        times = []
-        for _ in range(repeats + 1):
-            loss_step(warm, times)
-        loss_t, step_t = (_stats(t) for t in zip(*times[1:]))
-        name = "warm" if warm else "cold"
-        rows += [(f"grid-trw {name}: loss fwd+bwd", batch, device.type, loss_t, cnn, f"{state['n_iter']} it"),
-                 (f"grid-trw {name}: whole step (cnn fwd+bwd, loss, SGD)", batch, device.type, step_t, cnn, "")]
+    for r in range(args.warmup + args.repeats):
+        for kind in ("cold", "warm"):
+            step(kind, r >= args.warmup)
+    cnn_pairs = {"cold": times["cnn"][0::2], "warm": times["cnn"][1::2]}
+    rows = [_series("cnn-forward", batch, device, times["cnn"])]
+    for kind in ("cold", "warm"):
+        sweeps = f"{int(np.median(iters[kind]))} sweeps (median)"
+        rows += [_series(f"grid-trw {kind}: loss fwd+bwd", batch, device, times[kind], cnn_pairs[kind], sweeps),
+                 _series(f"grid-trw {kind}: whole step", batch, device, times[f"{kind} step"], cnn_pairs[kind])]
     return rows
 
 
-def chain_rows(batch, device, repeats):
+def chain_rows(batch, device, args):
     gen = torch.Generator().manual_seed(2)
     unary = torch.randn(batch, LENGTH, K_CHAIN, generator=gen).to(device).requires_grad_()
     trans = torch.randn(K_CHAIN, K_CHAIN, generator=gen).to(device).requires_grad_()
     tags = torch.randint(0, K_CHAIN, (batch, LENGTH), generator=gen).to(device)
-    t = _timer(device, lambda: chain_crf_nll(unary, trans, tags).backward(), repeats)
-    return [("chain-nll (fwd+bwd)", batch, device.type, t, None, "")]
+    times = []
+    for r in range(args.warmup + args.repeats):
+        start = _clock(device)
+        chain_crf_nll(unary, trans, tags).backward()
+        if r >= args.warmup:
+            times.append(_since(start, device))
+    return [_series("chain-nll fwd+bwd", batch, device, times)]
 
 
-def _options(args, device):
-    """The TRW settings of ``NeuralCRF`` training (``--tol`` / ``--damping`` override them)."""
-    options = dict(TRAIN_INFERENCE, tol=args.tol, max_iter=200)
-    if args.damping is not None:
-        options["damping"] = args.damping
-    options["check_every"] = 0 if device.type == "cuda" else 1  # a host synchronisation is free on CPU
-    return options
+def _markdown(rows, meta):
+    lines = [f"{key}: {value}" for key, value in meta.items()]
+    lines += ["", "| row | batch | device | CPU ms (median) | wall ms (median) | x CNN fwd (ratio of medians) "
+              "| paired ratio p25-p75 | note |", "|---|---:|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.1f}" if "ratio" in r else ""
+        spread = f"{r['ratio_p25']:.1f}-{r['ratio_p75']:.1f}" if "ratio" in r else ""
+        lines.append(f"| {r['row']} | {r['batch']} | {r['device']} | {r['cpu_ms']:.2f} | {r['wall_ms']:.2f} "
+                     f"| {ratio} | {spread} | {r['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: CPU rows only; cuda: CPU and CUDA rows (an error without CUDA)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--tol", type=float, default=None, help="TRW tolerance (default: NeuralCRF's)")
+    parser.add_argument("--max-iter", type=int, default=None, help="TRW sweeps at most (default: NeuralCRF's)")
+    parser.add_argument("--damping", type=float, default=None, help="TRW damping (default: NeuralCRF's)")
+    parser.add_argument("--out", type=Path, default=None, help="write the table: .json as JSON, else markdown")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False (no CUDA GPU or a CPU-only torch build)")
+    return args
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tol", type=float, default=1e-3, help="TRW tolerance of the grid loss")
-    parser.add_argument("--damping", type=float, default=None, help="TRW damping (default: NeuralCRF's)")
-    args = parser.parse_args(argv)
+    args = _parse(argv)
     torch.set_num_threads(args.threads)
-    devices = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{args.threads} CPU thread(s), CUDA: {torch.cuda.get_device_name(0) if len(devices) > 1 else 'none'}")
-    print(f"\nTimes over {args.repeats} runs after a warm-up (CPU: this thread's CPU time; CUDA: wall); "
-          "ratios to the CNN forward of the same statistic.")
-    print("\n| row | batch | device | min ms | median ms | x CNN fwd (min) | x CNN fwd (median) | TRW iterations |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if args.device == "cuda" else [])
+    meta = {"command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
+            "commit": _commit(), "date (UTC)": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "torch threads": args.threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+            "cuda": torch.cuda.get_device_name(0) if args.device == "cuda" else "not used",
+            "load average before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "timing": f"median of {args.repeats} interleaved rounds after {args.warmup} warm-up rounds; ratios on "
+                      "CPU seconds (process_time) on CPU, wall seconds on CUDA"}
+    rows = []
     for device in devices:
         for batch in args.batch_sizes:
-            for name, b, dev, t, cnn, note in grid_rows(batch, device, args.repeats, _options(args, device)) + \
-                    chain_rows(batch, device, args.repeats):
-                ratios = ("", "") if cnn is None else (f"{t[0] / cnn[0]:.1f}", f"{t[1] / cnn[1]:.1f}")
-                print(f"| {name} | {b} | {dev} | {1e3 * t[0]:.2f} | {1e3 * t[1]:.2f} | {ratios[0]} | {ratios[1]} "
-                      f"| {note} |")
-    if len(devices) == 1:
-        print("\nCUDA rows skipped: no CUDA GPU available (the GPU path is unmeasured here).")
+            rows += grid_rows(batch, device, args) + chain_rows(batch, device, args)
+    meta["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.device == "cpu":
+        meta["cuda"] = "not measured (run with --device cuda on a machine with a CUDA GPU)"
+    text = _markdown(rows, meta)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.suffix == ".json":
+            args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        else:
+            args.out.write_text(text)
 
 
 if __name__ == "__main__":
