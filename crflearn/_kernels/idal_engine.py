@@ -26,7 +26,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from .idal import IdalState, clique_order, idal_outer, idal_sweep, make_scratch
-from .idal_monitor import dual_sums, idal_monitor, transport_repair
+from .idal_monitor import idal_monitor, repair_sums, transport_repair
 
 __all__ = ["incidence", "orient_forest", "IdalEngine", "drive", "initial_rho_range", "CertificateProblem",
            "add_terms", "assemble_certificate"]
@@ -209,10 +209,17 @@ class IdalEngine:
     offsets : tuple of ndarray
         ``(node_offsets, edge_offsets)`` of the examples (sweep order).
     rng : numpy Generator
+    inner_epochs : int
+        Sweeps per outer step.
+    sampling : {"uniform", "gap"}
+        Clique order of a sweep (see :meth:`next_order`).
+    zeta_ready : bool
+        ``state.zeta`` already holds ``xi + rho A mu`` with ``A mu = 0`` (a one-hot start with ``xi = 0``:
+        ``zeta = 0``), so the construction skips :meth:`rebuild_zeta` (a pass over every edge block).
     """
 
     def __init__(self, graph, feats, weights, state, ent, *, rho: float, alpha: float, n_examples: int,
-                 psi_star, offsets, rng, inner_epochs: int = 1, sampling: str = "uniform"):
+                 psi_star, offsets, rng, inner_epochs: int = 1, sampling: str = "uniform", zeta_ready: bool = False):
         self.graph, self.feats, self.weights, self.state, self.ent = graph, feats, weights, state, ent
         self.rho = float(rho)
         self.alpha = float(alpha)
@@ -232,10 +239,10 @@ class IdalEngine:
         self.order = np.empty(self.n_cliques, dtype=np.int64)
         self.tau_e = np.full(self.n_edges, np.nan)  # last simplex threshold of every edge (warm starts)
         self.scr = make_scratch(k)
-        self.outer = np.zeros(2)
-        self.repaired = np.empty_like(state.mu_e)
+        self.outer = np.zeros(2)  # [||A mu||^2, <xi, A mu>] of the last multiplier step
         self.best_lower = -np.inf  # largest certified lower bound so far (P* does not change during a run)
-        self.rebuild_zeta()
+        if not zeta_ready:
+            self.rebuild_zeta()
 
     # -- iterations ------------------------------------------------------------------------
     def rebuild_zeta(self) -> None:
@@ -287,17 +294,27 @@ class IdalEngine:
 
     def repair_terms(self) -> dict:
         """The partition-additive terms of the lower bound: the feasible repair ``mu~`` of the current
-        marginals (:func:`~crflearn._kernels.idal_monitor.transport_repair`) and its sums.
+        marginals (:func:`~crflearn._kernels.idal_monitor.transport_repair`) and its sums, one edge block
+        at a time (:func:`~crflearn._kernels.idal_monitor.repair_sums`: ``mu~`` is never stored).
 
         Returns ``dual_total`` (``sum h(mu~) + <base, mu~>``), ``ustat`` / ``pstat`` (``Psi mu~`` in the
         kernel layout) and ``repair`` (largest L1 distance an edge block moved).
         """
         mu_n = clean_simplex_rows(self.state.mu_n)
-        t_max = transport_repair(self.graph, mu_n, self.state.mu_e, self.repaired, REPAIR_ROUNDS, 0.0)
         ustat = np.zeros_like(self.weights.wuT)
         pstat = np.zeros_like(self.weights.wp)
-        total = dual_sums(self.graph, self.feats, self.ent, mu_n, self.repaired, ustat, pstat, self.scr)
-        return {"dual_total": float(total), "ustat": ustat, "pstat": pstat, "repair": float(t_max)}
+        t_max = np.zeros(1)
+        total = repair_sums(self.graph, self.feats, self.ent, mu_n, self.state.mu_e, ustat, pstat, self.scr,
+                            REPAIR_ROUNDS, t_max)
+        return {"dual_total": float(total), "ustat": ustat, "pstat": pstat, "repair": float(t_max[0])}
+
+    @property
+    def repaired(self) -> np.ndarray:
+        """The feasible repair ``mu~`` (E, K*K) of the current edge marginals, the point of the lower bound
+        of :meth:`repair_terms` (a new array, computed on request)."""
+        out = np.empty_like(self.state.mu_e)
+        transport_repair(self.graph, clean_simplex_rows(self.state.mu_n), self.state.mu_e, out, REPAIR_ROUNDS, 0.0)
+        return out
 
     def certify(self, repair_above: float = np.inf) -> dict:
         """The certificate and the diagnostics at the current state (see :func:`assemble_certificate`).

@@ -23,7 +23,7 @@ from numba import njit
 from .idal import GINI, _conditionals, edge_theta, node_theta, parent_sums, softmax_into
 from .simplex import project_simplex
 
-__all__ = ["idal_monitor", "transport_repair", "dual_sums"]
+__all__ = ["idal_monitor", "transport_repair", "dual_sums", "repair_sums"]
 
 
 @njit(cache=True, nogil=True)
@@ -257,46 +257,49 @@ def _round_transport(y, a, b, base, out):
 
 
 @njit(cache=True, nogil=True)
+def _repair_edge(graph, e, mu_n, row, out, work, n_rounds, t_tol):
+    """The repair of one edge block ``row`` into ``out`` (see :func:`transport_repair`); ``work`` (3, K*K)
+    scratch. Returns the L1 distance moved by the rounding."""
+    edges = graph.edges
+    K = mu_n.shape[1]
+    KK = K * K
+    x, y, q = work[0], work[1], work[2]
+    nb = graph.base_e.shape[0]
+    a = mu_n[edges[e, 0]]
+    b = mu_n[edges[e, 1]]
+    base = graph.base_e[e if nb > 1 else 0] if nb > 0 else q[:0]
+    for i in range(KK):
+        q[i] = 0.0
+    _affine_projection(row, a, b, K, y)
+    for _ in range(n_rounds):
+        if np.min(y) >= -t_tol:
+            break
+        for i in range(KK):  # orthant step with Dykstra's correction, then the affine step
+            z = y[i] + q[i]
+            x[i] = 0.0 if base.shape[0] and base[i] == -np.inf else max(z, 0.0)
+            q[i] = z - x[i]
+        _affine_projection(x, a, b, K, y)
+    return _round_transport(y, a, b, base, out)
+
+
+@njit(cache=True, nogil=True)
 def transport_repair(graph, mu_n, mu_e, out, n_rounds, t_tol):
     """Write into ``out`` (E, K*K) a feasible edge block for every edge given the node marginals
     ``mu_n``: ``n_rounds`` of Dykstra between the orthant and the affine marginal constraints
     (fewer once the affine iterate is non-negative up to ``t_tol``), then
     :func:`_round_transport` of the last affine iterate. Returns the largest L1 distance moved by
     the rounding. A forbidden entry (``-inf`` score) gets mass only where the marginals force it."""
-    edges = graph.edges
     K = mu_n.shape[1]
-    KK = K * K
-    x = np.empty(KK)
-    y = np.empty(KK)
-    q = np.empty(KK)
-    nb = graph.base_e.shape[0]
+    work = np.empty((3, K * K))
     worst = 0.0
-    for e in range(edges.shape[0]):
-        a = mu_n[edges[e, 0]]
-        b = mu_n[edges[e, 1]]
-        base = graph.base_e[e if nb > 1 else 0] if nb > 0 else q[:0]
-        for i in range(KK):
-            q[i] = 0.0
-        _affine_projection(mu_e[e], a, b, K, y)
-        for _ in range(n_rounds):
-            if np.min(y) >= -t_tol:
-                break
-            for i in range(KK):  # orthant step with Dykstra's correction, then the affine step
-                z = y[i] + q[i]
-                x[i] = 0.0 if base.shape[0] and base[i] == -np.inf else max(z, 0.0)
-                q[i] = z - x[i]
-            _affine_projection(x, a, b, K, y)
-        worst = max(worst, _round_transport(y, a, b, base, out[e]))
+    for e in range(graph.edges.shape[0]):
+        worst = max(worst, _repair_edge(graph, e, mu_n, mu_e[e], out[e], work, n_rounds, t_tol))
     return worst
 
 
 @njit(cache=True, nogil=True)
-def dual_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, scr):
-    """Entropy and loss sums of ``(mu_n, mu_e)`` and its feature statistics.
-
-    Returns ``sum_c h_c(mu_c) + sum_c <base_c, mu_c>``; writes ``ustat = sum_v x_v mu_v^T``
-    (n_inputs, K) and ``pstat = sum_e x_e mu_e^T`` (q, K*K) (``Psi mu`` in the kernel layout).
-    """
+def _node_sums(graph, feats, ent, mu_n, ustat, pstat):
+    """The node part of :func:`dual_sums` (zeroes ``ustat`` and ``pstat`` first); returns its total."""
     N, K = mu_n.shape
     total = 0.0
     ustat[:] = 0.0
@@ -310,15 +313,50 @@ def dual_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, scr):
             c = feats.indices[j]
             for k in range(K):
                 ustat[c, k] += feats.data[j] * mu_n[v, k]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _edge_sum(total, e, row, graph, feats, ent, pstat, scr):
+    """``total`` plus the entropy and loss of edge block ``row`` of edge ``e``; adds its statistics to ``pstat``."""
+    K = scr.rk.shape[0]
     nb = graph.base_e.shape[0]
     efeat = feats.edge_features
+    total += edge_entropy(row, ent.edge_w[e], ent, ent.side[e], scr.rk)
+    for i in range(K * K):
+        m = row[i]
+        if m != 0.0:
+            if nb > 0:
+                total += graph.base_e[e if nb > 1 else 0, i] * m
+            for f in range(efeat.shape[1]):
+                pstat[f, i] += efeat[e, f] * m
+    return total
+
+
+@njit(cache=True, nogil=True)
+def dual_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, scr):
+    """Entropy and loss sums of ``(mu_n, mu_e)`` and its feature statistics.
+
+    Returns ``sum_c h_c(mu_c) + sum_c <base_c, mu_c>``; writes ``ustat = sum_v x_v mu_v^T``
+    (n_inputs, K) and ``pstat = sum_e x_e mu_e^T`` (q, K*K) (``Psi mu`` in the kernel layout).
+    """
+    total = _node_sums(graph, feats, ent, mu_n, ustat, pstat)
     for e in range(mu_e.shape[0]):
-        total += edge_entropy(mu_e[e], ent.edge_w[e], ent, ent.side[e], scr.rk)
-        for i in range(K * K):
-            m = mu_e[e, i]
-            if m != 0.0:
-                if nb > 0:
-                    total += graph.base_e[e if nb > 1 else 0, i] * m
-                for f in range(efeat.shape[1]):
-                    pstat[f, i] += efeat[e, f] * m
+        total = _edge_sum(total, e, mu_e[e], graph, feats, ent, pstat, scr)
+    return total
+
+
+@njit(cache=True, nogil=True)
+def repair_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, scr, n_rounds, out):
+    """:func:`dual_sums` at the repair of :func:`transport_repair` (``t_tol = 0``) without storing it:
+    every edge block is repaired into a K*K scratch row and summed at once. Returns the total and
+    writes the largest L1 distance the rounding moved a block into ``out[0]``."""
+    K = mu_n.shape[1]
+    work = np.empty((4, K * K))
+    total = _node_sums(graph, feats, ent, mu_n, ustat, pstat)
+    worst = 0.0
+    for e in range(mu_e.shape[0]):
+        worst = max(worst, _repair_edge(graph, e, mu_n, mu_e[e], work[3], work[:3], n_rounds, 0.0))
+        total = _edge_sum(total, e, work[3], graph, feats, ent, pstat, scr)
+    out[0] = worst
     return total

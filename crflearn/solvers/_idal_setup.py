@@ -96,7 +96,8 @@ def make_entropy(entropy: str, kappa: float, edges: np.ndarray, n_nodes: int, k:
 
 
 def initial_state(batch: GraphBatch, k: int, warm: dict | None) -> IdalState:
-    """One-hot ground truth (``w = 0``, ``A mu = 0``, ``xi = 0``) or the warm-start arrays."""
+    """One-hot ground truth (``w = 0``, ``A mu = 0``, ``xi = 0``, ``zeta = 0``) or the warm-start arrays
+    (``zeta`` then left for :meth:`~crflearn._kernels.idal_engine.IdalEngine.rebuild_zeta`)."""
     n_nodes, n_edges = batch.n_nodes, batch.n_edges
     if warm is not None:
         return IdalState(warm["mu_nodes"], warm["mu_edges"].reshape(n_edges, k * k), warm["xi"],
@@ -107,7 +108,7 @@ def initial_state(batch: GraphBatch, k: int, warm: dict | None) -> IdalState:
     mu_e = np.zeros((n_edges, k * k))
     if n_edges:
         mu_e[np.arange(n_edges), y[batch.edges[:, 0]] * k + y[batch.edges[:, 1]]] = 1.0
-    return IdalState(mu_n, mu_e, np.zeros((n_edges, 2, k)), np.empty((n_edges, 2, k)))
+    return IdalState(mu_n, mu_e, np.zeros((n_edges, 2, k)), np.zeros((n_edges, 2, k)))
 
 
 def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa: float, rho: float,
@@ -130,8 +131,10 @@ def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa
     if sample_weight is None:
         graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
         psi_u, psi_p = model.to_kernel(model.joint_feature(batch))
-        # w(mu) in the kernel layout, from scratch
-        wu, wp = model.to_kernel(model.expected_joint_feature(batch, state.mu_n, state.mu_e.reshape(-1, k, k)))
+        # w(mu) in the kernel layout, from scratch; at the one-hot start with shared transitions Psi mu = psi*
+        # exactly (the same unary statistic, integer pair counts), so w = 0 without a pass over mu_e
+        wu, wp = (psi_u, psi_p) if warm is None and model.n_edge_features is None else model.to_kernel(
+            model.expected_joint_feature(batch, state.mu_n, state.mu_e.reshape(-1, k, k)))
     else:
         feats, ent, base_n = _weighted(batch, feats, ent, base_n, sample_weight)
         graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
@@ -141,7 +144,7 @@ def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa
     weights = IdalWeights(np.ascontiguousarray((psi_u - wu) * inv), np.ascontiguousarray((psi_p - wp) * inv))
     return IdalEngine(graph, feats, weights, state, ent, rho=rho, alpha=alpha, n_examples=batch.n_examples,
                       psi_star=(psi_u, psi_p), offsets=(batch.node_offsets, batch.edge_offsets), rng=rng,
-                      inner_epochs=inner_epochs, sampling=sampling)
+                      inner_epochs=inner_epochs, sampling=sampling, zeta_ready=warm is None)
 
 
 def _weighted(batch: GraphBatch, feats, ent: IdalEntropy, base_n: np.ndarray, sample_weight: np.ndarray):
