@@ -110,6 +110,40 @@ def test_nll_gradcheck_is_marginals_minus_truth(shared):
     np.testing.assert_allclose(p.grad.numpy(), expected.sum(0) if shared else expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_replicated_batch_equals_general_structure(shared):
+    """A batch of copies of one grid (replicas as a trailing dimension) gives what the general structure
+    gives: marginals, bound, messages and NLL gradients; gradcheck on the replicated path."""
+    rng = np.random.default_rng(9)
+    e1, n1, b, k = grid_edges(3, 3), 9, 3, 3
+    edges = np.concatenate([e1 + i * n1 for i in range(b)])
+    offsets = (np.arange(b + 1) * n1, np.arange(b + 1) * len(e1))
+    rep, gen = (make_loopy_graph(edges, b * n1, *offsets, replicate=flag) for flag in (True, False))
+    assert rep.replicas == b and gen.replicas == 1
+    u = rng.normal(size=(b * n1, k))
+    p = rng.normal(size=(k, k) if shared else (len(edges), k, k))
+    y = torch.tensor(rng.integers(k, size=b * n1))
+    got = []
+    for graph in (rep, gen):
+        res = trw_infer(torch.tensor(u), torch.tensor(p), graph, tol=1e-13, max_iter=5000, check_every=1)
+        ut, pt = torch.tensor(u, requires_grad=True), torch.tensor(p, requires_grad=True)
+        trw_nll_loss(ut, pt, graph, y, reduction="none", tol=1e-13, max_iter=5000).square().sum().backward()
+        got.append([res.node_marginals, res.edge_marginals, res.log_partition, res.messages, ut.grad, pt.grad])
+    for a, c in zip(*got):
+        np.testing.assert_allclose(a.numpy(), c.numpy(), atol=1e-10)
+    small = make_loopy_graph(np.concatenate([grid_edges(2, 2) + 4 * i for i in range(2)]), 8,
+                             [0, 4, 8], [0, 4, 8])
+    assert small.replicas == 2
+    us = torch.tensor(rng.normal(size=(8, 2)), requires_grad=True)
+    ps = torch.tensor(rng.normal(size=(2, 2) if shared else (8, 2, 2)), requires_grad=True)
+    ys = torch.tensor(rng.integers(2, size=8))
+
+    def f(u, p):
+        return trw_nll_loss(u, p, small, ys, reduction="none", tol=1e-13, max_iter=20000, check_every=10)
+
+    assert torch.autograd.gradcheck(f, (us, ps), eps=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize("case", range(5))
 def test_colouring_is_proper_and_two_colours_bipartite(case):
     edges, n = _problems()[case]

@@ -62,8 +62,9 @@ class TRWResult(NamedTuple):
     Attributes
     ----------
     node_marginals : Tensor (N, K)
-    edge_marginals : Tensor (M, K, K)
-        ``edge_marginals[e, a, b]`` for ``y_s = a, y_t = b``, ``edges[e] = (s, t)``.
+    edge_marginals : Tensor (M, K, K) or None
+        ``edge_marginals[e, a, b]`` for ``y_s = a, y_t = b``, ``edges[e] = (s, t)``; None in the
+        results that the losses append to ``out`` (their backward does not need them).
     log_partition : Tensor (n_examples,)
         TRW variational value (an upper bound on the log-partition at convergence).
     messages : Tensor (2 M, K)
@@ -71,7 +72,8 @@ class TRWResult(NamedTuple):
     n_iter : int
         Sweeps run (each updates every message once).
     residual : Tensor (0-dim)
-        Largest change of a (max-normalised) log-message in the last sweep.
+        Largest change of a log-message in the last sweep (a message is normalised by the
+        maximum of its cavity, see :func:`_product`).
     converged : bool or None
         ``residual <= tol``; None when ``check_every=0`` (not synchronised).
     """
@@ -122,94 +124,124 @@ def _check_options(max_iter, tol, damping, check_every):
 
 # ---------------------------------------------------------------------------- message passing
 class _BlockData(NamedTuple):
-    """Per-call data of one :class:`MessageBlock`."""
+    """Per-call data of one :class:`MessageBlock` (``n`` messages, ``B`` replicas)."""
 
-    unary: torch.Tensor    # (K, n_sources): unary scores of the block's sources
-    rho: torch.Tensor      # (n,): rho of each message's edge
-    rows: tuple            # K tensors (K, n): rows[x][y, j] = exp((pw_j[x, y] - top_j[y]) / rho_j)
-    col_max: torch.Tensor  # (K, n): top_j[y] / rho_j, with top_j[y] = max_x pw_j[x, y]
+    unary: torch.Tensor    # (K, n_sources, B): unary scores of the block's sources
+    rho: torch.Tensor      # (n, 1): rho of each message's edge
+    tables: object         # (n, K_y, K_x) shared by the replicas (a batched product), or K tensors (K_y, n, 1 or B)
+    col_max: torch.Tensor  # (K_y, n, 1 or B): top_j[y] / rho_j, top_j[y] = max_x pw_j[x, y]
+    # tables: exp((pw_j[x, y] - top_j[y]) / rho_j), as [j, y, x] or as tables[x][y, j]
 
 
-def _shared_tables(pairwise, rho_values):
-    """Exponential tables of a shared ``(K, K)`` score for both orientations and every distinct rho:
-    ``(K * K, 2 n_rho)`` and ``(K, 2 n_rho)``, column ``backward * n_rho + group``."""
+def _shared_tables(pairwise, rho_values, batched):
+    """Exponential tables of a shared ``(K, K)`` score for both orientations and every distinct rho,
+    column ``backward * n_rho + group``: ``(2 n_rho, K_y, K_x)`` and ``(2 n_rho, K)`` when ``batched``,
+    else ``(K_x * K_y, 2 n_rho)`` and ``(K, 2 n_rho)``."""
     k = pairwise.shape[0]
     oriented = torch.stack([pairwise, pairwise.T])                      # (2, K_source, K_target)
     top = oriented.amax(dim=1)                                          # (2, K_target)
     inv = (1.0 / rho_values)[None, :, None, None]
     exp_pw = ((oriented - top[:, None, :])[:, None] * inv).exp_()      # (2, n_rho, K, K)
     col_max = top[:, None, :] * inv[..., 0]                             # (2, n_rho, K)
+    if batched:
+        return exp_pw.transpose(2, 3).reshape(-1, k, k), col_max.reshape(-1, k)
     # contiguous: a column gather (index_select along dim 1) from a transposed view is ~3x slower
     return (exp_pw.permute(2, 3, 0, 1).reshape(k * k, -1).contiguous(),
             col_max.permute(2, 0, 1).reshape(k, -1).contiguous())
 
 
-def _block_tables(pairwise, block, rho):
-    """Exponential tables ``(K, K, n)`` and ``(K, n)`` of a block's messages for per-edge scores
-    (views of ``(n, ...)`` storage: transposing copies of such narrow tensors are slow in torch)."""
-    pw = pairwise.index_select(0, block.edge)
-    pw = torch.where(block.backward[:, None, None], pw.transpose(1, 2), pw)   # [source, target]
-    top = pw.amax(dim=1)                                                       # (n, K_target)
-    exp_pw = ((pw - top[:, None, :]) / rho[:, None, None]).exp_()
-    return exp_pw.permute(1, 2, 0), (top / rho[:, None]).T
+def _block_tables(pairwise, block, rho, replicas):
+    """Exponential tables (K tensors ``(K_y, n, B)``) and ``(K_y, n, B)`` column maxima of a block's
+    messages for per-edge scores ``(B * M_r, K, K)``."""
+    k = pairwise.shape[-1]
+    pw = pairwise.view(replicas, -1, k, k).index_select(1, block.edge)
+    pw = torch.where(block.backward[:, None, None], pw.transpose(2, 3), pw)   # [source, target]
+    top = pw.amax(dim=2)                                                       # (B, n, K_target)
+    exp_pw = ((pw - top[:, :, None, :]) / rho.view(1, -1, 1, 1)).exp_()
+    return exp_pw.permute(2, 3, 1, 0).unbind(0), (top / rho.view(1, -1, 1)).permute(2, 1, 0)
 
 
-def _block_data(unary_t, pairwise, graph):
-    """The :class:`_BlockData` of every block (``unary_t`` is ``(K, N)``)."""
-    k = unary_t.shape[0]
-    rho = graph.rho.to(unary_t.dtype)
-    shared = _shared_tables(pairwise, graph.rho_values.to(unary_t.dtype)) if pairwise.dim() == 2 else None
+def _block_data(u, pairwise, graph):
+    """The :class:`_BlockData` of every block (``u`` is ``(K, N_r, B)``)."""
+    k, replicas = u.shape[0], u.shape[2]
+    rho = graph.rho[:graph.forward.shape[0]].to(u.dtype)   # one replica's edges
+    shared, batched = pairwise.dim() == 2, pairwise.dim() == 2 and replicas > 1
+    if shared:
+        tables, col_max = _shared_tables(pairwise, graph.rho_values.to(u.dtype), batched)
     out = []
     for block in graph.blocks:
-        rho_b = rho.index_select(0, block.edge)
-        if shared is None:
-            exp_pw, col_max = _block_tables(pairwise, block, rho_b)
+        rho_b = rho.index_select(0, block.edge)[:, None]
+        if batched:
+            tab, cm = tables.index_select(0, block.table), col_max.index_select(0, block.table).T[:, :, None]
+        elif shared:
+            tab = tables.index_select(1, block.table).view(k, k, -1, 1).unbind(0)
+            cm = col_max.index_select(1, block.table)[:, :, None]
         else:
-            exp_pw = shared[0].index_select(1, block.table).view(k, k, -1)
-            col_max = shared[1].index_select(1, block.table)
-        out.append(_BlockData(unary_t.index_select(1, block.sources), rho_b, exp_pw.unbind(0), col_max))
+            tab, cm = _block_tables(pairwise, block, rho_b, replicas)
+        out.append(_BlockData(u.index_select(1, block.sources), rho_b, tab, cm))
     return out
 
 
-def _block_update(logm, block, data, damping, want_residual):
-    """Update the messages of one block in place (they do not depend on each other).
-
-    ``new[y] = log sum_x exp(cav[x] + pw[x, y] / rho)`` evaluated as a product in exp space,
-    ``log sum_x exp_pw[x, y] * exp(cav[x] - max cav) + col_max[y]``: a multiply-add over
-    ``x`` vectorised over the block (the row constant ``max cav`` cancels in the
-    normalisation). The sum is at least the term of the best ``x``; it is floored at the
-    smallest normal number, so a term more than ~87 (float32) or ~708 (float64) nats below
-    its column maximum cannot produce ``-inf``. Returns the largest change, or None.
-    """
+def _cavity(logm, block, data):
+    """``cav_j = b_source(j) - m_reverse(j)`` of the block's messages, ``(K, n, B)``, where the beliefs
+    ``b = unary + sum_in rho m`` of the sources sum the reverses (every message into a source)."""
     r = block.reverse_start   # the messages into the sources from the targets:
     into = logm[:, r:r + block.stop - block.start] if r >= 0 else logm.index_select(1, block.reverse)
     belief = data.unary.index_add(1, block.source_index, into * data.rho)
-    cav = belief.index_select(1, block.source_index).sub_(into)
-    a = cav.sub_(cav.amax(dim=0)).exp_()
-    total = data.rows[0] * a[0]
-    for x in range(1, len(data.rows)):
-        total.addcmul_(data.rows[x], a[x])
-    new = total.clamp_min_(torch.finfo(a.dtype).tiny).log_().add_(data.col_max)
+    return belief.index_select(1, block.source_index).sub_(into)
+
+
+def _product(cav, data):
+    """``(S, c, a)`` with ``S[y] = sum_x exp_pw[x, y] a[x]`` floored at the smallest normal number,
+    ``a = exp(cav - c)`` and ``c = max cav`` (``cav`` is overwritten): the update of a message is
+    ``log S + col_max + c``, a multiply-add over ``x`` vectorised over the block (one batched matrix
+    product when the table is shared by the replicas). The floor keeps a term more than ~87 (float32)
+    or ~708 (float64) nats below its column maximum from producing ``-inf``."""
+    c = cav.amax(dim=0)
+    a = cav.sub_(c).exp_()
+    tiny = torch.finfo(a.dtype).tiny
+    if isinstance(data.tables, torch.Tensor):
+        out = torch.empty_like(a)
+        return torch.clamp_min(torch.bmm(data.tables, a.transpose(0, 1)).transpose(0, 1), tiny, out=out), c, a
+    total = data.tables[0] * a[0]
+    for x in range(1, len(data.tables)):
+        total.addcmul_(data.tables[x], a[x])
+    return total.clamp_min_(tiny), c, a
+
+
+def _block_update(logm, block, data, damping, want_residual):
+    """Update the messages of one block in place (they do not depend on each other); return the largest
+    change of a log-message, or None. The update ``log S + col_max`` leaves out the cavity maximum ``c``:
+    messages are defined up to a constant, and this one keeps them bounded without a normalisation."""
+    new = _product(_cavity(logm, block, data), data)[0].log_().add_(data.col_max)
     old = logm[:, block.start:block.stop]
     if damping > 0.0:
-        # (1 - d) * new + d * old; normalising ``new`` first would only shift each column by a constant
-        new = torch.lerp(new, old, damping)
-    new.sub_(new.amax(dim=0))
-    residual = (new - old).abs().amax() if want_residual else None
+        new = torch.lerp(new, old, damping)   # (1 - d) * new + d * old
+    residual = (new - old).abs_().amax() if want_residual else None
     old.copy_(new)
     return residual
 
 
-def _run_messages(unary_t, pairwise, graph, init, max_iter, tol, damping, check_every):
-    """Sweep to convergence (``unary_t`` is ``(K, N)``); return ``(logm (K, 2 M) internal order, n_iter,
-    residual, converged)``."""
-    k, m = unary_t.shape[0], graph.edges.shape[0]
-    data = _block_data(unary_t, pairwise, graph)
+def _to_layout(x, replicas):
+    """Rows ``(B * n, K)`` (replica-major) as ``(K, n, B)``, a view."""
+    return x.view(replicas, -1, x.shape[-1]).permute(2, 1, 0)
+
+
+def _from_layout(x):
+    """``(K, n, B)`` back to rows ``(B * n, K)``."""
+    return x.permute(2, 1, 0).reshape(-1, x.shape[0])
+
+
+def _run_messages(u, pairwise, graph, init, max_iter, tol, damping, check_every):
+    """Sweep to convergence (``u`` is ``(K, N_r, B)``); return ``(logm (K, 2 M_r, B) internal order,
+    block data, n_iter, residual, converged)``."""
+    k, m = u.shape[0], graph.forward.shape[0]
+    data = _block_data(u, pairwise, graph)
     if init is None:
-        logm = unary_t.new_zeros(k, 2 * m)
+        logm = u.new_zeros(k, 2 * m, u.shape[2])
     else:
-        logm = init.to(unary_t.dtype).T.index_select(1, graph.internal)
-    residual = unary_t.new_zeros(())
+        logm = _to_layout(init.to(u.dtype), u.shape[2]).index_select(1, graph.internal)
+    residual = u.new_zeros(())
     converged = None if check_every == 0 else (m == 0)
     n_iter = 0
     while m and n_iter < max_iter:
@@ -223,60 +255,83 @@ def _run_messages(unary_t, pairwise, graph, init, max_iter, tol, damping, check_
                 converged = bool(residual <= tol)  # the one host synchronisation
                 if converged:
                     break
-    return logm, n_iter, residual, converged
+    return logm, data, n_iter, residual, converged
 
 
-def _marginals_and_value(unary_t, pairwise, graph, logm):
-    """Pseudo-marginals ``tau`` (K, N), ``tau_e`` (K, K, M) and the TRW variational value per example.
+def _add_by_group(value, groups, terms):
+    """``value[g] += sum of the terms (n, B) of group g`` (``value`` is ``(G, B)``)."""
+    if value.shape[0] == 1:
+        value[0] += terms.sum(dim=0)
+    else:
+        value.index_add_(0, groups, terms)
 
-    With the cavities ``cs = b_s - m_{t->s}``, ``ct = b_t - m_{s->t}`` and the edge table
-    ``T[x, y] = cs[x] + pw[x, y] / rho + ct[y]`` (``tau_e = softmax T``, ``L_e = logsumexp T``), the value
-    ``sum_v <tau_v, unary_v - log tau_v> + sum_e <tau_e, pw_e - rho_e (log tau_e - log tau_s - log tau_t)>``
-    reduces edge-wise to ``rho_e (L_e - <tau_e 1, cs - log tau_s> - <tau_e^T 1, ct - log tau_t>)``: the
-    energy ``<tau_e, pw_e>`` cancels. States lead (the ``(K, ...)`` layout), so every reduction over
-    states is vectorised across nodes and edges.
+
+def _marginals_and_value(u, graph, logm, data):
+    """Node pseudo-marginals ``tau`` (K, N_r, B), the TRW variational value per example and, per block,
+    ``(a, beta)`` with ``tau_e[x, y] = exp_pw[x, y] a[x] beta[y]`` for each message (``[source, target]``).
+
+    With the beliefs ``b``, the cavities ``cs = b_s - m_{t->s}``, ``ct = b_t - m_{s->t}`` and the edge
+    table ``T[x, y] = cs[x] + pw[x, y] / rho + ct[y]`` (``tau_e = softmax T``, ``L_e = logsumexp T``), the
+    value ``sum_v <tau_v, unary_v - log tau_v> + sum_e <tau_e, pw_e - rho_e (log tau_e - log tau_s -
+    log tau_t)>`` is ``sum_v (<tau_v, unary_v - b_v> + lse b_v)`` plus, for every message ``j: s -> t``,
+    ``rho_e (L_e / 2 - lse b_t + <c_j, m_j>)`` with ``c_j = softmax_y T`` summed over ``x``: the energy
+    ``<tau_e, pw_e>`` cancels. ``L_e`` and ``c_j`` come from one more update of each message,
+    ``log S_j + col_max + c``, so no ``(K, K)`` table per edge is formed.
     """
-    rho = graph.rho.to(unary_t.dtype)
-    s, t = graph.edges[:, 0], graph.edges[:, 1]
-    to_t = logm.index_select(1, graph.forward)      # (K, M): message s -> t
-    to_s = logm.index_select(1, graph.backward)     # (K, M): message t -> s
-    belief = unary_t.index_add(1, t, to_t * rho).index_add_(1, s, to_s * rho)
-    log_tau = torch.log_softmax(belief, dim=0)
-    cs = belief.index_select(1, s).sub_(to_s)
-    ct = belief.index_select(1, t).sub_(to_t)
-    pw = pairwise[:, :, None] if pairwise.dim() == 2 else pairwise.permute(1, 2, 0)
-    table = pw * (1.0 / rho)   # (K, K, M); per-edge scores keep their (M, K, K) storage
-    table += cs[:, None, :]
-    table += ct[None, :, :]
-    top = table.amax(dim=(0, 1))
-    tau_e = table.sub_(top).exp_()
-    norm = tau_e.sum(dim=(0, 1))
-    tau_e /= norm
-    cs -= log_tau.index_select(1, s)
-    ct -= log_tau.index_select(1, t)
-    edge_value = rho * (top + norm.log() - (tau_e.sum(dim=1) * cs).sum(dim=0) - (tau_e.sum(dim=0) * ct).sum(dim=0))
-    tau = log_tau.exp()
-    node_value = (tau * (unary_t - log_tau)).sum(dim=0)
-    value = unary_t.new_zeros(graph.n_examples).index_add_(0, graph.node_example, node_value)
-    return tau, tau_e, value.index_add_(0, graph.edge_example, edge_value)
+    rho = torch.cat([d.rho for d in data]) if data else u.new_zeros(0, 1)
+    belief = u.index_add(1, graph.dst, logm * rho)
+    lse = belief.logsumexp(dim=0)                                        # (N_r, B)
+    tau = (belief - lse).exp_()
+    value = u.new_zeros(graph.n_examples // u.shape[2], u.shape[2])
+    _add_by_group(value, graph.node_example, (tau * (u - belief)).sum(dim=0) + lse)
+    parts = []
+    for block, d in zip(graph.blocks, data):
+        s, c, a = _product(_cavity(logm, block, d), d)
+        dst, own = graph.dst[block.start:block.stop], logm[:, block.start:block.stop]
+        q = belief.index_select(1, dst).sub_(own).add_(s.log()).add_(d.col_max).add_(c)
+        big_l = q.logsumexp(dim=0)
+        q = q.sub_(big_l).exp_()                                         # c_j, the target marginal
+        terms = d.rho * (0.5 * big_l - lse.index_select(0, dst) + (q * own).sum(dim=0))
+        _add_by_group(value, graph.edge_example.index_select(0, block.edge) if value.shape[0] > 1 else None,
+                      terms)
+        parts.append((a, q.div_(s)))
+    return tau, value.reshape(-1), parts
 
 
-def _trw_core(unary, pairwise, graph, init, options):
-    """Validated inputs -> (TRWResult in the compute dtype), no autograd."""
+def _edge_marginals(graph, data, parts, k):
+    """``tau_e`` (M, K, K), the mean of the tables of the two messages of every edge."""
+    acc = parts[0][0].new_zeros(k, k, graph.forward.shape[0], graph.replicas) if parts else None
+    for block, d, (a, beta) in zip(graph.blocks, data, parts):
+        table = d.tables.permute(2, 1, 0)[..., None] if isinstance(d.tables, torch.Tensor) else torch.stack(
+            d.tables)                                                    # (K_x, K_y, n, 1 or B)
+        tau = table * a[:, None] * beta[None]
+        acc.index_add_(2, block.edge, torch.where(block.backward[None, None, :, None], tau.transpose(0, 1), tau),
+                       alpha=0.5)
+    return graph.rho.new_zeros(0, k, k) if acc is None else acc.permute(3, 2, 0, 1).reshape(-1, k, k)
+
+
+def _trw_core(unary, pairwise, graph, init, options, edge_marginals=True):
+    """Validated inputs -> ``(TRWResult in the compute dtype, no autograd; the gradient data)``.
+
+    The gradient data are the node marginals ``(K, N_r, B)`` and the per-block ``(a, beta)`` of
+    :func:`_marginals_and_value`. Without ``edge_marginals``, the result's ``edge_marginals`` is None.
+    """
     max_iter, tol, damping, check_every, warn = options
     dtype = _compute_dtype(unary, pairwise)
     with torch.no_grad(), torch.autocast(unary.device.type, enabled=False):
-        u, p = unary.detach().to(dtype).T.contiguous(), pairwise.detach().to(dtype)   # u: (K, N)
-        logm, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol, damping,
-                                                          check_every)
-        tau, tau_e, value = _marginals_and_value(u, p, graph, logm)
-        logm = logm.index_select(1, graph.external).T  # external order (2 M, K), a view
-        tau, tau_e = tau.T, tau_e.permute(2, 0, 1)  # (N, K) and (M, K, K) views
+        u = _to_layout(unary.detach().to(dtype), graph.replicas).contiguous()     # (K, N_r, B)
+        p = pairwise.detach().to(dtype)
+        logm, data, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol, damping,
+                                                                check_every)
+        tau, value, parts = _marginals_and_value(u, graph, logm, data)
+        tau_e = _edge_marginals(graph, data, parts, u.shape[0]) if edge_marginals else None
+        messages = _from_layout(logm.index_select(1, graph.external))            # external order (2 M, K)
     if warn and converged is False:
         warnings.warn(f"TRW message passing did not converge in max_iter={max_iter} iterations (largest "
                       f"message change {float(residual):.3e} > tol={tol:g}); the marginals and the bound are "
                       "approximate: increase max_iter or damping", ConvergenceWarning, stacklevel=3)
-    return TRWResult(tau, tau_e, value, logm, n_iter, residual, converged)
+    res = TRWResult(_from_layout(tau), tau_e, value, messages, n_iter, residual, converged)
+    return res, (tau, data, parts)
 
 
 def trw_infer(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *, max_iter: int = 200,
@@ -295,7 +350,7 @@ def trw_infer(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *,
     max_iter : int
         Sweeps at most.
     tol : float
-        Stop when no max-normalised log-message moves by more than ``tol``.
+        Stop when no log-message moves by more than ``tol`` in a sweep.
     damping : float in [0, 1)
         ``new = (1 - damping) * update + damping * old`` (log space).
     check_every : int
@@ -313,7 +368,7 @@ def trw_infer(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *,
     _check_potentials(unary, pairwise, graph)
     options = (*_check_options(max_iter, tol, damping, check_every), bool(warn))
     init = _check_init(init_messages, graph, unary.shape[1], unary.device)
-    return _trw_core(unary, pairwise, graph, init, options)
+    return _trw_core(unary, pairwise, graph, init, options)[0]
 
 
 def _check_init(init, graph, k, device):
@@ -331,9 +386,8 @@ class _TRWLogPartition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, unary, pairwise, graph, init, options, out, labels):
-        res = _trw_core(unary, pairwise, graph, init, options)
+        res, ctx.grad_data = _trw_core(unary, pairwise, graph, init, options, edge_marginals=False)
         ctx.graph, ctx.labels, ctx.shared = graph, labels, pairwise.dim() == 2
-        ctx.save_for_backward(res.node_marginals, res.edge_marginals)
         if out is not None:
             out.append(res)
         if labels is None:
@@ -342,34 +396,53 @@ class _TRWLogPartition(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        tau, tau_e = ctx.saved_tensors
+        tau, data, parts = ctx.grad_data
         g, labels = ctx.graph, ctx.labels
         grad_out = grad_out.to(tau.dtype)
+        weight = grad_out.view(-1, g.replicas)              # (G, B): per example, replica-minor
         gu = gp = None
         if ctx.needs_input_grad[0]:
-            weight = grad_out[g.node_example]
-            gu = tau * weight[:, None]
+            gu = _from_layout(tau * (weight if weight.shape[0] == 1 else weight.index_select(0, g.node_example)))
             if labels is not None:
-                gu.scatter_add_(1, labels[:, None], -weight[:, None])
+                gu.scatter_add_(1, labels[:, None], -grad_out[g.node_example][:, None])
         if ctx.needs_input_grad[1]:
-            gp = _pairwise_gradient(tau_e, grad_out[g.edge_example], g, labels, ctx.shared)
+            k = tau.shape[0]
+            if ctx.shared and g.replicas > 1:
+                gp = _shared_gradient(g, data, parts, weight[0], k)
+            else:
+                tau_e = _edge_marginals(g, data, parts, k)
+                edge_weight = grad_out[g.edge_example]
+                gp = tau_e.reshape(-1, k * k).T @ edge_weight if ctx.shared else tau_e * edge_weight[:, None, None]
+            gp = _minus_labelling(gp.view(k, k) if ctx.shared else gp, g, labels, grad_out[g.edge_example],
+                                  ctx.shared)
         return gu, gp, None, None, None, None, None
 
 
-def _pairwise_gradient(tau_e, weight, graph, labels, shared):
-    """``sum_e weight_e (tau_e - onehot(y_s, y_t))`` for a shared score, else the per-edge terms
-    (``tau_e`` is an ``(M, K, K)`` view of ``(K, K, M)`` storage; no onehot term without labels)."""
-    m, k = tau_e.shape[0], tau_e.shape[1]
-    if shared:  # one matrix-vector product over the (K, K, M) storage
-        gp = tau_e.permute(1, 2, 0).reshape(k * k, m) @ weight
-        if labels is not None:
-            gp.index_add_(0, labels[graph.edges[:, 0]] * k + labels[graph.edges[:, 1]], -weight)
-        return gp.view(k, k)
-    gp = tau_e * weight[:, None, None]
-    if labels is not None:
-        rows = torch.arange(m, device=gp.device)
-        gp.index_put_((rows, labels[graph.edges[:, 0]], labels[graph.edges[:, 1]]), -weight, accumulate=True)
-    return gp
+def _shared_gradient(graph, data, parts, weight, k):
+    """``sum_e w_e tau_e`` for a shared score on replicas: per message position ``p``, the weighted outer
+    products ``sum_b w_b beta_pb a_pb^T`` (one batched matrix product) times the position's table,
+    summed over the forward messages (one per edge). ``beta`` (up to ``1 / tiny``) is scaled by its
+    maximum per position first, so that the sums cannot overflow."""
+    grad = None
+    for block, d, (a, beta) in zip(graph.blocks, data, parts):
+        scale = beta.amax(dim=(0, 2))                                   # (n,)
+        outer = torch.bmm((beta * (weight[None, None, :] / scale[None, :, None])).transpose(0, 1),
+                          a.permute(1, 2, 0))                           # (n, K_y, K_x)
+        term = (d.tables * outer).flatten(1).T @ scale.masked_fill_(block.backward, 0.0)
+        grad = term if grad is None else grad.add_(term)
+    return grad.view(k, k).T if grad is not None else weight.new_zeros(k, k)
+
+
+def _minus_labelling(gp, graph, labels, weight, shared):
+    """Subtract ``weight_e onehot(y_s, y_t)`` (summed over edges for a shared score) from ``gp``."""
+    if labels is None:
+        return gp
+    k = gp.shape[-1]
+    ys, yt = labels[graph.edges[:, 0]], labels[graph.edges[:, 1]]
+    if shared:
+        return gp.reshape(-1).index_add(0, ys * k + yt, -weight).view(k, k)
+    rows = torch.arange(gp.shape[0], device=gp.device)
+    return gp.index_put((rows, ys, yt), -weight, accumulate=True)
 
 
 def trw_log_partition(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *,

@@ -6,6 +6,13 @@ that no edge joins two nodes of one colour (two colours on bipartite graphs such
 chains, trees and grids; greedy independent sets otherwise), and the messages out of one
 colour, which do not depend on each other, form one block updated in a single vectorised
 step. A sweep updates the blocks in turn (a Gauss-Seidel schedule over colour classes).
+
+Replicas: when every example of the batch is the same graph (same node and edge counts,
+same edges up to the node offset, same ``rho``; e.g. a batch of same-sized images), the
+structure is built for the first example only and the ``B`` examples are a trailing
+dimension of every tensor in :mod:`._loopy` (``replicas = B``): index operations then move
+``B`` values at a time and a shared pairwise table is one small matrix per message
+position. Otherwise ``replicas = 1`` and the structure covers the whole batch.
 """
 
 from __future__ import annotations
@@ -58,6 +65,9 @@ class MessageBlock(NamedTuple):
 class LoopyGraph(NamedTuple):
     """Structure of a flat batch of graphs on one device (build it with :func:`make_loopy_graph`).
 
+    The fields from ``dst`` on describe one replica (the whole batch when ``replicas == 1``):
+    ``N_r = n_nodes / replicas`` nodes and ``M_r = M / replicas`` edges, local indices.
+
     Attributes
     ----------
     edges : LongTensor (M, 2)
@@ -67,17 +77,19 @@ class LoopyGraph(NamedTuple):
     node_example, edge_example : LongTensor (N,), (M,)
         Example index of every node and edge.
     n_nodes, n_examples : int
-    dst : LongTensor (2 M,)
+    dst : LongTensor (2 M_r,)
         Target node of every message (internal order).
-    forward, backward : LongTensor (M,)
+    forward, backward : LongTensor (M_r,)
         Internal index of the message ``s -> t`` and ``t -> s`` of every edge ``(s, t)``.
-    external : LongTensor (2 M,)
+    external : LongTensor (2 M_r,)
         Internal index of external row ``r`` (row ``2 e`` is ``s -> t``, ``2 e + 1`` is ``t -> s``).
-    internal : LongTensor (2 M,)
+    internal : LongTensor (2 M_r,)
         External row of each internal index (the inverse permutation).
     rho_values : Tensor (n_rho,) float64
         The distinct values of ``rho`` (one exponential table per value for shared pairwise scores).
     blocks : tuple of MessageBlock
+    replicas : int
+        ``B`` when the batch is ``B`` copies of one graph (see the module docstring), else 1.
     """
 
     edges: torch.Tensor
@@ -93,6 +105,7 @@ class LoopyGraph(NamedTuple):
     internal: torch.Tensor = None
     rho_values: torch.Tensor = None
     blocks: tuple = ()
+    replicas: int = 1
 
 
 def _two_colouring(edges: np.ndarray, n_nodes: int):
@@ -183,7 +196,7 @@ def _blocks(e, order, position, bounds, rho_group, n_rho, put):
 
 
 def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, *, rho=None,
-                     device=None) -> LoopyGraph:
+                     device=None, replicate: bool = True) -> LoopyGraph:
     """Validate a (flat batch of) graph(s) once and put its structure on ``device``.
 
     Parameters
@@ -198,6 +211,9 @@ def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, 
         spanning-tree distribution, as the Numba TRW uses
         (:func:`crflearn.inference.edge_appearance_probabilities`). All ones is loopy BP.
     device : torch.device or str, optional
+    replicate : bool
+        Detect a batch of copies of one graph (see the module docstring); False builds the
+        general structure (the results are the same up to rounding).
 
     Returns
     -------
@@ -226,20 +242,36 @@ def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, 
     def put(array, dtype=torch.long):
         return _put(array, dtype, device)
 
-    m = len(e)
-    order, position, bounds = _message_order(e, colour_nodes(e, n_nodes))
-    rho_values, rho_group = np.unique(rho_np, return_inverse=True)
+    replicas = _replicas(e, no, eo, rho_np) if replicate else 1
+    m, n_local = len(e) // replicas, n_nodes // replicas
+    e_local, rho_local = e[:m], rho_np[:m]  # the first example, when the batch is replicas of it
+    order, position, bounds = _message_order(e_local, colour_nodes(e_local, n_local))
+    rho_values, rho_group = np.unique(rho_local, return_inverse=True)
     lengths, n_edges = np.diff(no), np.diff(eo)
     forward, backward = position[:m], position[m:]
     return LoopyGraph(
         edges=put(e), rho=put(rho_np, torch.float64),
         node_example=put(np.repeat(np.arange(len(lengths)), lengths)),
         edge_example=put(np.repeat(np.arange(len(n_edges)), n_edges)), n_nodes=n_nodes, n_examples=len(lengths),
-        dst=put(np.concatenate([e[:, 1], e[:, 0]])[order]), forward=put(forward), backward=put(backward),
-        external=put(np.stack([forward, backward], axis=1).reshape(-1)),
+        dst=put(np.concatenate([e_local[:, 1], e_local[:, 0]])[order]), forward=put(forward),
+        backward=put(backward), external=put(np.stack([forward, backward], axis=1).reshape(-1)),
         internal=put(np.argsort(np.stack([forward, backward], axis=1).reshape(-1))),
         rho_values=put(rho_values, torch.float64),
-        blocks=_blocks(e, order, position, bounds, rho_group.reshape(-1), len(rho_values), put))
+        blocks=_blocks(e_local, order, position, bounds, rho_group.reshape(-1), len(rho_values), put),
+        replicas=replicas)
+
+
+def _replicas(e, node_offsets, edge_offsets, rho) -> int:
+    """The number of examples when they are all one graph (same sizes, edges up to the node offset and
+    ``rho``), else 1."""
+    n_examples = len(node_offsets) - 1
+    nodes, n_edges = np.diff(node_offsets), np.diff(edge_offsets)
+    if n_examples < 2 or nodes[0] == 0 or np.any(nodes != nodes[0]) or np.any(n_edges != n_edges[0]):
+        return 1
+    local = e.reshape(n_examples, -1, 2) - node_offsets[:-1, None, None]
+    same = np.array_equal(local, np.broadcast_to(local[:1], local.shape))
+    return n_examples if same and np.array_equal(rho.reshape(n_examples, -1), np.broadcast_to(
+        rho[:n_edges[0]], (n_examples, n_edges[0]))) else 1
 
 
 def _put(array, dtype, device) -> torch.Tensor:
