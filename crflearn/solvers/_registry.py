@@ -70,7 +70,7 @@ SOLVERS: dict[str, SolverSpec] = {spec.name: spec for spec in (
                "IDAL: SDCA-powered inexact dual augmented Lagrangian over the local polytope",
                params=("kappa", "rho", "inner_epochs", "entropy", "loss_augmented", "sampling", "n_jobs",
                        "n_partitions", "backend"),
-               warm_start_keys=("mu_nodes", "mu_edges", "xi"), sample_weight=True),
+               warm_start_keys=("mu_nodes", "mu_edges", "xi"), sample_weight=True, partial_labels=True),
     SolverSpec("bcfw", "crflearn.solvers.bcfw", "fit_bcfw", "ssvm",
                "block-coordinate Frank-Wolfe for the structured SVM",
                warm_start_keys=("w", "ell", "node_stats", "edge_stats", "block_losses", "w_avg", "ell_avg",

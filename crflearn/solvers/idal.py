@@ -55,6 +55,7 @@ from ._idal_setup import (ENTROPIES, OTRW_FRACTION, build_engine, check_idal_opt
                           default_rho)
 from ._loop import SolverLoop
 from .idal_parallel import check_parallel_options, fit_partitioned
+from .idal_partial import partial_runner
 
 __all__ = ["fit_idal", "default_rho", "ENTROPIES", "OTRW_FRACTION"]
 
@@ -72,8 +73,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     Parameters
     ----------
     batch : GraphBatch
-        Training examples; ``batch.labels`` must be set. Any mixture of chains, trees and
-        loopy graphs; dense or CSR node features; optional edge features.
+        Training examples; ``batch.labels`` must be set (-1: unknown node, :mod:`~crflearn.solvers.idal_partial`).
+        Any mixture of chains, trees and loopy graphs; dense or CSR node features; optional edge features.
     model : PairwiseModel
         The potentials (shared ``(K, K)`` or edge-feature-dependent ``(q, K, K)`` pairwise).
     alpha : float, default=1e-3
@@ -81,8 +82,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     max_iter : int, default=100
         Maximum number of outer steps (each runs ``inner_epochs`` sweeps over all cliques).
     tol : float, default=1e-3
-        Stop when the certified relative gap ``(primal - dual) / |primal| <= tol``; then
-        ``(P(w) - P*) / |P(w)| <= tol`` holds for the returned ``w``.
+        Stop when the certified relative gap ``(primal - dual) / |primal| <= tol`` (then ``(P(w) - P*) / |P(w)|
+        <= tol``); with unknown labels, at a stationary point (:mod:`~crflearn.solvers.idal_partial`).
     verbose : int, default=0
         Print one progress line per recorded row when > 0.
     random_state : int, numpy Generator or None
@@ -92,8 +93,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     callback : callable, optional
         ``callback(info)`` after each recorded row with the row and ``"w"``; returning True stops.
     kappa : float, default=1.0
-        Weight of the entropy surrogate (the temperature): larger is smoother and converges
-        faster; ``kappa -> 0`` approaches the structured SVM.
+        Entropy weight (temperature): larger is smoother and converges faster; ``kappa -> 0`` nears the SSVM.
     rho : float, optional
         Augmented-Lagrangian penalty (and multiplier step). Default: :func:`default_rho`.
     inner_epochs : int, default=1
@@ -144,10 +144,11 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     ValueError, TypeError
         On invalid arguments, before any compute."""
     alpha, max_iter, tol, verbose = check_common(batch, model, alpha, max_iter, tol, callback, verbose,
-                                                 check_input)
+                                                 check_input, partial_labels=True)
     kappa, rho, inner_epochs, monitor_every = check_idal_options(
         kappa, rho, inner_epochs, entropy, loss_augmented, sampling, monitor_every, rho_schedule)
     par = check_parallel_options(n_jobs, n_partitions, backend, batch.n_examples)
+    run = partial_runner(batch, par.serial, warm_start)  # unknown labels: CCCP rounds (None: fully labelled)
     warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
                                                             model.n_states)
     if warm is not None and rho is None and "rho" in warm_start:
@@ -157,7 +158,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
                 **_check_idal_weights(sample_weight, batch.n_examples, par.serial, warm_start))
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
                       history=new_history(batch, warm_start))
-    run = _fit_serial if par.serial else partial(fit_partitioned, opts=par)
+    run = run or (_fit_serial if par.serial else partial(fit_partitioned, opts=par))
     return run(batch, model, spec=spec, warm=warm, random_state=random_state, loop=loop,
                monitor_every=monitor_every, rho_schedule=rho_schedule)
 
