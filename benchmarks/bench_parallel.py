@@ -5,7 +5,8 @@ Usage::
     python benchmarks/bench_parallel.py simulate ocr-small|ocr-large|chains [--parts 1,2,4,...] [--tol T]
                                                                            [--max-iter N] [--alpha A]
     python benchmarks/bench_parallel.py fit ocr-large|ocr-small|chains [--tol T] [--max-iter N] [--alpha A]
-                                                                      [--runs threads1,threads2,dask2]
+                                                                      [--runs threads1,threads2,dask2,twin1]
+                                                                      [--chunk C]
     python benchmarks/bench_parallel.py order ocr-small|chains [--max-iter N]
 
 ``simulate``: P = 1, 2, 4, ... partitions of the CoCoA+ rounds of the Dask backend run one after the other
@@ -15,7 +16,10 @@ certificate rounds add ``w`` out and the terms back, pickled sizes) and the CPU 
 
 ``fit``: total fit time (the whole ``fit_idal`` call, setup included) to ``tol`` with 1 and 2 threads
 (``backend="threads"``: one shared ``w``) and with a 2-worker ``LocalCluster`` (CoCoA+ rounds) (processes, one thread each; the workers import crflearn and load the
-compiled kernels before the clock starts). CPU seconds are the driver's plus, for dask, the workers'
+compiled kernels before the clock starts); ``twin1``: two 1-thread fits at the same time in two processes
+(the control: the wall speed-up and CPU overhead the machine allows right now; the row shows the first
+fit, the wall of both, the CPU of both). ``--chunk``: the most cliques a thread sweeps between two merges
+into the shared ``w``. CPU seconds are the driver's plus, for dask, the workers'
 (``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
 with every row: the figures are only comparable on a quiet machine.
 
@@ -41,6 +45,7 @@ from sklearn.exceptions import ConvergenceWarning
 from crflearn.graphs import make_batch
 from crflearn.models import PairwiseModel
 from crflearn.solvers.idal import fit_idal
+from crflearn.solvers import idal_parallel
 from crflearn.solvers.idal_parallel import IdalPartition, partition_examples
 
 
@@ -144,15 +149,29 @@ def _warm_worker() -> None:
     _fit(batch, PairwiseModel(3, 2), alpha=0.1, max_iter=2, n_partitions=2, n_jobs=1)
 
 
+def _twin(batch, model, kw) -> tuple:
+    """Two 1-thread fits at the same time in two processes (the control: the wall speed-up and the CPU
+    overhead the machine allows two independent copies of the serial solver right now)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:  # fork: the children inherit the data and the compiled kernels
+        t0 = time.perf_counter()
+        futures = [pool.submit(_fit, batch, model, **kw) for _ in range(2)]
+        runs = [f.result() for f in futures]
+        wall = time.perf_counter() - t0
+    return runs[0][0], wall, sum(r[2] for r in runs)
+
+
 def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: list[str]) -> None:
     batch, model, a0 = load(name)
     alpha = a0 if alpha is None else alpha
     kw = dict(alpha=alpha, tol=tol, max_iter=max_iter)
     _warm_worker()
     print(f"# {name}: {batch.n_examples} examples, {batch.n_nodes} nodes, alpha={alpha:.3g}, tol={tol:g}, "
-          f"{os.cpu_count()} cores")
-    print("| run | rounds | converged | certified rel. gap | wall s | CPU s | CPU/wall | load before/after |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"{os.cpu_count()} cores, shared-w chunk {idal_parallel.SHARED_CHUNK}")
+    print("| run | rounds | converged | certified rel. gap | wall s | CPU s | CPU/wall | loop s | monitor s "
+          "| load before/after |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         load0 = os.getloadavg()[0]
         if run.startswith("threads"):
@@ -160,10 +179,14 @@ def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: l
             res, wall, cpu = _fit(batch, model, n_jobs=n, **kw)
         elif run == "dask2":
             res, wall, cpu = _dask_fit(batch, model, kw)
+        elif run == "twin1":
+            res, wall, cpu = _twin(batch, model, kw)
         else:
             raise SystemExit(f"unknown run {run!r}")
+        h = res.history
         print(f"| {run} | {res.n_iter} | {res.converged} | {_rel_gap(res):.2e} | {wall:.1f} | {cpu:.1f} | "
-              f"{cpu / wall:.2f} | {load0:.1f}/{os.getloadavg()[0]:.1f} |", flush=True)
+              f"{cpu / wall:.2f} | {h['time'][-1]:.1f} | {h['monitor_time'][-1]:.1f} | "
+              f"{load0:.1f}/{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 def sweep_order(name: str, tol: float, max_iter: int, alpha: float | None) -> None:
@@ -205,7 +228,11 @@ def main(argv=None) -> None:
     ap.add_argument("--max-iter", type=int, default=1000)
     ap.add_argument("--alpha", type=float, default=None, help="default: 1/n (the estimator's default)")
     ap.add_argument("--runs", default="threads1,threads2,dask2")
+    ap.add_argument("--chunk", type=int, default=None, help="most cliques between two merges of a thread's w "
+                    "into the shared w (idal_parallel.SHARED_CHUNK)")
     args = ap.parse_args(argv)
+    if args.chunk is not None:
+        idal_parallel.SHARED_CHUNK = args.chunk
     if args.what == "order":
         sweep_order(args.data, args.tol, args.max_iter, args.alpha)
     elif args.what == "simulate":

@@ -228,3 +228,56 @@ def test_interrupt_returns_a_consistent_partitioned_state(backend):
     st = res.state
     stats = model.joint_feature(batch) - model.expected_joint_feature(batch, st["mu_nodes"], st["mu_edges"])
     np.testing.assert_allclose(res.w, stats / (ALPHA * batch.n_examples), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_shared_w_threads_lose_no_update(chunk):
+    """Threads sweeping chunks against their own copy of ``w`` and merging into the shared one: after a
+    round the shared ``w`` is ``w(mu)`` up to round-off (no update is lost), before any recomputation."""
+    from crflearn._kernels.idal import IdalWeights
+    from crflearn.solvers.idal_parallel import IdalPartition, ThreadPartitions
+
+    batch, model = _mixed_batch(n_examples=12, seed=14)
+    shared = IdalWeights(*model.to_kernel(np.zeros(model.size)))
+    examples = partition_examples(batch, 3, seed=0)
+    spec = dict(alpha=ALPHA, kappa=1.0, rho=1.0, entropy="gini", loss_augmented=False, warm=None, inner_epochs=2,
+                sampling="uniform")
+    pool = ThreadPartitions([batch.subset(ex) for ex in examples], model, [spec] * 3, partition_seeds(0, 3)[:-1],
+                            batch.n_examples, n_jobs=2, shared=shared)
+    try:
+        pool.parts[0].chunk = chunk
+        for _ in range(3):
+            assert pool.call("run", shared.wuT.copy(), shared.wp.copy(), 1.0, 2) == [None] * 3
+        parts = pool.call("contribution")
+    finally:
+        pool.close()
+    assert np.abs(shared.wuT).max() > 0.01
+    np.testing.assert_allclose(shared.wuT, sum(u for u, _ in parts), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(shared.wp, sum(p for _, p in parts), rtol=0, atol=1e-12)
+
+
+def _with_local_steps(monkeypatch, steps):
+    """``fit_idal`` with ``local_steps`` (not a ``fit_idal`` keyword yet: set through the option check)."""
+    from functools import partial
+
+    from crflearn.solvers import idal
+
+    monkeypatch.setattr(idal, "check_parallel_options", partial(check_parallel_options, local_steps=steps))
+
+
+@pytest.mark.parametrize("backend", ["simulate", "threads"])
+def test_local_steps_reach_the_serial_certified_optimum(monkeypatch, backend):
+    batch, model = _mixed_batch(n_examples=9, seed=15)
+    serial = _fit(batch, model, tol=1e-6)
+    _with_local_steps(monkeypatch, 3)
+    res = _fit(batch, model, n_partitions=3, n_jobs=2, tol=1e-6, backend=backend)
+    assert res.converged
+    assert res.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
+    # a round is 3 outer steps of every partition
+    assert res.history["oracle_calls"][-1] == 3 * batch.n_examples * res.history["iteration"][-1]
+
+
+@pytest.mark.parametrize("steps, exc", [(0, ValueError), (None, TypeError), (1.5, TypeError)])
+def test_bad_local_steps(steps, exc):
+    with pytest.raises(exc, match="local_steps"):
+        check_parallel_options(None, 2, "simulate", 5, local_steps=steps)
