@@ -20,9 +20,24 @@ a change of the machine's load hits every configuration alike) of wall seconds, 
 seconds (all threads) and their ratio, and that ratio relative to the reference's (``1.0`` =
 no loss beyond the CPU share this process gets). A JIT / data warm-up runs first.
 
+``--examples`` times the user's paths instead, under a controlled load of ONE busy-loop process
+(on a 2-core machine one core stays free), next to the same reference:
+
+* ``tiny-POS example``: ``CRF()`` (the default solver, IDAL) on the feature dicts of the guide
+  (:func:`~crflearn.datasets.sentence_features` of :func:`~crflearn.datasets.load_tiny_pos`),
+  with the default settings (its solver limits BLAS to one thread) and with ``n_jobs=2``
+  (two solver threads);
+* ``OCR neural example``: the fit of ``examples/plot_neural_ocr.py`` in quick mode
+  (``CRFLEARN_EXAMPLES_QUICK=1``: 200 words, one epoch, ``NeuralCRF(module="cnn")``) with the
+  default ``n_threads=None`` (one torch thread) and with ``n_threads=2``.
+
+Every mode prints the busy-loop processes, the load averages and ``uptime`` before and after, and
+stops the busy loops in a ``finally`` block.
+
 Usage::
 
     python benchmarks/bench_threads.py --load 2 --repeats 3 --ocr-words 200 --rounds 3
+    python benchmarks/bench_threads.py --examples --rounds 3
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import subprocess
 import time
 
 import numpy as np
@@ -114,9 +130,40 @@ def _configurations(args):
     return configs
 
 
+def _example_configurations(args):
+    """(workload, threads, function) of the ``--examples`` mode, after the warm-ups: the guide's tiny-POS fit
+    and the quick-mode fit of the OCR neural example, each with its default threads and with 2."""
+    from crflearn import CRF
+    from crflearn.datasets import load_tiny_pos, sentence_features
+
+    sentences, tags = load_tiny_pos()
+    X = sentence_features(sentences)
+    CRF().fit(X, tags)  # JIT compilation
+    CRF(n_jobs=2).fit(X, tags)
+    pos = f"tiny-POS example: CRF() on {len(X)} sentences of feature dicts"
+    configs = [("reference (1 thread, pure Python)", "-", _reference),
+               (pos, "default (BLAS limited to 1 thread)", lambda: CRF().fit(X, tags)),
+               (pos, "n_jobs=2 (2 solver threads)", lambda: CRF(n_jobs=2).fit(X, tags))]
+    ocr = _ocr_problem(200)  # the example's quick mode: 200 training words, one epoch
+    if ocr is not None:
+        _ocr_fit(ocr[0][:32], ocr[1][:32], None)  # warm-up
+        for name, n_threads in (("default (n_threads=None: 1)", None), ("n_threads=2", 2)):
+            configs.append(("OCR neural example (quick: 200 words, 1 epoch)", name,
+                            lambda n=n_threads: _ocr_fit(*ocr, n)))
+    return configs
+
+
+def _uptime() -> str:
+    """The output of ``uptime`` (the load averages where the command is missing)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def _rows(args):
     """Median wall, CPU and wall / CPU of every configuration over ``--rounds`` interleaved rounds."""
-    configs = _configurations(args)
+    configs = _example_configurations(args) if args.examples else _configurations(args)
     times = {i: [] for i in range(len(configs))}
     for r in range(args.rounds):
         for i in (range(len(configs)) if r % 2 == 0 else reversed(range(len(configs)))):
@@ -134,17 +181,21 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="CRF fits per timing")
     parser.add_argument("--ocr-words", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
+    parser.add_argument("--examples", action="store_true",
+                        help="time the tiny-POS and OCR neural examples under ONE busy-loop process (--load 1)")
     args = parser.parse_args(argv)
+    if args.examples:
+        args.load = 1
     ctx = mp.get_context("spawn")
     load = [ctx.Process(target=_busy, daemon=True) for _ in range(args.load)]
     for p in load:
         p.start()
     try:
         time.sleep(0.5)
-        print(f"{os.cpu_count()} CPUs, {args.load} busy-loop processes, load average at start "
-              f"{os.getloadavg()[0]:.1f}")
+        print(f"{os.cpu_count()} CPUs, {args.load} busy-loop processes (pids {[p.pid for p in load]}), load "
+              f"average at start {os.getloadavg()[0]:.1f}\nuptime at start: {_uptime()}")
         rows = _rows(args)
-        print(f"load average at end {os.getloadavg()[0]:.1f}")
+        print(f"load average at end {os.getloadavg()[0]:.1f}\nuptime at end: {_uptime()}")
     finally:
         for p in load:
             p.terminate()
