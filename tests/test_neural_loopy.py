@@ -144,6 +144,25 @@ def test_replicated_batch_equals_general_structure(shared):
     assert torch.autograd.gradcheck(f, (us, ps), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("replicate", [True, False])
+def test_extreme_scores_stay_finite_in_float32(replicate):
+    """Scores of several hundred nats (float32): the floored tables keep messages, marginals, loss and
+    gradients finite on both structures and both pairwise forms."""
+    rng = np.random.default_rng(10)
+    e1, b = grid_edges(3, 3), 3
+    edges = np.concatenate([e1 + 9 * i for i in range(b)])
+    graph = make_loopy_graph(edges, 9 * b, np.arange(b + 1) * 9, np.arange(b + 1) * len(e1), replicate=replicate)
+    y = torch.tensor(rng.integers(3, size=9 * b))
+    for shape in ((3, 3), (len(edges), 3, 3)):
+        u = torch.tensor(rng.normal(size=(9 * b, 3)) * 300, dtype=torch.float32, requires_grad=True)
+        p = torch.tensor(rng.normal(size=shape) * 300, dtype=torch.float32, requires_grad=True)
+        loss = trw_nll_loss(u, p, graph, y, max_iter=50, warn=False)
+        loss.backward()
+        res = trw_infer(u.detach(), p.detach(), graph, max_iter=50, warn=False)
+        for t in (loss, u.grad, p.grad, res.node_marginals, res.edge_marginals, res.log_partition):
+            assert torch.isfinite(t).all()
+
+
 @pytest.mark.parametrize("case", range(5))
 def test_colouring_is_proper_and_two_colours_bipartite(case):
     edges, n = _problems()[case]

@@ -72,8 +72,7 @@ class TRWResult(NamedTuple):
     n_iter : int
         Sweeps run (each updates every message once).
     residual : Tensor (0-dim)
-        Largest change of a log-message in the last sweep (a message is normalised by the
-        maximum of its cavity, see :func:`_product`).
+        Largest change of a (max-normalised) log-message in the last sweep.
     converged : bool or None
         ``residual <= tol``; None when ``check_every=0`` (not synchronised).
     """
@@ -141,7 +140,7 @@ def _shared_tables(pairwise, rho_values, batched):
     oriented = torch.stack([pairwise, pairwise.T])                      # (2, K_source, K_target)
     top = oriented.amax(dim=1)                                          # (2, K_target)
     inv = (1.0 / rho_values)[None, :, None, None]
-    exp_pw = ((oriented - top[:, None, :])[:, None] * inv).exp_()      # (2, n_rho, K, K)
+    exp_pw = ((oriented - top[:, None, :])[:, None] * inv).exp_().clamp_min_(torch.finfo(pairwise.dtype).tiny)
     col_max = top[:, None, :] * inv[..., 0]                             # (2, n_rho, K)
     if batched:
         return exp_pw.transpose(2, 3).reshape(-1, k, k), col_max.reshape(-1, k)
@@ -157,7 +156,7 @@ def _block_tables(pairwise, block, rho, replicas):
     pw = pairwise.view(replicas, -1, k, k).index_select(1, block.edge)
     pw = torch.where(block.backward[:, None, None], pw.transpose(2, 3), pw)   # [source, target]
     top = pw.amax(dim=2)                                                       # (B, n, K_target)
-    exp_pw = ((pw - top[:, :, None, :]) / rho.view(1, -1, 1, 1)).exp_()
+    exp_pw = ((pw - top[:, :, None, :]) / rho.view(1, -1, 1, 1)).exp_().clamp_min_(torch.finfo(pw.dtype).tiny)
     return exp_pw.permute(2, 3, 1, 0).unbind(0), (top / rho.view(1, -1, 1)).permute(2, 1, 0)
 
 
@@ -192,34 +191,35 @@ def _cavity(logm, block, data):
 
 
 def _product(cav, data):
-    """``(S, c, a)`` with ``S[y] = sum_x exp_pw[x, y] a[x]`` floored at the smallest normal number,
-    ``a = exp(cav - c)`` and ``c = max cav`` (``cav`` is overwritten): the update of a message is
-    ``log S + col_max + c``, a multiply-add over ``x`` vectorised over the block (one batched matrix
-    product when the table is shared by the replicas). The floor keeps a term more than ~87 (float32)
-    or ~708 (float64) nats below its column maximum from producing ``-inf``."""
+    """``(S, c, a)`` with ``S[y] = sum_x exp_pw[x, y] a[x]``, ``a = exp(cav - c)`` and ``c = max cav``
+    (``cav`` is overwritten): the update of a message is ``log S + col_max + c``, a multiply-add over
+    ``x`` vectorised over the block (one batched matrix product when the table is shared by the
+    replicas; ``S`` is then a transposed view). The tables are floored at the smallest normal number
+    and ``a`` is 1 at the maximum, so ``S`` is too: a term more than ~87 (float32) or ~708 (float64)
+    nats below its column maximum cannot produce ``-inf``."""
     c = cav.amax(dim=0)
     a = cav.sub_(c).exp_()
-    tiny = torch.finfo(a.dtype).tiny
     if isinstance(data.tables, torch.Tensor):
-        out = torch.empty_like(a)
-        return torch.clamp_min(torch.bmm(data.tables, a.transpose(0, 1)).transpose(0, 1), tiny, out=out), c, a
+        return torch.bmm(data.tables, a.transpose(0, 1)).transpose(0, 1), c, a
     total = data.tables[0] * a[0]
     for x in range(1, len(data.tables)):
         total.addcmul_(data.tables[x], a[x])
-    return total.clamp_min_(tiny), c, a
+    return total, c, a
 
 
-def _block_update(logm, block, data, damping, want_residual):
-    """Update the messages of one block in place (they do not depend on each other); return the largest
-    change of a log-message, or None. The update ``log S + col_max`` leaves out the cavity maximum ``c``:
-    messages are defined up to a constant, and this one keeps them bounded without a normalisation."""
-    new = _product(_cavity(logm, block, data), data)[0].log_().add_(data.col_max)
+def _block_update(logm, block, data, damping):
+    """Update the messages of one block in place (they do not depend on each other), max-normalised;
+    return ``(S, c, a, log S + col_max)`` of :func:`_product` (the update before its normalisation)."""
+    s, c, a = _product(_cavity(logm, block, data), data)
+    new = torch.log(s, out=torch.empty_like(a)).add_(data.col_max)   # contiguous (K, n, B)
     old = logm[:, block.start:block.stop]
     if damping > 0.0:
-        new = torch.lerp(new, old, damping)   # (1 - d) * new + d * old
-    residual = (new - old).abs_().amax() if want_residual else None
-    old.copy_(new)
-    return residual
+        # (1 - d) * new + d * old; normalising ``new`` first would only shift each column by a constant
+        torch.lerp(new, old, damping, out=old)
+        old.sub_(old.amax(dim=0))
+    else:
+        torch.sub(new, new.amax(dim=0), out=old)
+    return s, c, a, new
 
 
 def _to_layout(x, replicas):
@@ -234,7 +234,7 @@ def _from_layout(x):
 
 def _run_messages(u, pairwise, graph, init, max_iter, tol, damping, check_every):
     """Sweep to convergence (``u`` is ``(K, N_r, B)``); return ``(logm (K, 2 M_r, B) internal order,
-    block data, n_iter, residual, converged)``."""
+    block data, the last update of every block, n_iter, residual, converged)``."""
     k, m = u.shape[0], graph.forward.shape[0]
     data = _block_data(u, pairwise, graph)
     if init is None:
@@ -243,19 +243,20 @@ def _run_messages(u, pairwise, graph, init, max_iter, tol, damping, check_every)
         logm = _to_layout(init.to(u.dtype), u.shape[2]).index_select(1, graph.internal)
     residual = u.new_zeros(())
     converged = None if check_every == 0 else (m == 0)
-    n_iter = 0
+    n_iter, updates = 0, []
     while m and n_iter < max_iter:
         n_iter += 1
         last = n_iter == max_iter
         check = (n_iter % check_every == 0 or last) if check_every else last
-        changes = [_block_update(logm, block, d, damping, check) for block, d in zip(graph.blocks, data)]
+        before = logm.clone() if check else None
+        updates = [_block_update(logm, block, d, damping) for block, d in zip(graph.blocks, data)]
         if check:
-            residual = torch.stack(changes).amax()
+            residual = before.sub_(logm).abs_().amax()
             if check_every:
                 converged = bool(residual <= tol)  # the one host synchronisation
                 if converged:
                     break
-    return logm, data, n_iter, residual, converged
+    return logm, data, updates, n_iter, residual, converged
 
 
 def _add_by_group(value, groups, terms):
@@ -266,7 +267,14 @@ def _add_by_group(value, groups, terms):
         value.index_add_(0, groups, terms)
 
 
-def _marginals_and_value(u, graph, logm, data):
+def _softmax_(x):
+    """Softmax over states in place; return ``(x, logsumexp)``."""
+    top = x.amax(dim=0)
+    total = x.sub_(top).exp_().sum(dim=0)
+    return x.div_(total), total.log_().add_(top)
+
+
+def _marginals_and_value(u, graph, logm, data, updates):
     """Node pseudo-marginals ``tau`` (K, N_r, B), the TRW variational value per example and, per block,
     ``(a, beta)`` with ``tau_e[x, y] = exp_pw[x, y] a[x] beta[y]`` for each message (``[source, target]``).
 
@@ -275,23 +283,23 @@ def _marginals_and_value(u, graph, logm, data):
     value ``sum_v <tau_v, unary_v - log tau_v> + sum_e <tau_e, pw_e - rho_e (log tau_e - log tau_s -
     log tau_t)>`` is ``sum_v (<tau_v, unary_v - b_v> + lse b_v)`` plus, for every message ``j: s -> t``,
     ``rho_e (L_e / 2 - lse b_t + <c_j, m_j>)`` with ``c_j = softmax_y T`` summed over ``x``: the energy
-    ``<tau_e, pw_e>`` cancels. ``L_e`` and ``c_j`` come from one more update of each message,
-    ``log S_j + col_max + c``, so no ``(K, K)`` table per edge is formed.
+    ``<tau_e, pw_e>`` cancels. ``L_e`` and ``c_j`` come from the last update of each message
+    (``T`` summed over ``x`` is ``ct + log S + col_max + c``), so no ``(K, K)`` table per edge is formed;
+    the cavities of the block updated first in the last sweep are half a sweep old, a difference that
+    vanishes at convergence.
     """
-    rho = torch.cat([d.rho for d in data]) if data else u.new_zeros(0, 1)
+    rho = torch.cat([d.rho for d in data]) if data else u.new_zeros(0, 1)   # (2 M_r, 1)
     belief = u.index_add(1, graph.dst, logm * rho)
-    lse = belief.logsumexp(dim=0)                                        # (N_r, B)
-    tau = (belief - lse).exp_()
+    tau, lse = _softmax_(belief.clone())                                # lse: (N_r, B)
+    inflow = u.new_zeros(u.shape[1]).index_add_(0, graph.dst, rho[:, 0])
     value = u.new_zeros(graph.n_examples // u.shape[2], u.shape[2])
-    _add_by_group(value, graph.node_example, (tau * (u - belief)).sum(dim=0) + lse)
+    _add_by_group(value, graph.node_example,
+                  (tau * (u - belief)).sum(dim=0).add_(lse * (1.0 - inflow)[:, None]))
     parts = []
-    for block, d in zip(graph.blocks, data):
-        s, c, a = _product(_cavity(logm, block, d), d)
-        dst, own = graph.dst[block.start:block.stop], logm[:, block.start:block.stop]
-        q = belief.index_select(1, dst).sub_(own).add_(s.log()).add_(d.col_max).add_(c)
-        big_l = q.logsumexp(dim=0)
-        q = q.sub_(big_l).exp_()                                         # c_j, the target marginal
-        terms = d.rho * (0.5 * big_l - lse.index_select(0, dst) + (q * own).sum(dim=0))
+    for block, d, (s, c, a, new) in zip(graph.blocks, data, updates):
+        own = logm[:, block.start:block.stop]
+        q, big_l = _softmax_(belief.index_select(1, graph.dst[block.start:block.stop]).sub_(own).add_(new).add_(c))
+        terms = torch.add((q * own).sum(dim=0), big_l, alpha=0.5).mul_(d.rho)
         _add_by_group(value, graph.edge_example.index_select(0, block.edge) if value.shape[0] > 1 else None,
                       terms)
         parts.append((a, q.div_(s)))
@@ -321,9 +329,9 @@ def _trw_core(unary, pairwise, graph, init, options, edge_marginals=True):
     with torch.no_grad(), torch.autocast(unary.device.type, enabled=False):
         u = _to_layout(unary.detach().to(dtype), graph.replicas).contiguous()     # (K, N_r, B)
         p = pairwise.detach().to(dtype)
-        logm, data, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol, damping,
-                                                                check_every)
-        tau, value, parts = _marginals_and_value(u, graph, logm, data)
+        logm, data, updates, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol,
+                                                                         damping, check_every)
+        tau, value, parts = _marginals_and_value(u, graph, logm, data, updates)
         tau_e = _edge_marginals(graph, data, parts, u.shape[0]) if edge_marginals else None
         messages = _from_layout(logm.index_select(1, graph.external))            # external order (2 M, K)
     if warn and converged is False:
@@ -350,7 +358,7 @@ def trw_infer(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *,
     max_iter : int
         Sweeps at most.
     tol : float
-        Stop when no log-message moves by more than ``tol`` in a sweep.
+        Stop when no max-normalised log-message moves by more than ``tol``.
     damping : float in [0, 1)
         ``new = (1 - damping) * update + damping * old`` (log space).
     check_every : int
