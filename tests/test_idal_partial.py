@@ -268,3 +268,13 @@ def test_estimator_trains_and_predicts_with_unknown_labels():
         warnings.simplefilter("ignore", ConvergenceWarning)
         with pytest.raises(ValueError, match="partial labels"):
             CRF(solver="idal", n_jobs=2).fit(X, y_partial)
+
+
+def test_warm_start_continues_the_rounds():
+    batch, model = chain_problem(seed=9)
+    batch = _hide(batch, 5)
+    first = fit_quietly("idal", batch, model, alpha=ALPHA, tol=1e-8, max_iter=30)
+    again = fit_quietly("idal", batch, model, alpha=ALPHA, tol=1e-8, max_iter=5000, warm_start=first.state)
+    cold = fit_quietly("idal", batch, model, alpha=ALPHA, tol=1e-8, max_iter=5000)
+    assert not first.converged and again.converged and again.n_iter > first.n_iter
+    np.testing.assert_allclose(again.w, cold.w, atol=1e-3)
