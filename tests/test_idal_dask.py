@@ -95,6 +95,50 @@ def test_two_workers_same_certified_result_as_serial_and_threads(client):
     np.testing.assert_allclose(one.w, serial10.w, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("entropy, steps", [("gini", 0), ("shannon", 3)])
+def test_packed_duals_unpack_bit_for_bit(entropy, steps):
+    from crflearn.solvers._idal_dask import unpack
+    from crflearn.solvers.idal_parallel import IdalPartition
+
+    batch, model = tiny_batch("grid3", n_examples=3, seed=5)
+    spec = dict(alpha=ALPHA, kappa=1.0, rho=1.0, entropy=entropy, loss_augmented=False, warm=None, inner_epochs=1,
+                sampling="uniform")
+    part = IdalPartition(batch, model, spec, 0, batch.n_examples, 1)
+    wu, wp = part.initial()
+    for _ in range(steps):
+        part.run(wu, wp, 1.0)
+    packed = part.packed_state()
+    # the one-hot start is sparse, Shannon's marginals are dense
+    assert isinstance(packed["mu_edges"], tuple) == (steps == 0)
+    warm = unpack(packed)
+    for key, now in zip(("mu_nodes", "mu_edges", "xi"), part.state()):
+        np.testing.assert_array_equal(warm[key], now)
+
+
+def test_lost_partition_restarts_from_its_committed_duals(client):
+    from crflearn.solvers.idal_parallel import ParallelOptions, Rebuilt, make_pool
+
+    batch, model = tiny_batch("cycle4", n_examples=6, seed=6)
+    spec = dict(alpha=ALPHA, kappa=1.0, rho=1.0, entropy="gini", loss_augmented=False, inner_epochs=1,
+                sampling="uniform")
+    pool, _ = make_pool(batch, model, ParallelOptions(1, 2, "dask", "cocoa"), spec, None, 0, None)
+    try:
+        start = pool.call("initial")
+        for _ in range(3):
+            pool.call("run", *start[0], 1.0)  # any w: only the duals matter here
+        committed = pool.commit()
+        rebuilt = pool._rebuild(0)  # what a lost partition answers
+        assert isinstance(rebuilt, Rebuilt)
+        now = pool.call("state")[0]
+        for was, is_ in zip((committed[0]["mu_nodes"], committed[0]["xi"]), (now[0], now[2])):
+            np.testing.assert_array_equal(was, is_)
+        contribution = pool.call("contribution")[0]
+        np.testing.assert_allclose(rebuilt.contribution[0], contribution[0], rtol=1e-12, atol=1e-14)
+        assert np.abs(rebuilt.contribution[0] - start[0][0]).max() > 1e-3  # not the one-hot start
+    finally:
+        pool.close()
+
+
 def test_killed_worker_does_not_lose_the_fit(client):
     batch, model = tiny_batch("cycle4", n_examples=6, seed=4)
     serial = _fit(batch, model)

@@ -5,11 +5,13 @@ Every partition's examples are scattered once to one worker, which builds the pa
 stays on the worker and later tasks, pinned to that worker, update it in place. A round ships ``w`` (and
 ``rho``) out and the weight change back; a certificate ships ``w`` out and the partition's terms back.
 
-Faults: when a partition's worker leaves the cluster (killed, restarted by its nanny) or its task is
-lost, the driver scatters the partition's examples again to the live worker holding the fewest
-partitions, rebuilds the partition there from the data (from the start: one-hot marginals, zero
-multipliers) and answers :class:`~crflearn.solvers.idal_parallel.Rebuilt` with its new part of ``w(mu)``,
-which the driver swaps for the lost one, so that ``w = w(mu)`` holds again and the fit continues. The
+Faults: at every certificate round the driver keeps the partitions' duals (:meth:`DaskPartitions.commit`;
+the edge marginals as their non-zeros when sparse, as Gini's are). When a partition's worker leaves the
+cluster (killed, restarted by its nanny) or its task is lost, the driver scatters the partition's examples
+and its last committed duals (none before the first certificate: the one-hot start) to the live worker
+holding the fewest partitions, rebuilds the partition there and answers
+:class:`~crflearn.solvers.idal_parallel.Rebuilt` with its new part of ``w(mu)``, which the driver swaps for
+the lost one, so that ``w = w(mu)`` holds again and the fit continues from the committed round. The
 certificate never depends on this bookkeeping (its bounds are valid for any ``w``).
 
 ``distributed`` is an optional dependency, imported here only.
@@ -21,9 +23,11 @@ import time
 
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
+import numpy as np
+
 from .idal_parallel import IdalPartition, Rebuilt
 
-__all__ = ["current_client", "DaskPartitions", "partition_bytes"]
+__all__ = ["current_client", "DaskPartitions", "partition_bytes", "unpack"]
 
 #: seconds between two checks of the workers while a round is in flight
 _POLL = 0.5
@@ -99,6 +103,7 @@ class DaskPartitions:
         self.addr = [workers[k % len(workers)] for k in range(len(pieces))]
         self._check_memory(workers)
         self.parts = [None] * len(pieces)
+        self.committed = [None] * len(pieces)  # packed duals of the last certificate round
         for k in range(len(pieces)):
             self._place(k, self.addr[k])
 
@@ -118,10 +123,12 @@ class DaskPartitions:
                                  f"{limit / 2**30:.2f} GiB; use more workers or larger memory limits")
 
     def _place(self, k: int, addr: str) -> None:
-        """Scatter partition ``k``'s examples to ``addr`` and build the partition there."""
-        data = self.client.scatter([self.pieces[k]], workers=[addr], hash=False)[0]
+        """Scatter partition ``k``'s examples (and its last committed duals) to ``addr`` and build the
+        partition there."""
+        spec = self.specs[k] if self.committed[k] is None else dict(self.specs[k], warm=unpack(self.committed[k]))
+        data, spec = self.client.scatter([self.pieces[k], spec], workers=[addr], hash=False)
         self.addr[k] = addr
-        self.parts[k] = self.client.submit(_build, data, self.model, self.specs[k], self.seeds[k], self.n_total,
+        self.parts[k] = self.client.submit(_build, data, self.model, spec, self.seeds[k], self.n_total,
                                            len(self.pieces), pure=False, workers=[addr],
                                            allow_other_workers=False)
 
@@ -182,12 +189,32 @@ class DaskPartitions:
                                    f"within {_NO_WORKER_TIMEOUT:.0f} s (workers: {workers})")
             time.sleep(_POLL)
 
+    def commit(self) -> list:
+        """Keep every partition's duals on the driver (:meth:`IdalPartition.packed_state`), to rebuild a
+        lost partition from them; returns the answers (:class:`Rebuilt` for a partition lost meanwhile)."""
+        answers = self.call("packed_state")
+        for k, answer in enumerate(answers):
+            if not isinstance(answer, Rebuilt):
+                self.committed[k] = answer
+        return answers
+
     def close(self) -> None:
         """Release the partitions on the workers."""
         try:
             self.client.cancel([p for p in self.parts if p is not None])
         except Exception:  # noqa: BLE001 - the client may be gone; the partitions go with it
             pass
+
+
+def unpack(packed: dict) -> dict:
+    """The warm-start arrays of :meth:`IdalPartition.packed_state` (the edge marginals made dense again)."""
+    edges = packed["mu_edges"]
+    if isinstance(edges, tuple):
+        shape, idx, values = edges
+        dense = np.zeros(shape)
+        dense.reshape(-1)[idx] = values
+        edges = dense
+    return dict(packed, mu_edges=edges)
 
 
 def _is_loss(exc: BaseException) -> bool:

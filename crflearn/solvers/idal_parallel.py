@@ -303,6 +303,16 @@ class IdalPartition:
         st = self.engine.state
         return st.mu_n, st.mu_e, st.xi
 
+    def packed_state(self) -> dict:
+        """The partition's duals as warm-start arrays (``mu_nodes``, ``mu_edges``, ``xi``: copies), the
+        edge marginals as ``(shape, flat indices, values)`` of their non-zeros when fewer than half are
+        non-zero (Gini blocks are sparse): what a Dask driver keeps to rebuild a lost partition."""
+        mu_n, mu_e, xi = self.state()
+        flat = mu_e.reshape(-1)
+        nz = np.flatnonzero(flat)
+        edges = (mu_e.shape, nz, flat[nz]) if 2 * len(nz) < flat.size else mu_e.copy()
+        return {"mu_nodes": mu_n.copy(), "mu_edges": edges, "xi": xi.copy()}
+
 
 class Rebuilt(NamedTuple):
     """Answer of a partition that was lost and rebuilt: its initial part of ``w(mu)``."""
@@ -331,6 +341,11 @@ class ThreadPartitions:
     def call(self, name: str, *args) -> list:
         """``getattr(partition, name)(*args)`` on every partition, in parallel."""
         return self._map(lambda part: getattr(part, name)(*args), self.parts)
+
+    def commit(self) -> list:
+        """Nothing to keep: the partitions live in this process (:meth:`DaskPartitions.commit` keeps their
+        duals on the driver)."""
+        return []
 
     def close(self) -> None:
         """Wait for the running steps (after an interrupt) and run later calls on the calling thread."""
@@ -433,6 +448,9 @@ def _rounds(pool, glob: _GlobalWeights, loop: SolverLoop, record, problem: tuple
         if not schedule.due(step, loop.is_last):
             continue
         with loop.monitoring():
+            for k, answer in enumerate(pool.commit()):  # dask: the duals a lost partition restarts from
+                if isinstance(answer, Rebuilt):
+                    glob.replace(k, answer.contribution)
             if changes[0] is None:  # shared w: sums in a thread-dependent order; w = w(mu) again
                 glob.set_parts(pool.call("contribution"))
             row = _certify(pool, glob, problem, best_lower, want_repair=not cheap, repair_above=repair_above,
