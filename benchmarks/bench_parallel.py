@@ -4,24 +4,29 @@ Usage::
 
     python benchmarks/bench_parallel.py simulate ocr-small|ocr-large|chains [--parts 1,2,4,...] [--tol T]
                                                                            [--max-iter N] [--alpha A]
+                                                                           [--local-steps L]
     python benchmarks/bench_parallel.py fit ocr-large|ocr-small|chains [--tol T] [--max-iter N] [--alpha A]
                                                                       [--runs threads1,threads2,dask2,twin1]
-                                                                      [--chunk C]
+                                                                      [--chunk C] [--local-steps L]
     python benchmarks/bench_parallel.py order ocr-small|chains [--max-iter N]
 
 ``simulate``: P = 1, 2, 4, ... partitions of the CoCoA+ rounds of the Dask backend run one after the other
-on one thread (``backend="simulate", n_jobs=1``), which gives the iterates of P workers; reports the rounds (outer steps) to the certified relative gap
-``tol``, the CPU seconds, the bytes a round ships per partition (``w`` out, the change back; the
-certificate rounds add ``w`` out and the terms back, pickled sizes) and the CPU seconds per node and round.
+on one thread (``backend="simulate", n_jobs=1``), which gives the iterates of P workers; reports the rounds
+(each ``--local-steps`` outer steps of every partition) to the certified relative gap ``tol``, the CPU
+seconds, the bytes a round ships per partition (``w`` out, the change back; the certificate rounds add ``w``
+out and the terms back, pickled sizes) and the CPU seconds per node and round.
 
 ``fit``: total fit time (the whole ``fit_idal`` call, setup included) to ``tol`` with 1 and 2 threads
-(``backend="threads"``: one shared ``w``) and with a 2-worker ``LocalCluster`` (CoCoA+ rounds) (processes, one thread each; the workers import crflearn and load the
-compiled kernels before the clock starts); ``twin1``: two 1-thread fits at the same time in two processes
-(the control: the wall speed-up and CPU overhead the machine allows right now; the row shows the first
-fit, the wall of both, the CPU of both). ``--chunk``: the most cliques a thread sweeps between two merges
-into the shared ``w``. CPU seconds are the driver's plus, for dask, the workers'
+(``backend="threads"``: one shared ``w``) and with a 2-worker ``LocalCluster`` (CoCoA+ rounds; processes,
+one thread each; the workers import crflearn and load the compiled kernels before the clock starts);
+``twin1``: two 1-thread fits at the same time in two processes (the control: the wall speed-up and CPU
+overhead the machine allows right now; the row shows the first fit's rounds, the wall of both, the CPU of
+both: the machine allows a speed-up of ``2 x wall(threads1) / wall(twin1)``). ``--chunk C``: every thread
+merges its change into the shared ``w`` every ``C`` cliques exactly (default: ``SHARED_CHUNK``, at least
+``SHARED_MERGES`` merges per sweep). CPU seconds are the driver's plus, for dask, the workers'
 (``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
-with every row: the figures are only comparable on a quiet machine.
+with every row: the figures are only comparable on a quiet machine; "loop s" is the solver's time without
+the certificates, "monitor s" that of the certificates.
 
 ``order``: the serial solver with the examples of every epoch in a random order (its own), in two shuffled
 halves one after the other (what shared-``w`` partitions see when they do not run at the same time), and in
@@ -168,7 +173,8 @@ def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: l
     kw = dict(alpha=alpha, tol=tol, max_iter=max_iter)
     _warm_worker()
     print(f"# {name}: {batch.n_examples} examples, {batch.n_nodes} nodes, alpha={alpha:.3g}, tol={tol:g}, "
-          f"{os.cpu_count()} cores, shared-w chunk {idal_parallel.SHARED_CHUNK}")
+          f"{os.cpu_count()} cores, shared-w chunk {idal_parallel.SHARED_CHUNK} "
+          f"(>= {idal_parallel.SHARED_MERGES} merges per sweep)")
     print("| run | rounds | converged | certified rel. gap | wall s | CPU s | CPU/wall | loop s | monitor s "
           "| load before/after |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -228,11 +234,19 @@ def main(argv=None) -> None:
     ap.add_argument("--max-iter", type=int, default=1000)
     ap.add_argument("--alpha", type=float, default=None, help="default: 1/n (the estimator's default)")
     ap.add_argument("--runs", default="threads1,threads2,dask2")
-    ap.add_argument("--chunk", type=int, default=None, help="most cliques between two merges of a thread's w "
-                    "into the shared w (idal_parallel.SHARED_CHUNK)")
+    ap.add_argument("--local-steps", type=int, default=1, help="outer steps of every partition per round "
+                    "(check_parallel_options(local_steps=...))")
+    ap.add_argument("--chunk", type=int, default=None, help="cliques between two merges of a thread's w "
+                    "into the shared w")
     args = ap.parse_args(argv)
     if args.chunk is not None:
-        idal_parallel.SHARED_CHUNK = args.chunk
+        idal_parallel.SHARED_CHUNK, idal_parallel.SHARED_MERGES = args.chunk, 1
+    if args.local_steps != 1:  # not a fit_idal keyword (yet): set through its option check
+        from functools import partial
+
+        from crflearn.solvers import idal
+
+        idal.check_parallel_options = partial(idal_parallel.check_parallel_options, local_steps=args.local_steps)
     if args.what == "order":
         sweep_order(args.data, args.tol, args.max_iter, args.alpha)
     elif args.what == "simulate":
