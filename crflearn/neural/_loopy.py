@@ -427,18 +427,20 @@ class _TRWLogPartition(torch.autograd.Function):
 
 
 def _shared_gradient(graph, data, parts, weight, k):
-    """``sum_e w_e tau_e`` for a shared score on replicas: per message position ``p``, the weighted outer
-    products ``sum_b w_b beta_pb a_pb^T`` (one batched matrix product) times the position's table,
-    summed over the forward messages (one per edge). ``beta`` (up to ``1 / tiny``) is scaled by its
+    """``sum_e w_e tau_e`` for a shared score on replicas, from the first message of every edge (in the
+    internal order: on two colours, the first block): per message position ``p``, the weighted outer
+    products ``sum_b w_b beta_pb a_pb^T`` (one batched matrix product) times the position's table, a
+    ``[target, source]`` matrix, summed over positions. ``beta`` (up to ``1 / tiny``) is scaled by its
     maximum per position first, so that the sums cannot overflow."""
-    grad = None
+    grad = weight.new_zeros(2, k * k)
     for block, d, (a, beta) in zip(graph.blocks, data, parts):
-        scale = beta.amax(dim=(0, 2))                                   # (n,)
-        outer = torch.bmm((beta * (weight[None, None, :] / scale[None, :, None])).transpose(0, 1),
-                          a.permute(1, 2, 0))                           # (n, K_y, K_x)
-        term = (d.tables * outer).flatten(1).T @ scale.masked_fill_(block.backward, 0.0)
-        grad = term if grad is None else grad.add_(term)
-    return grad.view(k, k).T if grad is not None else weight.new_zeros(k, k)
+        if block.n_first == 0:
+            continue
+        scale = beta.amax(dim=0).amax(dim=1)                            # (n,)
+        outer = torch.bmm((beta * (weight[None, :] / scale[:, None])).transpose(0, 1), a.permute(1, 2, 0))
+        grad.addmm_(torch.stack([scale.where(block.first_forward, 0.0), scale.where(block.first_backward, 0.0)]),
+                    (d.tables * outer).flatten(1))
+    return grad[0].view(k, k).T + grad[1].view(k, k)
 
 
 def _minus_labelling(gp, graph, labels, weight, shared):

@@ -49,6 +49,11 @@ class MessageBlock(NamedTuple):
         True for a message ``edges[e, 1] -> edges[e, 0]``.
     table : LongTensor (stop - start,)
         Column of the message in a shared pairwise table: ``backward * n_rho + rho_group[edge]``.
+    first_forward, first_backward : BoolTensor (stop - start,)
+        The message comes before its reverse in the internal order (one message per edge is first)
+        and runs ``s -> t`` (``t -> s``).
+    n_first : int
+        The number of first messages in the block.
     """
 
     start: int
@@ -60,6 +65,9 @@ class MessageBlock(NamedTuple):
     edge: torch.Tensor
     backward: torch.Tensor
     table: torch.Tensor
+    first_forward: torch.Tensor
+    first_backward: torch.Tensor
+    n_first: int
 
 
 class LoopyGraph(NamedTuple):
@@ -187,11 +195,13 @@ def _blocks(e, order, position, bounds, rho_group, n_rho, put):
             continue
         sources, index = np.unique(src[lo:hi], return_inverse=True)
         table = backward[lo:hi] * n_rho + rho_group[edge[lo:hi]]
-        rev = reverse[lo:hi]
+        rev, back = reverse[lo:hi], backward[lo:hi]
         contiguous = bool(np.all(np.diff(rev) == 1))
+        first = rev > np.arange(lo, hi)
         blocks.append(MessageBlock(int(lo), int(hi), put(sources), put(index.reshape(-1)), put(rev),
-                                   int(rev[0]) if contiguous else -1, put(edge[lo:hi]),
-                                   put(backward[lo:hi], torch.bool), put(table)))
+                                   int(rev[0]) if contiguous else -1, put(edge[lo:hi]), put(back, torch.bool),
+                                   put(table), put(first & ~back, torch.bool), put(first & back, torch.bool),
+                                   int(first.sum())))
     return tuple(blocks)
 
 
