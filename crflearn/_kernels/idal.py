@@ -38,6 +38,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .idal_compact import edge_capacity, edge_done, edge_row, edge_store, edge_values
 from .simplex import candidates_above, michelot_threshold, project_simplex
 
 __all__ = ["IdalGraph", "IdalState", "IdalWeights", "IdalEntropy", "IdalScratch", "GINI", "SHANNON",
@@ -84,7 +85,7 @@ class IdalEntropy(NamedTuple):
 
 
 class IdalScratch(NamedTuple):
-    """Work arrays of one sweep (K*K or K long)."""
+    """Work arrays of one sweep (K*K or K long; ``row``, the block of a compact edge, all zero between uses)."""
 
     th: np.ndarray
     tgt: np.ndarray
@@ -98,6 +99,7 @@ class IdalScratch(NamedTuple):
     rk: np.ndarray
     idx: np.ndarray
     cidx: np.ndarray
+    row: np.ndarray
 
 
 def make_scratch(n_states: int) -> IdalScratch:
@@ -105,7 +107,7 @@ def make_scratch(n_states: int) -> IdalScratch:
     kk = n_states * n_states
     return IdalScratch(np.empty(kk), np.empty(kk), np.empty(kk), np.empty(kk), np.zeros(kk), np.empty(n_states),
                        np.empty(n_states), np.empty(n_states), np.empty(n_states), np.empty(n_states),
-                       np.empty(kk, np.int64), np.empty(kk, np.int64))
+                       np.empty(kk, np.int64), np.empty(kk, np.int64), np.zeros(kk))
 
 
 @intrinsic
@@ -157,9 +159,11 @@ def _prefetch_clique(c, feats, graph, state):
             _prefetch_separator(state.zeta, slot // 2, slot % 2, K)
     else:
         e = c - N
-        for i in range(0, K * K, 8):
-            _prefetch(state.mu_e, (e, i))
-        _prefetch(state.mu_e, (e, K * K - 1))
+        vals = edge_values(state.mu_e)
+        n = vals.shape[1]
+        for i in range(0, n, 8):
+            _prefetch(vals, (e, i))
+        _prefetch(vals, (e, n - 1))
         _prefetch_separator(state.zeta, e, 0, K)
         _prefetch_separator(state.zeta, e, 1, K)
 
@@ -236,15 +240,12 @@ def idal_sweep(order, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, 
         c = order[jj]
         if jj + 1 < n_order:
             _prefetch_clique(order[jj + 1], feats, graph, state)
-        if ent.kind == SHANNON:
-            if c < N:
-                moved += _shannon_node(c, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
-            else:
-                moved += _shannon_edge(c - N, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
-        elif c < N:
-            moved += _gini_node(c, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
+        if c >= N:
+            moved += _edge_update(c - N, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr)
+        elif ent.kind == SHANNON:
+            moved += _shannon_node(c, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
         else:
-            moved += _gini_edge(c - N, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr)
+            moved += _gini_node(c, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
     return moved
 
 
@@ -271,14 +272,15 @@ def _apply_node(v, gamma, d, graph, feats, weights, state, rho, inv_lam_n):
 
 
 @njit(cache=True, nogil=True)
-def _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n):
-    """``mu_e += gamma d`` on the entries ``scr.idx[:nz]``, then ``W_p`` and ``zeta``."""
+def _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n, mu_row):
+    """``mu_row += gamma d`` on the entries ``scr.idx[:nz]`` (``mu_row`` the block of edge ``e``, stored
+    back by the caller), then ``W_p`` and ``zeta``."""
     K = scr.rd.shape[0]
     idx = scr.idx
     d = scr.d
     for j in range(nz):
         i = idx[j]
-        state.mu_e[e, i] += gamma * d[i]
+        mu_row[i] += gamma * d[i]
     if inv_lam_n > 0.0:
         efeat = feats.edge_features
         for f in range(efeat.shape[1]):
@@ -354,14 +356,28 @@ def _edge_threshold(src, inv_2k, low, buf, cidx):
 
 
 @njit(cache=True, nogil=True)
-def _gini_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
-    mu_e = state.mu_e
+def _edge_update(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
+    """The update of edge ``e`` (either layout of :mod:`crflearn._kernels.idal_compact`); returns 1 if it moved."""
+    mu_row = edge_row(state.mu_e, e, scr.row)
+    if ent.kind == SHANNON:
+        moved = _shannon_edge(e, mu_row, graph, feats, weights, state, ent, rho, inv_lam_n, scr)
+    else:
+        moved = _gini_edge(e, mu_row, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr)
+    if moved:
+        edge_store(state.mu_e, e, mu_row)
+    else:
+        edge_done(state.mu_e, e, mu_row)
+    return moved
+
+
+@njit(cache=True, nogil=True)
+def _gini_edge(e, mu_row, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
+    """The Gini update of edge ``e`` whose block is ``mu_row`` (updated in place); returns 1 if it moved."""
     K = scr.rd.shape[0]
     KK = K * K
     th = scr.th
     d = scr.d
     rd = scr.rd
-    cd = scr.cd
     rmu = scr.rmu
     edge_theta(e, th, K, graph.base_e, feats.edge_features, weights.wp, state.zeta)
     two_k = 2.0 * ent.edge_w[e]
@@ -372,7 +388,7 @@ def _gini_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr)
         for a in range(K):
             sm = 0.0
             for b in range(K):
-                sm += mu_e[e, a * K + b]
+                sm += mu_row[a * K + b]
             rmu[a] = sm
         for a in range(K):
             shift = two_k * otrw_a * rmu[a]
@@ -382,32 +398,89 @@ def _gini_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr)
     tau, ns = _edge_threshold(src, 1.0 / two_k, tau_e[e] - WARM_DELTA, scr.buf, scr.cidx)
     tau_e[e] = tau
     shift0 = two_k * tau
-    # the direction on its support (entries where target or mu is non-zero)
+    nz = _sparse_direction(ns, tau, mu_row, scr)
+    if nz == 0:
+        return 0
+    num, curv, rr, cc, dd = _gini_edge_sums(nz, two_k, otrw_a, mu_row, shift0, scr)
+    if dd <= 0.0 or num <= 0.0:
+        return 0
+    gamma = min(num / (curv + rho * (rr + cc) + inv_lam_n * feats.edge_sq_norms[e] * dd), 1.0)
+    if edge_capacity(state.mu_e) < KK and _support_after(gamma, mu_row, d) > edge_capacity(state.mu_e):
+        return _gini_truncated(e, gamma, mu_row, feats, weights, state, ent, rho, inv_lam_n, shift0, scr)
+    _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n, mu_row)
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _sparse_direction(ns, tau, mu_row, scr):
+    """The direction ``scr.d = p - mu_row`` to the point ``p`` with entries ``scr.buf[:ns] - tau`` at
+    ``scr.cidx[:ns]`` (0 elsewhere), its support (where ``p`` or ``mu_row`` is non-zero) compacted into
+    ``scr.idx``; returns its size. ``scr.tg`` holds ``p`` meanwhile (all zero before and after)."""
     tg = scr.tg
+    d = scr.d
     for j in range(ns):
         tg[scr.cidx[j]] = scr.buf[j] - tau
     nz = 0
-    for i in range(KK):
-        di = tg[i] - mu_e[e, i]
+    for i in range(tg.shape[0]):
+        di = tg[i] - mu_row[i]
         d[i] = di
         scr.idx[nz] = i
         nz += di != 0.0
     for j in range(ns):
         tg[scr.cidx[j]] = 0.0
-    if nz == 0:
-        return 0
-    num, dd, rr, cc = _edge_direction_sums(nz, th, two_k, mu_e[e], shift0, scr)
-    if dd <= 0.0:
-        return 0
+    return nz
+
+
+@njit(cache=True, nogil=True)
+def _gini_edge_sums(nz, two_k, otrw_a, mu_row, shift0, scr):
+    """``(num, curv, rr, cc, dd)`` of the Gini edge direction ``scr.d`` on the entries ``scr.idx[:nz]``:
+    the slope and the entropy curvature of the block objective (with the ``gini_otrw`` terms; ``scr.rmu``
+    the row sums of ``mu_row`` then) and the sums of :func:`_edge_direction_sums`."""
+    K = scr.rd.shape[0]
+    num, dd, rr, cc = _edge_direction_sums(nz, scr.th, two_k, mu_row, shift0, scr)
     curv = two_k * dd
-    if otrw_a > 0.0:
+    if otrw_a > 0.0 and dd > 0.0:
         for a in range(K):
-            num += two_k * otrw_a * rmu[a] * rd[a]
+            num += two_k * otrw_a * scr.rmu[a] * scr.rd[a]
         curv -= two_k * otrw_a * rr
-    if num <= 0.0:
+    return num, curv, rr, cc, dd
+
+
+@njit(cache=True, nogil=True)
+def _support_after(gamma, mu_row, d):
+    """Number of non-zeros of ``mu_row + gamma d``."""
+    n = 0
+    for i in range(mu_row.shape[0]):
+        n += mu_row[i] + gamma * d[i] != 0.0
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _gini_truncated(e, gamma, mu_row, feats, weights, state, ent, rho, inv_lam_n, shift0, scr):
+    """A compact edge whose line-search point ``x = mu + gamma d`` has more non-zeros than the capacity
+    ``m``: the projection ``p`` of the ``m`` largest entries of ``x`` onto the simplex (the others 0),
+    taken (a full step) when it improves the block objective (exactly: the objective is quadratic along
+    ``p - mu``); otherwise no move. Returns 1 if it moved."""
+    K = scr.rd.shape[0]
+    KK = K * K
+    m = edge_capacity(state.mu_e)
+    x, d, buf, cidx = scr.tgt, scr.d, scr.buf, scr.cidx
+    for i in range(KK):
+        x[i] = mu_row[i] + gamma * d[i]
+    n = candidates_above(x, 1.0, 0.0, buf, cidx)
+    if n > m:
+        keep = np.sort(np.argsort(buf[:n])[n - m:])  # increasing: the compaction below is in place
+        for j in range(m):
+            buf[j] = buf[keep[j]]
+            cidx[j] = cidx[keep[j]]
+        n = m
+    tau, ns = michelot_threshold(buf, cidx, n)
+    nz = _sparse_direction(ns, tau, mu_row, scr)
+    two_k = 2.0 * ent.edge_w[e]
+    num, curv, rr, cc, dd = _gini_edge_sums(nz, two_k, ent.a, mu_row, shift0, scr)
+    if not num - 0.5 * (curv + rho * (rr + cc) + inv_lam_n * feats.edge_sq_norms[e] * dd) > 0.0:
         return 0
-    gamma = num / (curv + rho * (rr + cc) + inv_lam_n * feats.edge_sq_norms[e] * dd)
-    _apply_edge(e, min(gamma, 1.0), nz, scr, feats, weights, state, rho, inv_lam_n)
+    _apply_edge(e, 1.0, nz, scr, feats, weights, state, rho, inv_lam_n, mu_row)
     return 1
 
 
@@ -588,11 +661,10 @@ def _conditionals(th, w, stride_p, stride_c, out, vals):
 
 
 @njit(cache=True, nogil=True)
-def _shannon_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
+def _shannon_edge(e, mu_row, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     """Conditional-entropy edge: target ``r^_a q_a`` with the conditionals ``q_a = softmax(theta_a / w)``
     of every parent state ``a`` and the parent marginal ``r^ = Proj(r + s / L)`` (``s_a = w lse(theta_a / w)``,
     ``L`` the penalty curvature), then the exact line search."""
-    mu_e = state.mu_e
     K = scr.rd.shape[0]
     th, tgt, d, sk, rk = scr.th, scr.tgt, scr.d, scr.sk, scr.rk
     edge_theta(e, th, K, graph.base_e, feats.edge_features, weights.wp, state.zeta)
@@ -600,7 +672,7 @@ def _shannon_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     side = ent.side[e]
     stride_p, stride_c = (1, K) if side else (K, 1)
     _conditionals(th, w, stride_p, stride_c, tgt, sk)
-    parent_sums(mu_e[e], K, side, scr.rmu)
+    parent_sums(mu_row, K, side, scr.rmu)
     lip = 2.0 * rho + inv_lam_n * feats.edge_sq_norms[e]
     if lip > 0.0:
         for a in range(K):
@@ -612,18 +684,18 @@ def _shannon_edge(e, graph, feats, weights, state, ent, rho, inv_lam_n, scr):
     for a in range(K):
         for b in range(K):
             i = a * stride_p + b * stride_c
-            d[i] = rk[a] * tgt[i] - mu_e[e, i]
+            d[i] = rk[a] * tgt[i] - mu_row[i]
             scr.idx[nz] = i
             nz += d[i] != 0.0
     if nz == 0:
         return 0
-    _, dd, rr, cc = _edge_direction_sums(nz, th, 0.0, mu_e[e], 0.0, scr)
+    _, dd, rr, cc = _edge_direction_sums(nz, th, 0.0, mu_row, 0.0, scr)
     parent_sums(d, K, side, sk)
-    gamma = entropy_line_search(mu_e[e], d, th, w, rho * (rr + cc) + inv_lam_n * feats.edge_sq_norms[e] * dd,
+    gamma = entropy_line_search(mu_row, d, th, w, rho * (rr + cc) + inv_lam_n * feats.edge_sq_norms[e] * dd,
                                 scr.rmu, sk, (stride_p, stride_c))
     if gamma <= 0.0:
         return 0
-    _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n)
+    _apply_edge(e, gamma, nz, scr, feats, weights, state, rho, inv_lam_n, mu_row)
     return 1
 
 
@@ -640,7 +712,9 @@ def idal_outer(graph, state, rho, eta, out):
     xa = 0.0
     r = np.empty(K)
     c = np.empty(K)
+    scratch = np.zeros(K * K)
     for e in range(edges.shape[0]):
+        row = edge_row(mu_e, e, scratch)
         s = edges[e, 0]
         t = edges[e, 1]
         for a in range(K):
@@ -655,10 +729,10 @@ def idal_outer(graph, state, rho, eta, out):
             r3 = r[a + 3]
             o = a * K
             for b in range(K):
-                m0 = mu_e[e, o + b]
-                m1 = mu_e[e, o + K + b]
-                m2 = mu_e[e, o + 2 * K + b]
-                m3 = mu_e[e, o + 3 * K + b]
+                m0 = row[o + b]
+                m1 = row[o + K + b]
+                m2 = row[o + 2 * K + b]
+                m3 = row[o + 3 * K + b]
                 r0 += m0
                 r1 += m1
                 r2 += m2
@@ -672,10 +746,11 @@ def idal_outer(graph, state, rho, eta, out):
         for a in range(a, K):
             ra = r[a]
             for b in range(K):
-                m = mu_e[e, a * K + b]
+                m = row[a * K + b]
                 ra += m
                 c[b] += m
             r[a] = ra
+        edge_done(mu_e, e, row)
         for a in range(K):
             x0 = xi[e, 0, a] + eta * r[a]
             x1 = xi[e, 1, a] + eta * c[a]

@@ -312,7 +312,7 @@ class IdalEngine:
     def repaired(self) -> np.ndarray:
         """The feasible repair ``mu~`` (E, K*K) of the current edge marginals, the point of the lower bound
         of :meth:`repair_terms` (a new array, computed on request)."""
-        out = np.empty_like(self.state.mu_e)
+        out = np.empty((self.n_edges, self.k * self.k))
         transport_repair(self.graph, clean_simplex_rows(self.state.mu_n), self.state.mu_e, out, REPAIR_ROUNDS, 0.0)
         return out
 

@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from .idal import GINI, _conditionals, edge_theta, node_theta, parent_sums, softmax_into
+from .idal_compact import edge_done, edge_row
 from .simplex import project_simplex
 
 __all__ = ["idal_monitor", "transport_repair", "dual_sums", "repair_sums"]
@@ -153,12 +154,14 @@ def idal_monitor(graph, feats, weights, state, ent, gaps, sums, scr):
         gaps[v] = _accumulate(acc, hs, h, thv, graph.base_n[v], mu_n[v])
     nb = graph.base_e.shape[0]
     zero = np.zeros(K * K)
-    for e in range(mu_e.shape[0]):
+    for e in range(graph.edges.shape[0]):
+        row = edge_row(mu_e, e, scr.row)
         edge_theta(e, th, K, graph.base_e, feats.edge_features, weights.wp, state.zeta)
-        hs = _edge_conj(e, th, ent, mu_e[e], scr)
-        h = edge_entropy(mu_e[e], ent.edge_w[e], ent, ent.side[e], scr.rk)
+        hs = _edge_conj(e, th, ent, row, scr)
+        h = edge_entropy(row, ent.edge_w[e], ent, ent.side[e], scr.rk)
         base = zero if nb == 0 else graph.base_e[e if nb > 1 else 0]
-        gaps[N + e] = _accumulate(acc, hs, h, th, base, mu_e[e])
+        gaps[N + e] = _accumulate(acc, hs, h, th, base, row)
+        edge_done(mu_e, e, row)
     for j in range(4):
         sums[j] = acc[j]
     return 0
@@ -291,9 +294,12 @@ def transport_repair(graph, mu_n, mu_e, out, n_rounds, t_tol):
     the rounding. A forbidden entry (``-inf`` score) gets mass only where the marginals force it."""
     K = mu_n.shape[1]
     work = np.empty((3, K * K))
+    scratch = np.zeros(K * K)
     worst = 0.0
     for e in range(graph.edges.shape[0]):
-        worst = max(worst, _repair_edge(graph, e, mu_n, mu_e[e], out[e], work, n_rounds, t_tol))
+        row = edge_row(mu_e, e, scratch)
+        worst = max(worst, _repair_edge(graph, e, mu_n, row, out[e], work, n_rounds, t_tol))
+        edge_done(mu_e, e, row)
     return worst
 
 
@@ -341,8 +347,10 @@ def dual_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, scr):
     (n_inputs, K) and ``pstat = sum_e x_e mu_e^T`` (q, K*K) (``Psi mu`` in the kernel layout).
     """
     total = _node_sums(graph, feats, ent, mu_n, ustat, pstat)
-    for e in range(mu_e.shape[0]):
-        total = _edge_sum(total, e, mu_e[e], graph, feats, ent, pstat, scr)
+    for e in range(graph.edges.shape[0]):
+        row = edge_row(mu_e, e, scr.row)
+        total = _edge_sum(total, e, row, graph, feats, ent, pstat, scr)
+        edge_done(mu_e, e, row)
     return total
 
 
@@ -355,8 +363,10 @@ def repair_sums(graph, feats, ent, mu_n, mu_e, ustat, pstat, scr, n_rounds, out)
     work = np.empty((4, K * K))
     total = _node_sums(graph, feats, ent, mu_n, ustat, pstat)
     worst = 0.0
-    for e in range(mu_e.shape[0]):
-        worst = max(worst, _repair_edge(graph, e, mu_n, mu_e[e], work[3], work[:3], n_rounds, 0.0))
+    for e in range(graph.edges.shape[0]):
+        row = edge_row(mu_e, e, scr.row)
+        worst = max(worst, _repair_edge(graph, e, mu_n, row, work[3], work[:3], n_rounds, 0.0))
+        edge_done(mu_e, e, row)
         total = _edge_sum(total, e, work[3], graph, feats, ent, pstat, scr)
     out[0] = worst
     return total

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.idal import GINI, SHANNON, IdalEntropy, IdalGraph, IdalState, IdalWeights, make_scratch
+from .._kernels.idal_compact import DEFAULT_CAPACITY, compact_edges, one_hot_edges
 from .._kernels.idal_engine import IdalEngine, incidence, orient_forest
 from .._kernels.idal_monitor import dual_sums
 from .._validation import check_int, check_positive
@@ -17,6 +18,13 @@ ENTROPIES = ("gini", "gini_otrw", "shannon")
 SAMPLINGS = ("uniform", "gap")
 #: fraction of the concavity limit 1/K used by ``gini_otrw`` (a_e = OTRW_FRACTION / K)
 OTRW_FRACTION = 0.5
+EDGE_STORAGES = ("dense", "compact")
+#: the layout of the edge marginals when ``build_engine`` gets ``edge_storage=None`` (see
+#: :mod:`crflearn._kernels.idal_compact`): ``"dense"`` (K*K float64 per edge) or ``"compact"`` (at most
+#: ``EDGE_CAPACITY`` non-zeros per edge; Gini entropies only). Module-level until ``fit_idal`` takes it.
+EDGE_STORAGE = "dense"
+#: slots per edge of the compact layout when ``build_engine`` gets ``edge_capacity=None``
+EDGE_CAPACITY = DEFAULT_CAPACITY
 
 
 def default_rho(batch: GraphBatch, model: PairwiseModel, alpha: float, kappa: float = 1.0) -> float:
@@ -95,46 +103,76 @@ def make_entropy(entropy: str, kappa: float, edges: np.ndarray, n_nodes: int, k:
     return IdalEntropy(GINI, np.full(n_nodes, kappa), np.full(n_edges, kappa), a, np.zeros(n_edges, np.int64))
 
 
-def initial_state(batch: GraphBatch, k: int, warm: dict | None) -> IdalState:
+def initial_state(batch: GraphBatch, k: int, warm: dict | None, capacity: int | None = None) -> IdalState:
     """One-hot ground truth (``w = 0``, ``A mu = 0``, ``xi = 0``, ``zeta = 0``) or the warm-start arrays
-    (``zeta`` then left for :meth:`~crflearn._kernels.idal_engine.IdalEngine.rebuild_zeta`)."""
+    (``zeta`` then left for :meth:`~crflearn._kernels.idal_engine.IdalEngine.rebuild_zeta`); the edge
+    marginals dense, or :class:`~crflearn._kernels.idal_compact.CompactEdges` with ``capacity`` slots."""
     n_nodes, n_edges = batch.n_nodes, batch.n_edges
     if warm is not None:
-        return IdalState(warm["mu_nodes"], warm["mu_edges"].reshape(n_edges, k * k), warm["xi"],
+        mu_e = warm["mu_edges"].reshape(n_edges, k * k)
+        return IdalState(warm["mu_nodes"], mu_e if capacity is None else compact_edges(mu_e, capacity), warm["xi"],
                          np.empty((n_edges, 2, k)))
     y = batch.labels
     mu_n = np.zeros((n_nodes, k))
     mu_n[np.arange(n_nodes), y] = 1.0
-    mu_e = np.zeros((n_edges, k * k))
-    if n_edges:
-        mu_e[np.arange(n_edges), y[batch.edges[:, 0]] * k + y[batch.edges[:, 1]]] = 1.0
+    flat = y[batch.edges[:, 0]] * k + y[batch.edges[:, 1]] if n_edges else np.zeros(0, np.int64)
+    if capacity is not None:
+        mu_e = one_hot_edges(flat, k * k, capacity)
+    else:
+        mu_e = np.zeros((n_edges, k * k))
+        if n_edges:
+            mu_e[np.arange(n_edges), flat] = 1.0
     return IdalState(mu_n, mu_e, np.zeros((n_edges, 2, k)), np.zeros((n_edges, 2, k)))
+
+
+def check_edge_storage(edge_storage: str | None, edge_capacity: int | None, entropy: str, k: int) -> int | None:
+    """The compact layout's capacity, or None for the dense layout (module defaults for None arguments)."""
+    edge_storage = EDGE_STORAGE if edge_storage is None else edge_storage
+    if edge_storage not in EDGE_STORAGES:
+        raise ValueError(f"edge_storage must be one of {list(EDGE_STORAGES)}, got {edge_storage!r}")
+    if edge_storage == "dense":
+        return None
+    if entropy == "shannon":
+        raise ValueError("edge_storage='compact' needs a Gini entropy (Shannon edge blocks are dense), got "
+                         "entropy='shannon'")
+    capacity = check_int(EDGE_CAPACITY if edge_capacity is None else edge_capacity, "edge_capacity", 1)
+    return min(capacity, k * k)
 
 
 def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa: float, rho: float,
                  entropy: str, loss_augmented: bool, warm: dict | None, rng, inner_epochs: int,
-                 sampling: str, sample_weight: np.ndarray | None = None) -> IdalEngine:
+                 sampling: str, sample_weight: np.ndarray | None = None, edge_storage: str | None = None,
+                 edge_capacity: int | None = None) -> IdalEngine:
     """The IDAL core for one training batch (arrays built once per call).
 
     ``sample_weight`` (positive, one per example) gives example ``i`` the objective weight ``s_i``:
     ``s_i max_mu [<Psi_i^T w + l_i, mu> + sum_c h_c(mu_c)]`` is the same maximisation with the
     features, the loss and the entropy weights of the example scaled by ``s_i``, so the engine runs
     unchanged on those scaled arrays (shared transitions become an edge feature equal to ``s_i``).
+
+    ``edge_storage`` (``"dense"`` or ``"compact"``; None: the module's ``EDGE_STORAGE``) and
+    ``edge_capacity`` (None: ``EDGE_CAPACITY``) choose the layout of the edge marginals
+    (:mod:`crflearn._kernels.idal_compact`).
     """
     k = model.n_states
     edges = np.ascontiguousarray(batch.edges, dtype=np.int64).reshape(-1, 2)
     feats = model.feature_view(batch, "csr")
     inc_ptr, inc_slot = incidence(edges, batch.n_nodes)
     base_n = hamming_loss_vectors(batch, k) if loss_augmented else np.zeros((batch.n_nodes, k))
-    state = initial_state(batch, k, warm)
+    capacity = check_edge_storage(edge_storage, edge_capacity, entropy, k)
+    state = initial_state(batch, k, warm, capacity)
     ent = make_entropy(entropy, kappa, edges, batch.n_nodes, k)
     if sample_weight is None:
         graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
         psi_u, psi_p = model.to_kernel(model.joint_feature(batch))
         # w(mu) in the kernel layout, from scratch; at the one-hot start with shared transitions Psi mu = psi*
         # exactly (the same unary statistic, integer pair counts), so w = 0 without a pass over mu_e
-        wu, wp = (psi_u, psi_p) if warm is None and model.n_edge_features is None else model.to_kernel(
-            model.expected_joint_feature(batch, state.mu_n, state.mu_e.reshape(-1, k, k)))
+        if warm is None and model.n_edge_features is None:
+            wu, wp = psi_u, psi_p
+        elif capacity is not None:
+            wu, wp = _statistics(graph, feats, ent, model, state.mu_n, state.mu_e)
+        else:
+            wu, wp = model.to_kernel(model.expected_joint_feature(batch, state.mu_n, state.mu_e.reshape(-1, k, k)))
     else:
         feats, ent, base_n = _weighted(batch, feats, ent, base_n, sample_weight)
         graph = IdalGraph(edges, inc_ptr, inc_slot, np.ascontiguousarray(base_n), np.zeros((0, k * k)))
