@@ -209,7 +209,8 @@ def _product(cav, data):
 
 def _block_update(logm, block, data, damping):
     """Update the messages of one block in place (they do not depend on each other), max-normalised;
-    return ``(S, c, a, log S + col_max)`` of :func:`_product` (the update before its normalisation)."""
+    return ``(S, c, a, new, top)``: :func:`_product`'s outputs, the update ``new = log S + col_max`` before
+    its normalisation and, undamped, its maximum ``top`` (the stored messages are then ``new - top``)."""
     s, c, a = _product(_cavity(logm, block, data), data)
     new = s.log().add_(data.col_max)
     old = logm[:, block.start:block.stop]
@@ -217,9 +218,10 @@ def _block_update(logm, block, data, damping):
         # (1 - d) * new + d * old; normalising ``new`` first would only shift each column by a constant
         torch.lerp(new, old, damping, out=old)
         old.sub_(old.amax(dim=0))
-    else:
-        torch.sub(new, new.amax(dim=0), out=old)
-    return s, c, a, new
+        return s, c, a, new, None
+    top = new.amax(dim=0)
+    torch.sub(new, top, out=old)
+    return s, c, a, new, top
 
 
 def _to_layout(x, replicas):
@@ -284,7 +286,8 @@ def _marginals_and_value(u, graph, logm, data, updates):
     log tau_t)>`` is ``sum_v (<tau_v, unary_v - b_v> + lse b_v)`` plus, for every message ``j: s -> t``,
     ``rho_e (L_e / 2 - lse b_t + <c_j, m_j>)`` with ``c_j = softmax_y T`` summed over ``x``: the energy
     ``<tau_e, pw_e>`` cancels. ``L_e`` and ``c_j`` come from the last update of each message
-    (``T`` summed over ``x`` is ``ct + log S + col_max + c``), so no ``(K, K)`` table per edge is formed;
+    (``T`` summed over ``x`` is ``ct + log S + col_max + c``; undamped, ``c_j = tau_t``), so no
+    ``(K, K)`` table per edge is formed;
     the cavities of the block updated first in the last sweep are half a sweep old, a difference that
     vanishes at convergence.
     """
@@ -296,12 +299,16 @@ def _marginals_and_value(u, graph, logm, data, updates):
     _add_by_group(value, graph.node_example,
                   (tau * (u - belief)).sum(dim=0).add_(lse * (1.0 - inflow)[:, None]))
     parts = []
-    for block, d, (s, c, a, new) in zip(graph.blocks, data, updates):
-        own = logm[:, block.start:block.stop]
-        q, big_l = _softmax_(belief.index_select(1, graph.dst[block.start:block.stop]).sub_(own).add_(new).add_(c))
-        terms = torch.add((q * own).sum(dim=0), big_l, alpha=0.5).mul_(d.rho)
+    for block, d, (s, c, a, new, top) in zip(graph.blocks, data, updates):
+        own, dst = logm[:, block.start:block.stop], graph.dst[block.start:block.stop]
+        if top is None:
+            q, big_l = _softmax_(belief.index_select(1, dst).sub_(own).add_(new).add_(c))
+            terms = torch.add((q * own).sum(dim=0), big_l, alpha=0.5)
+        else:  # own = new - top: T summed over x is b_t + top + c, so c_j = tau_t and L_e = lse b_t + top + c
+            q = tau.index_select(1, dst)
+            terms = (q * own).sum(dim=0).add_(top.add_(c).add_(lse.index_select(0, dst)), alpha=0.5)
         _add_by_group(value, graph.edge_example.index_select(0, block.edge) if value.shape[0] > 1 else None,
-                      terms)
+                      terms.mul_(d.rho))
         parts.append((a, q.div_(s)))
     return tau, value.reshape(-1), parts
 
