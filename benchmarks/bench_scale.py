@@ -4,17 +4,25 @@ Usage::
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
         python benchmarks/bench_scale.py [--sizes 100000 300000 1000000] [--profile N]
+        [--edge-storage dense|compact] [--capacity M] [--engine] [--epochs 3]
 
 Each size runs in a fresh subprocess: chains of 8-10 nodes, K = 26 states, p = 16 features with
 about 4 non-zeros per node (dense numpy arrays, so ``feature_view`` converts dense -> CSR), labels
 correlated with the features. The child reports
 
 * ``setup MB``: ``ru_maxrss`` after ``build_engine`` minus the baseline;
-* ``peak MB``: ``ru_maxrss`` after ``fit_idal`` minus ``ru_maxrss`` after imports and data creation;
+* ``peak MB``: ``ru_maxrss`` after ``fit_idal`` minus ``ru_maxrss`` after imports and data creation
+  (in engine mode also after loading the compiled kernels on a 100-node problem);
 * ``B/node``: that difference over the total number of nodes;
 * the wall seconds of ``make_batch``, of ``build_engine`` (timed on its own, its engine then freed),
   and per epoch (``history["time"]`` of ``fit_idal(max_iter=3, tol=0)``: solver time, monitoring
   excluded).
+
+``--engine`` replaces ``fit_idal`` by the engine itself: ``build_engine`` then ``--epochs`` times
+``step()`` + ``certify()`` (what a fit does, without building the result: with compact edge marginals
+``fit_idal``'s result state densifies them today); ``epoch s`` is then the wall time of a ``step()``
+and ``cpu s`` its CPU time. ``--edge-storage compact --capacity M`` runs with the compact edge
+marginals of :mod:`crflearn._kernels.idal_compact` (engine mode only).
 
 ``--setup-only N ...`` skips the fit at those sizes (``B/node`` then from the setup peak).
 ``--profile N`` instead runs cProfile on ``default_rho`` + ``build_engine`` at N nodes and prints
@@ -57,13 +65,21 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
-def child(n_nodes: int, fit: bool = True) -> dict:
-    """One measurement in this (fresh) process."""
+def child(n_nodes: int, fit: bool = True, engine_mode: bool = False, storage: dict | None = None,
+          epochs: int = 3) -> dict:
+    """One measurement in this (fresh) process (``storage``: the ``edge_storage`` keywords, None: the default)."""
     from crflearn.graphs import make_batch
     from crflearn.models import PairwiseModel
     from crflearn.solvers._idal_setup import build_engine
     from crflearn.solvers.idal import default_rho, fit_idal
 
+    if engine_mode:  # load the compiled kernels (~75 MB, whatever the size) before the baseline
+        small, _ = make_batch(*make_chains(100))
+        warm = build_engine(small, PairwiseModel(K, P, fit_intercept=True), alpha=1e-3, kappa=1.0, rho=1.0,
+                            entropy="gini", loss_augmented=False, warm=None, rng=np.random.default_rng(0),
+                            inner_epochs=1, sampling="uniform", **(storage or {}))
+        warm.step()
+        warm.certify()
     X, y = make_chains(n_nodes)
     base = _maxrss_mb()
     t0 = time.perf_counter()
@@ -77,9 +93,13 @@ def child(n_nodes: int, fit: bool = True) -> dict:
     t_rho = time.perf_counter() - t0
     t0 = time.perf_counter()
     engine = build_engine(batch, model, alpha=alpha, kappa=1.0, rho=rho, entropy="gini", loss_augmented=False,
-                          warm=None, rng=np.random.default_rng(0), inner_epochs=1, sampling="uniform")
+                          warm=None, rng=np.random.default_rng(0), inner_epochs=1, sampling="uniform",
+                          **(storage or {}))
     t_setup = time.perf_counter() - t0
     setup_peak = _maxrss_mb() - base
+    if fit and engine_mode:
+        return _engine_fit(engine, batch, model, base, setup_peak, epochs, dict(make_batch_s=t_batch,
+                                                                                  default_rho_s=t_rho, setup_s=t_setup))
     del engine
     gc.collect()
     if not fit:
@@ -94,6 +114,24 @@ def child(n_nodes: int, fit: bool = True) -> dict:
     return dict(n_nodes=int(batch.n_nodes), setup_peak_mb=setup_peak, peak_mb=peak, bytes_per_node=peak * 2 ** 20 / batch.n_nodes,
                 make_batch_s=t_batch, default_rho_s=t_rho, setup_s=t_setup, epoch_s=float(np.median(times)),
                 fit_s=t_fit, w_norm=float(np.linalg.norm(res.w)))
+
+
+def _engine_fit(engine, batch, model, base: float, setup_peak: float, epochs: int, times: dict) -> dict:
+    """``epochs`` x (``step()``, ``certify()``) on a built engine; its peak memory and step times."""
+    wall, cpu = [], []
+    t_fit = time.perf_counter()
+    for _ in range(epochs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        engine.step()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        row = engine.certify()
+    t_fit = time.perf_counter() - t_fit
+    peak = _maxrss_mb() - base
+    return dict(n_nodes=int(batch.n_nodes), setup_peak_mb=setup_peak, peak_mb=peak,
+                bytes_per_node=peak * 2 ** 20 / batch.n_nodes, epoch_s=float(np.median(wall)),
+                cpu_s=float(np.median(cpu)), fit_s=t_fit, gap=float(row["gap"] / abs(row["primal"])),
+                w_norm=float(np.linalg.norm(model.from_kernel(*engine.weights))), **times)
 
 
 def profile(n_nodes: int) -> None:
@@ -124,24 +162,36 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=None)
     parser.add_argument("--setup-only", type=int, nargs="*", default=[],
                         help="sizes measured without the fit (B/node then from the setup peak)")
+    parser.add_argument("--engine", action="store_true", help="step the engine instead of calling fit_idal")
+    parser.add_argument("--epochs", type=int, default=3, help="engine mode: step() + certify() rounds")
+    parser.add_argument("--edge-storage", default=None, choices=["dense", "compact"])
+    parser.add_argument("--capacity", type=int, default=None, help="slots per edge of the compact layout")
     args = parser.parse_args()
+    storage = None if args.edge_storage is None else dict(edge_storage=args.edge_storage, edge_capacity=args.capacity)
+    if storage is not None and not args.engine:
+        parser.error("--edge-storage needs --engine (fit_idal does not take it)")
     if args.child is not None:
-        print(json.dumps(child(args.child, fit=args.child not in args.setup_only)))
+        print(json.dumps(child(args.child, fit=args.child not in args.setup_only, engine_mode=args.engine,
+                               storage=storage, epochs=args.epochs)))
         return
     if args.profile is not None:
         profile(args.profile)
         return
     print(f"{'nodes':>9} {'setup MB':>8} {'peak MB':>8} {'B/node':>7} {'make_batch s':>12} {'default_rho s':>13} "
-          f"{'setup s':>8} {'epoch s':>8} {'fit s':>7}")
+          f"{'setup s':>8} {'epoch s':>8} {'cpu s':>6} {'fit s':>7}")
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--child", str(n)]
+        cmd = [sys.executable, __file__, "--child", str(n), "--epochs", str(args.epochs)]
+        cmd += ["--engine"] if args.engine else []
+        if storage is not None:
+            cmd += ["--edge-storage", args.edge_storage] + ([] if args.capacity is None else ["--capacity",
+                                                                                               str(args.capacity)])
         if n in args.setup_only:
             cmd += ["--setup-only", str(n)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{r['n_nodes']:>9} {r['setup_peak_mb']:>8.0f} {r['peak_mb']:>8.0f} {r['bytes_per_node']:>7.0f} {r['make_batch_s']:>12.2f} "
-              f"{r['default_rho_s']:>13.2f} {r['setup_s']:>8.2f} {r['epoch_s']:>8.2f} {r['fit_s']:>7.2f}"
-              f"   (|w| = {r['w_norm']:.17g})", flush=True)
+              f"{r['default_rho_s']:>13.2f} {r['setup_s']:>8.2f} {r['epoch_s']:>8.2f} {r.get('cpu_s', np.nan):>6.2f} "
+              f"{r['fit_s']:>7.2f}   (|w| = {r['w_norm']:.17g}, rel gap {r.get('gap', np.nan):.3g})", flush=True)
 
 
 if __name__ == "__main__":

@@ -456,6 +456,25 @@ def _support_after(gamma, mu_row, d):
 
 
 @njit(cache=True, nogil=True)
+def _keep_largest(buf, cidx, n, m):
+    """Compact the ``m`` largest of ``buf[:n]`` (ties: the first ones) with their ``cidx`` into the first
+    ``m`` places, in their original order; returns ``m``."""
+    t = np.partition(buf[:n], n - m)[n - m]  # the m-th largest value
+    ties = m
+    for j in range(n):
+        ties -= buf[j] > t
+    kept = 0
+    for j in range(n):
+        v = buf[j]
+        if v > t or (v == t and ties > 0):
+            ties -= v == t
+            buf[kept] = v
+            cidx[kept] = cidx[j]
+            kept += 1
+    return kept
+
+
+@njit(cache=True, nogil=True)
 def _gini_truncated(e, gamma, mu_row, feats, weights, state, ent, rho, inv_lam_n, shift0, scr):
     """A compact edge whose line-search point ``x = mu + gamma d`` has more non-zeros than the capacity
     ``m``: the projection ``p`` of the ``m`` largest entries of ``x`` onto the simplex (the others 0),
@@ -469,11 +488,7 @@ def _gini_truncated(e, gamma, mu_row, feats, weights, state, ent, rho, inv_lam_n
         x[i] = mu_row[i] + gamma * d[i]
     n = candidates_above(x, 1.0, 0.0, buf, cidx)
     if n > m:
-        keep = np.sort(np.argsort(buf[:n])[n - m:])  # increasing: the compaction below is in place
-        for j in range(m):
-            buf[j] = buf[keep[j]]
-            cidx[j] = cidx[keep[j]]
-        n = m
+        n = _keep_largest(buf, cidx, n, m)
     tau, ns = michelot_threshold(buf, cidx, n)
     nz = _sparse_direction(ns, tau, mu_row, scr)
     two_k = 2.0 * ent.edge_w[e]
