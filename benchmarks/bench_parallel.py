@@ -22,8 +22,8 @@ one thread each; the workers import crflearn and load the compiled kernels befor
 ``twin1``: two 1-thread fits at the same time in two processes (the control: the wall speed-up and CPU
 overhead the machine allows right now; the row shows the first fit's rounds, the wall of both, the CPU of
 both: the machine allows a speed-up of ``2 x wall(threads1) / wall(twin1)``). ``--chunk C``: every thread
-merges its change into the shared ``w`` every ``C`` cliques exactly (default: ``SHARED_CHUNK``, at least
-``SHARED_MERGES`` merges per sweep). CPU seconds are the driver's plus, for dask, the workers'
+merges its change into the shared ``w`` every ``C`` cliques (default:
+:func:`~crflearn.solvers.idal_parallel.shared_chunk`). CPU seconds are the driver's plus, for dask, the workers'
 (``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
 with every row: the figures are only comparable on a quiet machine; "loop s" is the solver's time without
 the certificates, "monitor s" that of the certificates.
@@ -173,8 +173,8 @@ def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: l
     kw = dict(alpha=alpha, tol=tol, max_iter=max_iter)
     _warm_worker()
     print(f"# {name}: {batch.n_examples} examples, {batch.n_nodes} nodes, alpha={alpha:.3g}, tol={tol:g}, "
-          f"{os.cpu_count()} cores, shared-w chunk {idal_parallel.SHARED_CHUNK} "
-          f"(>= {idal_parallel.SHARED_MERGES} merges per sweep)")
+          f"{os.cpu_count()} cores, shared-w chunk at 2 threads: "
+          f"{idal_parallel.shared_chunk((batch.n_nodes + batch.n_edges) // 2, model.size)} cliques")
     print("| run | rounds | converged | certified rel. gap | wall s | CPU s | CPU/wall | loop s | monitor s "
           "| load before/after |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -240,7 +240,7 @@ def main(argv=None) -> None:
                     "into the shared w")
     args = ap.parse_args(argv)
     if args.chunk is not None:
-        idal_parallel.SHARED_CHUNK, idal_parallel.SHARED_MERGES = args.chunk, 1
+        idal_parallel.shared_chunk = lambda n_cliques, w_size: min(args.chunk, n_cliques)
     if args.local_steps != 1:  # not a fit_idal keyword (yet): set through its option check
         from functools import partial
 

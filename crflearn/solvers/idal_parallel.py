@@ -74,11 +74,12 @@ from ._idal_setup import build_engine
 from ._loop import SolverLoop
 from ._idal_record import Recorder, idal_result
 
-__all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_examples", "IdalPartition",
-           "ThreadPartitions", "Rebuilt", "fit_partitioned"]
+__all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_examples", "shared_chunk",
+           "IdalPartition", "ThreadPartitions", "Rebuilt", "fit_partitioned"]
 
 BACKENDS = ("threads", "dask", "simulate")
-#: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w``
+#: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w`` (or a
+#: quarter of the size of ``w`` if larger: a merge reads and writes ``w`` about four times)
 SHARED_CHUNK = 1024
 #: and at least this many merges per sweep of a partition (small partitions merge more often)
 SHARED_MERGES = 64
@@ -199,6 +200,12 @@ def partition_seeds(random_state, n_partitions: int) -> list:
     return root.spawn(n_partitions + 1)
 
 
+def shared_chunk(n_cliques: int, w_size: int) -> int:
+    """Cliques a thread sweeps between two merges into the shared ``w``: ``SHARED_CHUNK`` (or a quarter of
+    the size of ``w`` if larger), and at least ``SHARED_MERGES`` merges per sweep of ``n_cliques``."""
+    return max(1, min(max(SHARED_CHUNK, w_size // 4), n_cliques // SHARED_MERGES))
+
+
 class IdalPartition:
     """One partition: an :class:`IdalEngine` on its examples, with the global normaliser ``n`` and the
     CoCoA+ scaling ``sigma`` (lives on a thread of the driver or on a Dask worker).
@@ -225,8 +232,7 @@ class IdalPartition:
     lock : threading.Lock, optional
         Guards ``shared`` (with ``shared``).
     chunk : int, optional
-        Most cliques swept between two merges (with ``shared``); default ``SHARED_CHUNK``. At least
-        ``SHARED_MERGES`` merges happen per sweep.
+        Cliques swept between two merges (with ``shared``); default :func:`shared_chunk`.
     """
 
     def __init__(self, batch: GraphBatch, model: PairwiseModel, spec: dict, seed, n_total: int, sigma: float,
@@ -235,8 +241,9 @@ class IdalPartition:
         eng.n = int(n_total)
         eng.inv_lam_n = sigma / (eng.alpha * n_total)
         self.engine, self.sigma, self.shared = eng, float(sigma), shared
-        most = SHARED_CHUNK if chunk is None else int(chunk)
-        self.lock, self.chunk = lock, max(1, min(most, (batch.n_nodes + batch.n_edges) // SHARED_MERGES))
+        self.lock = lock
+        self.chunk = int(chunk) if chunk is not None else shared_chunk(batch.n_nodes + batch.n_edges,
+                                                                        eng.weights.wuT.size + eng.weights.wp.size)
         self.snap = IdalWeights(np.empty_like(eng.weights.wuT), np.empty_like(eng.weights.wp))
         self.start = self.contribution()
 
