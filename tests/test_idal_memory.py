@@ -166,3 +166,19 @@ def test_edge_storage_errors():
         _engine(batch, model, edge_storage="compact", entropy="shannon")
     with pytest.raises(ValueError, match="edge_capacity"):
         _engine(batch, model, edge_storage="compact", edge_capacity=0)
+
+
+def test_warm_start_from_compact_edges():
+    """A state whose mu_edges is a CompactEdges (a huge fit's, kept compact) warm-starts either layout."""
+    batch, model = _batch("chain")
+    first = _fit(batch, model, "compact", capacity=8, kappa=0.3, max_iter=20, tol=0)
+    compact = dict(first.state, mu_edges=compact_edges(first.state["mu_edges"].reshape(batch.n_edges, -1), 8))
+    kw = dict(kappa=0.3, max_iter=30, tol=0)
+    from_dense = _fit(batch, model, "compact", capacity=8, warm_start=first.state, **kw)
+    from_compact = _fit(batch, model, "compact", capacity=8, warm_start=compact, **kw)
+    np.testing.assert_array_equal(from_compact.w, from_dense.w)
+    dense = _fit(batch, model, "dense", warm_start=compact, **kw)
+    np.testing.assert_array_equal(dense.state["mu_edges"].shape, (batch.n_edges, 4, 4))
+    bad = compact["mu_edges"]._replace(idx=compact["mu_edges"].idx + 16)
+    with pytest.raises(ValueError, match="CompactEdges"):
+        _fit(batch, model, "compact", warm_start=dict(compact, mu_edges=bad), **kw)

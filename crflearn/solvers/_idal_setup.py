@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.idal import GINI, SHANNON, IdalEntropy, IdalGraph, IdalState, IdalWeights, make_scratch
-from .._kernels.idal_compact import DEFAULT_CAPACITY, compact_edges, one_hot_edges
+from .._kernels.idal_compact import DEFAULT_CAPACITY, CompactEdges, compact_edges, one_hot_edges
 from .._kernels.idal_engine import IdalEngine, incidence, orient_forest
 from .._kernels.idal_monitor import dual_sums
 from .._validation import check_int, check_positive
@@ -76,7 +76,8 @@ def check_idal_options(kappa, rho, inner_epochs, entropy, loss_augmented, sampli
 
 
 def check_warm_start(warm_start, n_nodes: int, n_edges: int, k: int) -> dict:
-    """The arrays of a previous ``fit_idal`` state, checked against this batch."""
+    """The arrays of a previous ``fit_idal`` state, checked against this batch (``mu_edges`` dense or a
+    :class:`~crflearn._kernels.idal_compact.CompactEdges`, kept compact)."""
     if not isinstance(warm_start, dict):
         raise TypeError(f"warm_start must be a SolverResult.state dict or None, got {type(warm_start).__name__}")
     shapes = {"mu_nodes": (n_nodes, k), "mu_edges": (n_edges, k, k), "xi": (n_edges, 2, k)}
@@ -84,6 +85,9 @@ def check_warm_start(warm_start, n_nodes: int, n_edges: int, k: int) -> dict:
     for key, shape in shapes.items():
         if key not in warm_start:
             raise ValueError(f"warm_start lacks {key!r}; pass the state of a previous fit_idal result")
+        if isinstance(warm_start[key], CompactEdges):
+            out[key] = _check_compact(warm_start[key], n_edges, k)
+            continue
         arr = np.asarray(warm_start[key], dtype=np.float64)
         if arr.shape != shape:
             raise ValueError(f"warm_start[{key!r}] has shape {arr.shape}, expected {shape} for this batch")
@@ -91,6 +95,28 @@ def check_warm_start(warm_start, n_nodes: int, n_edges: int, k: int) -> dict:
             raise ValueError(f"warm_start[{key!r}] contains NaN or infinite values")
         out[key] = np.array(arr, dtype=np.float64, order="C")
     return out
+
+
+def _check_compact(mu_e: CompactEdges, n_edges: int, k: int) -> CompactEdges:
+    """A copy of compact warm-start edge marginals, checked against this batch."""
+    if mu_e.shape != (n_edges, k * k):
+        raise ValueError(f"warm_start['mu_edges'] has shape {mu_e.shape}, expected {(n_edges, k * k)} for this batch")
+    m = mu_e.capacity
+    used = np.arange(m)[None, :] < mu_e.nnz[:, None]
+    if (mu_e.idx.shape != (n_edges, m) or np.any(mu_e.nnz < 0) or np.any(mu_e.nnz > m)
+            or np.any((mu_e.idx < 0) | (mu_e.idx >= k * k)) or not np.all(np.isfinite(mu_e.val[used]))):
+        raise ValueError("warm_start['mu_edges'] is not a valid CompactEdges (indices, counts or values)")
+    return CompactEdges(mu_e.idx.astype(np.int32), mu_e.val.astype(np.float64), mu_e.nnz.astype(np.int32), k * k)
+
+
+def _warm_edges(mu_e, n_edges: int, k: int, capacity: int | None):
+    """Warm-start edge marginals in the layout asked for (dense when ``capacity`` is None)."""
+    if isinstance(mu_e, CompactEdges):
+        if capacity == mu_e.capacity:
+            return mu_e
+        mu_e = mu_e.to_dense()
+    mu_e = mu_e.reshape(n_edges, k * k)
+    return mu_e if capacity is None else compact_edges(mu_e, capacity)
 
 
 def make_entropy(entropy: str, kappa: float, edges: np.ndarray, n_nodes: int, k: int) -> IdalEntropy:
@@ -109,8 +135,7 @@ def initial_state(batch: GraphBatch, k: int, warm: dict | None, capacity: int | 
     marginals dense, or :class:`~crflearn._kernels.idal_compact.CompactEdges` with ``capacity`` slots."""
     n_nodes, n_edges = batch.n_nodes, batch.n_edges
     if warm is not None:
-        mu_e = warm["mu_edges"].reshape(n_edges, k * k)
-        return IdalState(warm["mu_nodes"], mu_e if capacity is None else compact_edges(mu_e, capacity), warm["xi"],
+        return IdalState(warm["mu_nodes"], _warm_edges(warm["mu_edges"], n_edges, k, capacity), warm["xi"],
                          np.empty((n_edges, 2, k)))
     y = batch.labels
     mu_n = np.zeros((n_nodes, k))
