@@ -407,7 +407,8 @@ class _TRWLogPartition(torch.autograd.Function):
             out.append(res)
         if labels is None:
             return res.log_partition
-        return res.log_partition - _labelling_score(unary.detach(), pairwise.detach(), graph, labels)
+        score, ctx.pair = _labelling_score(unary.detach(), pairwise.detach(), graph, labels)
+        return res.log_partition - score
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -427,9 +428,12 @@ class _TRWLogPartition(torch.autograd.Function):
             else:
                 tau_e = _edge_marginals(g, data, parts, k)
                 edge_weight = grad_out[g.edge_example]
-                gp = tau_e.reshape(-1, k * k).T @ edge_weight if ctx.shared else tau_e * edge_weight[:, None, None]
-            gp = _minus_labelling(gp.view(k, k) if ctx.shared else gp, g, labels, grad_out[g.edge_example],
-                                  ctx.shared)
+                gp = (tau_e.reshape(-1, k * k).T @ edge_weight).view(k, k) if ctx.shared else \
+                    tau_e * edge_weight[:, None, None]
+            if labels is not None:  # minus the one-hot pairs, summed over the edges for a shared score
+                weight_e = grad_out[g.edge_example].neg_()
+                gp = gp.reshape(-1).index_add(0, ctx.pair, weight_e).view(k, k) if ctx.shared else \
+                    gp.view(-1, k * k).scatter_add(1, ctx.pair[:, None], weight_e[:, None]).view(-1, k, k)
         return gu, gp, None, None, None, None, None
 
 
@@ -448,18 +452,6 @@ def _shared_gradient(graph, data, parts, weight, k):
         grad.addmm_(torch.stack([scale.where(block.first_forward, 0.0), scale.where(block.first_backward, 0.0)]),
                     (d.tables * outer).flatten(1))
     return grad[0].view(k, k).T + grad[1].view(k, k)
-
-
-def _minus_labelling(gp, graph, labels, weight, shared):
-    """Subtract ``weight_e onehot(y_s, y_t)`` (summed over edges for a shared score) from ``gp``."""
-    if labels is None:
-        return gp
-    k = gp.shape[-1]
-    ys, yt = labels[graph.edges[:, 0]], labels[graph.edges[:, 1]]
-    if shared:
-        return gp.reshape(-1).index_add(0, ys * k + yt, -weight).view(k, k)
-    rows = torch.arange(gp.shape[0], device=gp.device)
-    return gp.index_put((rows, ys, yt), -weight, accumulate=True)
 
 
 def trw_log_partition(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, *,
@@ -504,7 +496,7 @@ def labelling_score(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGra
     """
     _check_potentials(unary, pairwise, graph)
     _check_labels(labels, graph, unary.shape[1])
-    return _labelling_score(unary, pairwise, graph, labels)
+    return _labelling_score(unary, pairwise, graph, labels)[0]
 
 
 def _check_labels(labels, graph, k):
@@ -517,15 +509,21 @@ def _check_labels(labels, graph, k):
 
 
 def _labelling_score(unary, pairwise, graph, labels):
+    """``(score per example, pair)`` with ``pair = y_s * K + y_t`` per edge (the flat pairwise entry)."""
     k = unary.shape[1]
-    node = unary.gather(1, labels[:, None]).squeeze(1)
-    ys, yt = labels[graph.edges[:, 0]], labels[graph.edges[:, 1]]
-    if pairwise.dim() == 2:
-        edge = pairwise[ys, yt]
-    else:
-        edge = pairwise.flatten(1).gather(1, (ys * k + yt)[:, None]).squeeze(1)
-    score = unary.new_zeros(graph.n_examples).index_add(0, graph.node_example, node)
-    return score.index_add(0, graph.edge_example, edge.to(score.dtype))
+    pair = labels[graph.edges[:, 0]].mul_(k).add_(labels[graph.edges[:, 1]])
+    node = unary.gather(1, labels[:, None]).view(-1)
+    flat = pairwise.reshape(-1, k * k)
+    edge = flat.view(-1).take(pair) if pairwise.dim() == 2 else flat.gather(1, pair[:, None]).view(-1)
+    return _sum_by_example(node, graph.node_example, graph) + _sum_by_example(
+        edge.to(node.dtype), graph.edge_example, graph), pair
+
+
+def _sum_by_example(values, example, graph):
+    """Per-example sums of node or edge values (examples of equal sizes on replicas)."""
+    if graph.replicas > 1:
+        return values.view(graph.n_examples, values.shape[0] // graph.n_examples).sum(dim=1)
+    return values.new_zeros(graph.n_examples).index_add_(0, example, values)
 
 
 def trw_nll_loss(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph, labels: torch.Tensor, *,
