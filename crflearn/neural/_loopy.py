@@ -137,13 +137,18 @@ def _shared_tables(pairwise, rho_values, batched):
     column ``backward * n_rho + group``: ``(2 n_rho, K_y, K_x)`` and ``(2 n_rho, K)`` when ``batched``,
     else ``(K_x * K_y, 2 n_rho)`` and ``(K, 2 n_rho)``."""
     k = pairwise.shape[0]
+    inv = 1.0 / rho_values
+    if batched:  # [orientation, target, source]: pw^T for s -> t, pw for t -> s
+        oriented = torch.stack([pairwise.T, pairwise])
+        top = oriented.amax(dim=2)                                      # (2, K_target)
+        exp_pw = ((oriented - top[:, :, None])[:, None] * inv[None, :, None, None]).exp_()
+        return (exp_pw.clamp_min_(torch.finfo(pairwise.dtype).tiny).view(-1, k, k),
+                (top[:, None, :] * inv[None, :, None]).view(-1, k))
     oriented = torch.stack([pairwise, pairwise.T])                      # (2, K_source, K_target)
     top = oriented.amax(dim=1)                                          # (2, K_target)
-    inv = (1.0 / rho_values)[None, :, None, None]
+    inv = inv[None, :, None, None]
     exp_pw = ((oriented - top[:, None, :])[:, None] * inv).exp_().clamp_min_(torch.finfo(pairwise.dtype).tiny)
     col_max = top[:, None, :] * inv[..., 0]                             # (2, n_rho, K)
-    if batched:
-        return exp_pw.transpose(2, 3).reshape(-1, k, k), col_max.reshape(-1, k)
     # contiguous: a column gather (index_select along dim 1) from a transposed view is ~3x slower
     return (exp_pw.permute(2, 3, 0, 1).reshape(k * k, -1).contiguous(),
             col_max.permute(2, 0, 1).reshape(k, -1).contiguous())
