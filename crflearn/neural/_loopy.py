@@ -266,12 +266,16 @@ def _run_messages(u, pairwise, graph, init, max_iter, tol, damping, check_every)
     return logm, data, updates, n_iter, residual, converged
 
 
-def _add_by_group(value, groups, terms):
-    """``value[g] += sum of the terms (n, B) of group g`` (``value`` is ``(G, B)``)."""
+def _add_by_group(value, groups, terms, weight=None):
+    """``value[g] += sum of weight_j terms_j over the rows j (n, B) of group g`` (``value`` is ``(G, B)``,
+    ``weight`` ``(n, 1)`` or None for ones)."""
     if value.shape[0] == 1:
-        value[0] += terms.sum(dim=0)
+        if weight is None:
+            value[0] += terms.sum(dim=0)
+        else:
+            value.addmm_(weight.T, terms)
     else:
-        value.index_add_(0, groups, terms)
+        value.index_add_(0, groups, terms if weight is None else terms * weight)
 
 
 def _softmax_(x):
@@ -288,8 +292,8 @@ def _marginals_and_value(u, graph, logm, data, updates):
     With the beliefs ``b``, the cavities ``cs = b_s - m_{t->s}``, ``ct = b_t - m_{s->t}`` and the edge
     table ``T[x, y] = cs[x] + pw[x, y] / rho + ct[y]`` (``tau_e = softmax T``, ``L_e = logsumexp T``), the
     value ``sum_v <tau_v, unary_v - log tau_v> + sum_e <tau_e, pw_e - rho_e (log tau_e - log tau_s -
-    log tau_t)>`` is ``sum_v (<tau_v, unary_v - b_v> + lse b_v)`` plus, for every message ``j: s -> t``,
-    ``rho_e (L_e / 2 - lse b_t + <c_j, m_j>)`` with ``c_j = softmax_y T`` summed over ``x``: the energy
+    log tau_t)>`` is ``sum_v (<tau_v, unary_v - b_v> + (1 - sum_{e at v} rho_e) lse b_v)`` plus, for every
+    message ``j: s -> t``, ``rho_e (L_e / 2 + <c_j, m_j>)`` with ``c_j = softmax_y T`` summed over ``x``: the energy
     ``<tau_e, pw_e>`` cancels. ``L_e`` and ``c_j`` come from the last update of each message
     (``T`` summed over ``x`` is ``ct + log S + col_max + c``; undamped, ``c_j = tau_t``), so no
     ``(K, K)`` table per edge is formed;
@@ -299,10 +303,9 @@ def _marginals_and_value(u, graph, logm, data, updates):
     rho = torch.cat([d.rho for d in data]) if data else u.new_zeros(0, 1)   # (2 M_r, 1)
     belief = u.index_add(1, graph.dst, logm * rho)
     tau, lse = _softmax_(belief.clone())                                # lse: (N_r, B)
-    inflow = u.new_zeros(u.shape[1]).index_add_(0, graph.dst, rho[:, 0])
     value = u.new_zeros(graph.n_examples // u.shape[2], u.shape[2])
     _add_by_group(value, graph.node_example,
-                  (tau * (u - belief)).sum(dim=0).add_(lse * (1.0 - inflow)[:, None]))
+                  (tau * (u - belief)).sum(dim=0).addcmul_(lse, graph.node_weight.to(u.dtype)[:, None]))
     parts = []
     for block, d, (s, c, a, new, top) in zip(graph.blocks, data, updates):
         own, dst = logm[:, block.start:block.stop], graph.dst[block.start:block.stop]
@@ -313,7 +316,7 @@ def _marginals_and_value(u, graph, logm, data, updates):
             q = tau.index_select(1, dst)
             terms = (q * own).sum(dim=0).add_(top.add_(c).add_(lse.index_select(0, dst)), alpha=0.5)
         _add_by_group(value, graph.edge_example.index_select(0, block.edge) if value.shape[0] > 1 else None,
-                      terms.mul_(d.rho))
+                      terms, d.rho)
         parts.append((a, q.div_(s)))
     return tau, value.reshape(-1), parts
 

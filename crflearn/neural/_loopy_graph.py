@@ -98,6 +98,8 @@ class LoopyGraph(NamedTuple):
     blocks : tuple of MessageBlock
     replicas : int
         ``B`` when the batch is ``B`` copies of one graph (see the module docstring), else 1.
+    node_weight : Tensor (N_r,) float64
+        ``1 - sum of rho`` over the edges of every node (its weight in the TRW value).
     """
 
     edges: torch.Tensor
@@ -114,6 +116,7 @@ class LoopyGraph(NamedTuple):
     rho_values: torch.Tensor = None
     blocks: tuple = ()
     replicas: int = 1
+    node_weight: torch.Tensor = None
 
 
 def _two_colouring(edges: np.ndarray, n_nodes: int):
@@ -268,7 +271,8 @@ def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, 
         internal=put(np.argsort(np.stack([forward, backward], axis=1).reshape(-1))),
         rho_values=put(rho_values, torch.float64),
         blocks=_blocks(e_local, order, position, bounds, rho_group.reshape(-1), len(rho_values), put),
-        replicas=replicas)
+        replicas=replicas, node_weight=put(1.0 - np.bincount(e_local.reshape(-1), np.repeat(rho_local, 2),
+                                                             minlength=n_local), torch.float64))
 
 
 def _replicas(e, node_offsets, edge_offsets, rho) -> int:
