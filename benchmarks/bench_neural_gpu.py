@@ -21,9 +21,9 @@ is read twice: CPU seconds of this process (``time.process_time``; torch runs on
 ``--threads`` threads, 1 by default, so this is the work done, which other processes on a
 shared machine disturb much less than wall time) and wall seconds (on CUDA, after a
 synchronisation; there the wall time is the figure). The table gives medians, the ratio
-of the loss median to the CNN median, and the 25th-75th percentiles of the paired
-per-round ratios (loss / the CNN forward just before it) as the spread. The load average
-is recorded before and after.
+of the loss median to the CNN median, the 25th-75th percentiles of the paired per-round
+ratios (loss / the CNN forward just before it) as the spread, and the ratio of the minima
+(the least disturbed runs). The load average is recorded before and after.
 
 Usage::
 
@@ -116,7 +116,7 @@ def _series(name, batch, device, times, reference=None, note=""):
         own = cpu if device.type == "cpu" else wall
         paired = own / ref
         row.update(ratio=float(np.median(own) / np.median(ref)), ratio_p25=_percentile(paired, 25),
-                   ratio_p75=_percentile(paired, 75))
+                   ratio_p75=_percentile(paired, 75), ratio_min=float(own.min() / ref.min()))
     return row
 
 
@@ -182,12 +182,12 @@ def chain_rows(batch, device, args):
 def _markdown(rows, meta):
     lines = [f"{key}: {value}" for key, value in meta.items()]
     lines += ["", "| row | batch | device | CPU ms (median) | wall ms (median) | x CNN fwd (ratio of medians) "
-              "| paired ratio p25-p75 | note |", "|---|---:|---|---:|---:|---:|---|---|"]
+              "| paired ratio p25-p75 | ratio of minima | note |", "|---|---:|---|---:|---:|---:|---|---:|---|"]
     for r in rows:
-        ratio = f"{r['ratio']:.1f}" if "ratio" in r else ""
-        spread = f"{r['ratio_p25']:.1f}-{r['ratio_p75']:.1f}" if "ratio" in r else ""
+        ratio = (f"{r['ratio']:.1f}", f"{r['ratio_p25']:.1f}-{r['ratio_p75']:.1f}", f"{r['ratio_min']:.1f}") \
+            if "ratio" in r else ("", "", "")
         lines.append(f"| {r['row']} | {r['batch']} | {r['device']} | {r['cpu_ms']:.2f} | {r['wall_ms']:.2f} "
-                     f"| {ratio} | {spread} | {r['note']} |")
+                     f"| {' | '.join(ratio)} | {r['note']} |")
     return "\n".join(lines) + "\n"
 
 
