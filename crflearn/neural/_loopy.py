@@ -408,21 +408,26 @@ class _TRWLogPartition(torch.autograd.Function):
     one-hot labelling) as its gradient: an explicit backward, no autograd graph inside."""
 
     @staticmethod
-    def forward(ctx, unary, pairwise, graph, init, options, out, labels):
+    def forward(ctx, unary, pairwise, graph, init, options, out, labels, reduction="none"):
         res, ctx.grad_data = _trw_core(unary, pairwise, graph, init, options, edge_marginals=False)
-        ctx.graph, ctx.labels, ctx.shared = graph, labels, pairwise.dim() == 2
+        ctx.graph, ctx.labels, ctx.shared, ctx.reduction = graph, labels, pairwise.dim() == 2, reduction
         if out is not None:
             out.append(res)
-        if labels is None:
-            return res.log_partition
-        score, ctx.pair = _labelling_score(unary.detach(), pairwise.detach(), graph, labels)
-        return res.log_partition - score
+        value = res.log_partition
+        if labels is not None:
+            score, ctx.pair = _labelling_score(unary.detach(), pairwise.detach(), graph, labels)
+            value = value - score
+        if reduction == "none":
+            return value
+        return value.mean() if reduction == "mean" else value.sum()
 
     @staticmethod
     def backward(ctx, grad_out):
         tau, data, parts = ctx.grad_data
         g, labels = ctx.graph, ctx.labels
         grad_out = grad_out.to(tau.dtype)
+        if ctx.reduction != "none":  # the reduction's backward, without an autograd node of its own
+            grad_out = grad_out.expand(g.n_examples) / (g.n_examples if ctx.reduction == "mean" else 1)
         weight = grad_out.view(-1, g.replicas)              # (G, B): per example, replica-minor
         gu = gp = None
         if ctx.needs_input_grad[0]:
@@ -442,23 +447,22 @@ class _TRWLogPartition(torch.autograd.Function):
                 weight_e = grad_out[g.edge_example].neg_()
                 gp = gp.reshape(-1).index_add(0, ctx.pair, weight_e).view(k, k) if ctx.shared else \
                     gp.view(-1, k * k).scatter_add(1, ctx.pair[:, None], weight_e[:, None]).view(-1, k, k)
-        return gu, gp, None, None, None, None, None
+        return gu, gp, None, None, None, None, None, None
 
 
 def _shared_gradient(graph, data, parts, weight, k):
     """``sum_e w_e tau_e`` for a shared score on replicas, from the first message of every edge (in the
     internal order: on two colours, the first block): per message position ``p``, the weighted outer
     products ``sum_b w_b beta_pb a_pb^T`` (one batched matrix product) times the position's table, a
-    ``[target, source]`` matrix, summed over positions. ``beta`` (up to ``1 / tiny``) is scaled by its
-    maximum per position first, so that the sums cannot overflow."""
-    grad = weight.new_zeros(2, k * k)
+    ``[target, source]`` matrix, summed over positions by :attr:`MessageBlock.role`. ``beta`` (up to
+    ``1 / tiny``) is scaled by its maximum per position first, so that the sums cannot overflow."""
+    grad = weight.new_zeros(3, k * k)   # rows: first s -> t, first t -> s, not first (dropped)
     for block, d, (a, beta) in zip(graph.blocks, data, parts):
         if block.n_first == 0:
             continue
         scale = beta.amax(dim=0).amax(dim=1)                            # (n,)
         outer = torch.bmm((beta * (weight[None, :] / scale[:, None])).transpose(0, 1), a.permute(1, 2, 0))
-        grad.addmm_(torch.stack([scale.where(block.first_forward, 0.0), scale.where(block.first_backward, 0.0)]),
-                    (d.tables * outer).flatten(1))
+        grad.index_add_(0, block.role, outer.mul_(d.tables).mul_(scale[:, None, None]).flatten(1))
     return grad[0].view(k, k).T + grad[1].view(k, k)
 
 
@@ -565,7 +569,4 @@ def trw_nll_loss(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph,
                                                check_every, warn)
     _check_labels(labels, graph, unary.shape[1])
     with torch.autocast(unary.device.type, enabled=False):
-        nll = _TRWLogPartition.apply(unary, pairwise, graph, init, settings, out, labels)
-    if reduction == "mean":
-        return nll.mean()
-    return nll.sum() if reduction == "sum" else nll
+        return _TRWLogPartition.apply(unary, pairwise, graph, init, settings, out, labels, reduction)

@@ -49,9 +49,9 @@ class MessageBlock(NamedTuple):
         True for a message ``edges[e, 1] -> edges[e, 0]``.
     table : LongTensor (stop - start,)
         Column of the message in a shared pairwise table: ``backward * n_rho + rho_group[edge]``.
-    first_forward, first_backward : BoolTensor (stop - start,)
-        The message comes before its reverse in the internal order (one message per edge is first)
-        and runs ``s -> t`` (``t -> s``).
+    role : LongTensor (stop - start,)
+        0 (1) when the message comes before its reverse in the internal order (one message per
+        edge is first) and runs ``s -> t`` (``t -> s``); 2 when it comes after its reverse.
     n_first : int
         The number of first messages in the block.
     """
@@ -65,8 +65,7 @@ class MessageBlock(NamedTuple):
     edge: torch.Tensor
     backward: torch.Tensor
     table: torch.Tensor
-    first_forward: torch.Tensor
-    first_backward: torch.Tensor
+    role: torch.Tensor
     n_first: int
 
 
@@ -203,8 +202,7 @@ def _blocks(e, order, position, bounds, rho_group, n_rho, put):
         first = rev > np.arange(lo, hi)
         blocks.append(MessageBlock(int(lo), int(hi), put(sources), put(index.reshape(-1)), put(rev),
                                    int(rev[0]) if contiguous else -1, put(edge[lo:hi]), put(back, torch.bool),
-                                   put(table), put(first & ~back, torch.bool), put(first & back, torch.bool),
-                                   int(first.sum())))
+                                   put(table), put(np.where(first, back, 2)), int(first.sum())))
     return tuple(blocks)
 
 
