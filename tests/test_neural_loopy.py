@@ -252,10 +252,13 @@ def test_validation_errors():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_loss_has_no_host_synchronisation():  # pragma: no cover - no GPU in CI
+@pytest.mark.parametrize("copies", [1, 4])  # one graph; a batch of copies (replicas)
+def test_cuda_loss_has_no_host_synchronisation(copies):  # pragma: no cover - no GPU in CI
     rng = np.random.default_rng(7)
-    edges, n = grid_edges(6, 6), 36
-    graph = make_loopy_graph(edges, n, device="cuda")
+    e1, n1 = grid_edges(6, 6), 36
+    edges, n = np.concatenate([e1 + i * n1 for i in range(copies)]), copies * n1
+    graph = make_loopy_graph(edges, n, np.arange(copies + 1) * n1, np.arange(copies + 1) * len(e1), device="cuda")
+    assert graph.replicas == (copies if copies > 1 else 1)
     u = torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32, device="cuda", requires_grad=True)
     p = torch.tensor(rng.normal(size=(4, 4)), dtype=torch.float32, device="cuda", requires_grad=True)
     y = torch.tensor(rng.integers(4, size=n), device="cuda")
@@ -263,8 +266,11 @@ def test_cuda_loss_has_no_host_synchronisation():  # pragma: no cover - no GPU i
     torch.cuda.set_sync_debug_mode("error")
     try:
         with torch.autocast("cuda", dtype=torch.float16):
-            loss = trw_nll_loss(u, p, graph, y, max_iter=30, check_every=0)
+            loss = trw_nll_loss(u, p, graph, y, max_iter=30, check_every=0, damping=0.0)
         loss.backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert loss.dtype == torch.float32 and u.grad is not None
+    assert loss.dtype == torch.float32 and u.grad is not None and p.grad is not None
+    cpu = make_loopy_graph(edges, n, np.arange(copies + 1) * n1, np.arange(copies + 1) * len(e1))
+    ref = trw_nll_loss(u.detach().cpu(), p.detach().cpu(), cpu, y.cpu(), max_iter=30, check_every=0, damping=0.0)
+    assert abs(float(loss) - float(ref)) < 1e-3

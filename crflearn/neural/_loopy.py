@@ -14,18 +14,25 @@ Gauss-Seidel schedule like the Numba sweeps (it needs as many sweeps, about half
 as all-parallel updates) without a Python loop over edges. Both converge to the same
 fixed point, where the results agree to the tolerance.
 
-Layout: messages are held as ``(K, 2 M)`` (states first, so every reduction over states
-is vectorised across messages), grouped by colour; the public ``(2 M, K)`` row order
-(row ``2 e`` is the message along ``edges[e, 0] -> edges[e, 1]``, row ``2 e + 1`` the
-reverse, as in :mod:`crflearn._kernels.inference_loopy`) is used only at the interface.
-For a shared ``(K, K)`` score the exponential tables are computed once per distinct
-``rho`` value and orientation, then gathered per message.
+Layout: messages are held as ``(K, 2 M_r, B)`` (states first, so every reduction over
+states is vectorised across messages), grouped by colour, where ``B`` is the number of
+replicas: a batch of copies of one graph (same-sized images) keeps its examples as the
+trailing dimension, so that the index operations move ``B`` values at a time; otherwise
+``B = 1`` and ``M_r = M``. The public ``(2 M, K)`` row order (row ``2 e`` is the message
+along ``edges[e, 0] -> edges[e, 1]``, row ``2 e + 1`` the reverse, as in
+:mod:`crflearn._kernels.inference_loopy`) is used only at the interface. For a shared
+``(K, K)`` score the exponential tables are computed once per distinct ``rho`` value and
+orientation, then gathered per message position; on replicas a block's update is then one
+batched matrix product.
 
 Differentiation: :func:`trw_log_partition` and :func:`trw_nll_loss` have an explicit
 backward. The TRW value is ``max_tau <theta, tau> + H_rho(tau)`` over the local polytope,
 so by Danskin's theorem its gradient is the pseudo-marginals ``tau`` at the fixed point
 (exact once converged): no unrolled iterations are stored, and the loss adds no autograd
-graph of its own. Marginals returned by :func:`trw_infer` are detached.
+graph of its own. The value and the factors of the edge marginals come from the last
+update of every message (:func:`_marginals_and_value`); the NLL's backward sums the
+weighted edge marginals of a shared score without forming them (:func:`_shared_gradient`).
+Marginals returned by :func:`trw_infer` are detached.
 
 Precision: under autocast or with half-precision inputs the messages run in float32
 (``torch.promote_types(dtype, float32)``), never in half precision.
@@ -199,9 +206,9 @@ def _product(cav, data):
     """``(S, c, a)`` with ``S[y] = sum_x exp_pw[x, y] a[x]``, ``a = exp(cav - c)`` and ``c = max cav``
     (``cav`` is overwritten): the update of a message is ``log S + col_max + c``, a multiply-add over
     ``x`` vectorised over the block (one batched matrix product when the table is shared by the
-    replicas). The tables are floored at the smallest normal number
-    and ``a`` is 1 at the maximum, so ``S`` is too: a term more than ~87 (float32) or ~708 (float64)
-    nats below its column maximum cannot produce ``-inf``."""
+    replicas). The tables are floored at the smallest normal number and ``a`` is 1 at the maximum, so
+    ``S`` is too: a term more than ~87 (float32) or ~708 (float64) nats below its column maximum cannot
+    produce ``-inf``."""
     c = cav.amax(dim=0)
     a = cav.sub_(c).exp_()
     if isinstance(data.tables, torch.Tensor):  # elementwise ops on the transposed view would be ~5x slower
@@ -260,7 +267,7 @@ def _run_messages(u, pairwise, graph, init, max_iter, tol, damping, check_every)
         if check:
             residual = before.sub_(logm).abs_().amax()
             if check_every:
-                converged = bool(residual <= tol)  # the one host synchronisation
+                converged = float(residual) <= tol  # the one host synchronisation
                 if converged:
                     break
     return logm, data, updates, n_iter, residual, converged
