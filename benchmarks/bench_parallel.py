@@ -6,8 +6,8 @@ Usage::
                                                                            [--max-iter N] [--alpha A]
                                                                            [--local-steps L]
     python benchmarks/bench_parallel.py fit ocr-large|ocr-small|chains [--tol T] [--max-iter N] [--alpha A]
-                                                                      [--runs threads1,threads2,dask2,twin1]
-                                                                      [--chunk C] [--local-steps L]
+                                                                      [--runs threads1,threads2,threads2:C,dask2,twin1]
+                                                                      [--local-steps L]
     python benchmarks/bench_parallel.py order ocr-small|chains [--max-iter N]
 
 ``simulate``: P = 1, 2, 4, ... partitions of the CoCoA+ rounds of the Dask backend run one after the other
@@ -18,12 +18,13 @@ out and the terms back, pickled sizes) and the CPU seconds per node and round.
 
 ``fit``: total fit time (the whole ``fit_idal`` call, setup included) to ``tol`` with 1 and 2 threads
 (``backend="threads"``: one shared ``w``) and with a 2-worker ``LocalCluster`` (CoCoA+ rounds; processes,
-one thread each; the workers import crflearn and load the compiled kernels before the clock starts);
-``twin1``: two 1-thread fits at the same time in two processes (the control: the wall speed-up and CPU
-overhead the machine allows right now; the row shows the first fit's rounds, the wall of both, the CPU of
-both: the machine allows a speed-up of ``2 x wall(threads1) / wall(twin1)``). ``--chunk C``: every thread
-merges its change into the shared ``w`` every ``C`` cliques (default:
-:func:`~crflearn.solvers.idal_parallel.shared_chunk`). CPU seconds are the driver's plus, for dask, the workers'
+one thread each; the workers import crflearn and load the compiled kernels before the clock starts).
+``threadsN:C``: N threads merging their change into the shared ``w`` every ``C`` cliques (default
+:func:`~crflearn.solvers.idal_parallel.shared_chunk`; 0: no copies, unsynchronised writes to the shared
+``w``, the behaviour before the chunks). ``twin1``: two 1-thread fits at the same time in two processes
+(the control: the wall speed-up and CPU overhead the machine allows right now; the row shows the first
+fit's rounds, the wall of both, the CPU of both: the machine allows a speed-up of
+``2 x wall(threads1) / wall(twin1)``). CPU seconds are the driver's plus, for dask, the workers'
 (``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
 with every row: the figures are only comparable on a quiet machine; "loop s" is the solver's time without
 the certificates, "monitor s" that of the certificates.
@@ -180,9 +181,15 @@ def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: l
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         load0 = os.getloadavg()[0]
-        if run.startswith("threads"):
-            n = int(run[len("threads"):])
-            res, wall, cpu = _fit(batch, model, n_jobs=n, **kw)
+        if run.startswith("threads"):  # threadsN or threadsN:C (chunks of C cliques; 0: unsynchronised)
+            n, _, chunk = run[len("threads"):].partition(":")
+            default = idal_parallel.shared_chunk
+            if chunk:
+                idal_parallel.shared_chunk = lambda n_cliques, w_size: min(int(chunk), n_cliques)
+            try:
+                res, wall, cpu = _fit(batch, model, n_jobs=int(n), **kw)
+            finally:
+                idal_parallel.shared_chunk = default
         elif run == "dask2":
             res, wall, cpu = _dask_fit(batch, model, kw)
         elif run == "twin1":
@@ -236,11 +243,7 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default="threads1,threads2,dask2")
     ap.add_argument("--local-steps", type=int, default=1, help="outer steps of every partition per round "
                     "(check_parallel_options(local_steps=...))")
-    ap.add_argument("--chunk", type=int, default=None, help="cliques between two merges of a thread's w "
-                    "into the shared w")
     args = ap.parse_args(argv)
-    if args.chunk is not None:
-        idal_parallel.shared_chunk = lambda n_cliques, w_size: min(args.chunk, n_cliques)
     if args.local_steps != 1:  # not a fit_idal keyword (yet): set through its option check
         from functools import partial
 

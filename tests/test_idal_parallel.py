@@ -281,3 +281,19 @@ def test_local_steps_reach_the_serial_certified_optimum(monkeypatch, backend):
 def test_bad_local_steps(steps, exc):
     with pytest.raises(exc, match="local_steps"):
         check_parallel_options(None, 2, "simulate", 5, local_steps=steps)
+
+
+def test_unsynchronised_shared_w_threads_still_certify(monkeypatch):
+    """``chunk=0`` (the sweeps write the shared ``w`` without copies or lock, kept for comparisons): updates
+    may be lost between certificates, but ``w = w(mu)`` is restored before each, and the optimum is reached."""
+    from crflearn.solvers import idal_parallel
+
+    batch, model = _mixed_batch(n_examples=12, seed=16)
+    serial = _fit(batch, model, tol=1e-6)
+    monkeypatch.setattr(idal_parallel, "shared_chunk", lambda n_cliques, w_size: 0)
+    res = _fit(batch, model, n_jobs=2, tol=1e-6)
+    assert res.converged
+    assert res.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
+    st = res.state
+    stats = model.joint_feature(batch) - model.expected_joint_feature(batch, st["mu_nodes"], st["mu_edges"])
+    np.testing.assert_allclose(res.w, stats / (ALPHA * batch.n_examples), rtol=1e-10, atol=1e-12)

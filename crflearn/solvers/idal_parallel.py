@@ -232,7 +232,9 @@ class IdalPartition:
     lock : threading.Lock, optional
         Guards ``shared`` (with ``shared``).
     chunk : int, optional
-        Cliques swept between two merges (with ``shared``); default :func:`shared_chunk`.
+        Cliques swept between two merges (with ``shared``); default :func:`shared_chunk`. 0: no copy, the
+        sweeps write the shared ``w`` itself without a lock (concurrent updates can be lost: the behaviour
+        before the chunks, kept for comparisons).
     """
 
     def __init__(self, batch: GraphBatch, model: PairwiseModel, spec: dict, seed, n_total: int, sigma: float,
@@ -276,6 +278,14 @@ class IdalPartition:
             for _ in range(steps):
                 eng.step()
             return (eng.weights.wuT - wu) / self.sigma, (eng.weights.wp - wp) / self.sigma
+        if self.chunk == 0:  # unsynchronised writes to the shared w (updates can be lost; for comparisons)
+            mine, eng.weights = eng.weights, self.shared
+            try:
+                for _ in range(steps):
+                    eng.step()
+            finally:
+                eng.weights = mine
+            return None
         for mine, snap in zip(eng.weights, self.snap):
             np.copyto(snap, mine)
         for epoch in range(1, steps * eng.inner_epochs + 1):  # eng.step(), merging every `chunk` cliques
