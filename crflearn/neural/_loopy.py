@@ -175,13 +175,12 @@ def _block_tables(pairwise, block, rho, replicas):
 def _block_data(u, pairwise, graph):
     """The :class:`_BlockData` of every block (``u`` is ``(K, N_r, B)``)."""
     k, replicas = u.shape[0], u.shape[2]
-    rho = graph.rho[:graph.forward.shape[0]].to(u.dtype)   # one replica's edges
     shared, batched = pairwise.dim() == 2, pairwise.dim() == 2 and replicas > 1
     if shared:
         tables, col_max = _shared_tables(pairwise, graph.rho_values.to(u.dtype), batched)
     out = []
     for block in graph.blocks:
-        rho_b = rho.index_select(0, block.edge)[:, None]
+        rho_b = block.rho.to(u.dtype)
         if batched:
             tab, cm = tables.index_select(0, block.table), col_max.index_select(0, block.table).T[:, :, None]
         elif shared:

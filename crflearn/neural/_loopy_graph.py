@@ -54,6 +54,8 @@ class MessageBlock(NamedTuple):
         edge is first) and runs ``s -> t`` (``t -> s``); 2 when it comes after its reverse.
     n_first : int
         The number of first messages in the block.
+    rho : Tensor (stop - start, 1) float64
+        ``rho`` of each message's edge.
     """
 
     start: int
@@ -67,6 +69,7 @@ class MessageBlock(NamedTuple):
     table: torch.Tensor
     role: torch.Tensor
     n_first: int
+    rho: torch.Tensor
 
 
 class LoopyGraph(NamedTuple):
@@ -185,25 +188,29 @@ def _message_order(e: np.ndarray, colour: np.ndarray):
     return order, position, bounds
 
 
-def _blocks(e, order, position, bounds, rho_group, n_rho, put):
+def _blocks(e, order, position, bounds, rho, put):
+    """The :class:`MessageBlock` of every colour and the distinct values of ``rho``."""
     m = len(e)
     src = np.concatenate([e[:, 0], e[:, 1]])[order]
     reverse = position[np.where(order < m, order + m, order - m)]
     edge = np.where(order < m, order, order - m)
     backward = order >= m
+    rho_values, rho_group = np.unique(rho, return_inverse=True)
+    rho_group = rho_group.reshape(-1)
     blocks = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi == lo:
             continue
         sources, index = np.unique(src[lo:hi], return_inverse=True)
-        table = backward[lo:hi] * n_rho + rho_group[edge[lo:hi]]
+        table = backward[lo:hi] * len(rho_values) + rho_group[edge[lo:hi]]
         rev, back = reverse[lo:hi], backward[lo:hi]
         contiguous = bool(np.all(np.diff(rev) == 1))
         first = rev > np.arange(lo, hi)
         blocks.append(MessageBlock(int(lo), int(hi), put(sources), put(index.reshape(-1)), put(rev),
                                    int(rev[0]) if contiguous else -1, put(edge[lo:hi]), put(back, torch.bool),
-                                   put(table), put(np.where(first, back, 2)), int(first.sum())))
-    return tuple(blocks)
+                                   put(table), put(np.where(first, back, 2)), int(first.sum()),
+                                   put(rho[edge[lo:hi], None], torch.float64)))
+    return tuple(blocks), put(rho_values, torch.float64)
 
 
 def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, *, rho=None,
@@ -257,7 +264,7 @@ def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, 
     m, n_local = len(e) // replicas, n_nodes // replicas
     e_local, rho_local = e[:m], rho_np[:m]  # the first example, when the batch is replicas of it
     order, position, bounds = _message_order(e_local, colour_nodes(e_local, n_local))
-    rho_values, rho_group = np.unique(rho_local, return_inverse=True)
+    blocks, rho_values = _blocks(e_local, order, position, bounds, rho_local, put)
     lengths, n_edges = np.diff(no), np.diff(eo)
     forward, backward = position[:m], position[m:]
     return LoopyGraph(
@@ -267,8 +274,7 @@ def make_loopy_graph(edges, n_nodes: int, node_offsets=None, edge_offsets=None, 
         dst=put(np.concatenate([e_local[:, 1], e_local[:, 0]])[order]), forward=put(forward),
         backward=put(backward), external=put(np.stack([forward, backward], axis=1).reshape(-1)),
         internal=put(np.argsort(np.stack([forward, backward], axis=1).reshape(-1))),
-        rho_values=put(rho_values, torch.float64),
-        blocks=_blocks(e_local, order, position, bounds, rho_group.reshape(-1), len(rho_values), put),
+        rho_values=rho_values, blocks=blocks,
         replicas=replicas, node_weight=put(1.0 - np.bincount(e_local.reshape(-1), np.repeat(rho_local, 2),
                                                              minlength=n_local), torch.float64))
 
