@@ -78,9 +78,11 @@ __all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_e
            "IdalPartition", "ThreadPartitions", "Rebuilt", "fit_partitioned"]
 
 BACKENDS = ("threads", "dask", "simulate")
-#: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w`` (or a
-#: quarter of the size of ``w`` if larger: a merge reads and writes ``w`` about four times)
-SHARED_CHUNK = 1024
+#: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w`` (or
+#: 1/16 of the size of ``w`` if larger: a merge reads and writes ``w`` four times). OCR large, 2 threads:
+#: 171 rounds to 1e-3 with 256 (3 runs), 174-177 with 694 (4 runs), 168 serial; a merge and the dispatch
+#: of a sweep cost ~36 us, 3 % of 256 cliques (docs/scaling.md)
+SHARED_CHUNK = 256
 #: and at least this many merges per sweep of a partition (small partitions merge more often)
 SHARED_MERGES = 64
 #: :func:`drive`-like skipping of the repair while the relative AL gap exceeds this many times ``tol``
@@ -201,9 +203,9 @@ def partition_seeds(random_state, n_partitions: int) -> list:
 
 
 def shared_chunk(n_cliques: int, w_size: int) -> int:
-    """Cliques a thread sweeps between two merges into the shared ``w``: ``SHARED_CHUNK`` (or a quarter of
-    the size of ``w`` if larger), and at least ``SHARED_MERGES`` merges per sweep of ``n_cliques``."""
-    return max(1, min(max(SHARED_CHUNK, w_size // 4), n_cliques // SHARED_MERGES))
+    """Cliques a thread sweeps between two merges into the shared ``w``: ``SHARED_CHUNK`` (or 1/16 of the
+    size of ``w`` if larger), and at least ``SHARED_MERGES`` merges per sweep of ``n_cliques``."""
+    return max(1, min(max(SHARED_CHUNK, w_size // 16), n_cliques // SHARED_MERGES))
 
 
 class IdalPartition:
