@@ -348,8 +348,8 @@ def _trw_core(unary, pairwise, graph, init, options, edge_marginals=True):
     max_iter, tol, damping, check_every, warn = options
     dtype = _compute_dtype(unary, pairwise)
     with torch.no_grad(), torch.autocast(unary.device.type, enabled=False):
-        u = _to_layout(unary.detach().to(dtype), graph.replicas).contiguous()     # (K, N_r, B)
-        p = pairwise.detach().to(dtype)
+        u = _to_layout(unary.to(dtype), graph.replicas).contiguous()     # (K, N_r, B), a copy
+        p = pairwise if pairwise.dtype == dtype else pairwise.to(dtype)   # read only
         logm, data, updates, n_iter, residual, converged = _run_messages(u, p, graph, init, max_iter, tol,
                                                                          damping, check_every)
         tau, value, parts = _marginals_and_value(u, graph, logm, data, updates)
@@ -421,7 +421,7 @@ class _TRWLogPartition(torch.autograd.Function):
             out.append(res)
         value = res.log_partition
         if labels is not None:
-            score, ctx.pair = _labelling_score(unary.detach(), pairwise.detach(), graph, labels)
+            score, ctx.pair = _labelling_score(unary, pairwise, graph, labels)   # forward runs without grad
             value = value - score
         if reduction == "none":
             return value
@@ -502,7 +502,7 @@ def _prepare(unary, pairwise, graph, init_messages, max_iter, tol, damping, chec
     settings = (*_check_options(max_iter, tol, damping, check_every), bool(warn))
     init = _check_init(init_messages, graph, unary.shape[1], unary.device)
     dtype = _compute_dtype(unary, pairwise)
-    return unary.to(dtype), pairwise.to(dtype), init, settings
+    return tuple(t if t.dtype == dtype else t.to(dtype) for t in (unary, pairwise)) + (init, settings)
 
 
 def labelling_score(unary: torch.Tensor, pairwise: torch.Tensor, graph: LoopyGraph,
