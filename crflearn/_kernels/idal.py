@@ -355,7 +355,7 @@ def _edge_threshold(src, inv_2k, low, buf, cidx):
     return michelot_threshold(buf, cidx, n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _edge_update(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
     """The update of edge ``e`` (either layout of :mod:`crflearn._kernels.idal_compact`); returns 1 if it moved."""
     mu_row = edge_row(state.mu_e, e, scr.row)
@@ -370,7 +370,7 @@ def _edge_update(e, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, sc
     return moved
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _gini_edge(e, mu_row, graph, feats, weights, state, ent, rho, inv_lam_n, tau_e, scr):
     """The Gini update of edge ``e`` whose block is ``mu_row`` (updated in place); returns 1 if it moved."""
     K = scr.rd.shape[0]
@@ -411,7 +411,7 @@ def _gini_edge(e, mu_row, graph, feats, weights, state, ent, rho, inv_lam_n, tau
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _sparse_direction(ns, tau, mu_row, scr):
     """The direction ``scr.d = p - mu_row`` to the point ``p`` with entries ``scr.buf[:ns] - tau`` at
     ``scr.cidx[:ns]`` (0 elsewhere), its support (where ``p`` or ``mu_row`` is non-zero) compacted into
@@ -431,7 +431,7 @@ def _sparse_direction(ns, tau, mu_row, scr):
     return nz
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _gini_edge_sums(nz, two_k, otrw_a, mu_row, shift0, scr):
     """``(num, curv, rr, cc, dd)`` of the Gini edge direction ``scr.d`` on the entries ``scr.idx[:nz]``:
     the slope and the entropy curvature of the block objective (with the ``gini_otrw`` terms; ``scr.rmu``
