@@ -29,9 +29,11 @@ Differentiation: :func:`trw_log_partition` and :func:`trw_nll_loss` have an expl
 backward. The TRW value is ``max_tau <theta, tau> + H_rho(tau)`` over the local polytope,
 so by Danskin's theorem its gradient is the pseudo-marginals ``tau`` at the fixed point
 (exact once converged): no unrolled iterations are stored, and the loss adds no autograd
-graph of its own. The value and the factors of the edge marginals come from the last
-update of every message (:func:`_marginals_and_value`); the NLL's backward sums the
-weighted edge marginals of a shared score without forming them (:func:`_shared_gradient`).
+graph of its own. The value comes from the last update of every message
+(:func:`_marginals_and_value`); for a shared score on a batch of copies of one graph, the
+NLL's backward sums the weighted edge marginals from the factors of those updates without
+forming them (:func:`_shared_gradient`); otherwise the edge marginals are one ``(K, K)``
+table per edge from the final messages (:func:`_edge_marginals`).
 Marginals returned by :func:`trw_infer` are detached.
 
 Precision: under autocast or with half-precision inputs the messages run in float32
