@@ -4,7 +4,7 @@ Usage::
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
         python benchmarks/bench_scale.py [--sizes 100000 300000 1000000] [--profile N]
-        [--edge-storage dense|compact] [--capacity M] [--engine] [--epochs 3]
+        [--edge-storage dense|compact] [--capacity M] [--engine] [--epochs 3] [--ocr EPOCHS]
 
 Each size runs in a fresh subprocess: chains of 8-10 nodes, K = 26 states, p = 16 features with
 about 4 non-zeros per node (dense numpy arrays, so ``feature_view`` converts dense -> CSR), labels
@@ -25,6 +25,9 @@ and ``cpu s`` its CPU time. ``--edge-storage compact --capacity M`` runs with th
 marginals of :mod:`crflearn._kernels.idal_compact` (engine mode only).
 
 ``--setup-only N ...`` skips the fit at those sizes (``B/node`` then from the setup peak).
+``--ocr E`` instead compares the layouts on OCR large (Gini, ``alpha = 2e-4``, seed 0): one engine per layout
+(dense, compact with ``--capacity`` slots, default 32 and 64), their steps interleaved, the certified relative gap
+after 10 / 30 / 60 / 100 / 150 epochs (up to ``E``) and the CPU seconds per step in between.
 ``--profile N`` instead runs cProfile on ``default_rho`` + ``build_engine`` at N nodes and prints
 the top 10 functions by cumulative time.
 """
@@ -151,6 +154,36 @@ def _engine_fit(engine, batch, model, base: float, setup_peak: float, epochs: in
                 w_norm=float(np.linalg.norm(model.from_kernel(*engine.weights))), **times)
 
 
+def compare_ocr(epochs: int, capacities: list[int]) -> None:
+    """The ``--ocr`` comparison of the module docstring."""
+    from bench_idal import load_ocr_batches
+
+    from crflearn.models import PairwiseModel
+    from crflearn.solvers._idal_setup import build_engine, default_rho
+
+    train, _, k, intercept = load_ocr_batches()
+    alpha = 2e-4
+    model = PairwiseModel(k, train.n_features, train.n_edge_features, fit_intercept=intercept)
+    layouts = {"dense": {}} | {f"compact {m}": dict(edge_storage="compact", edge_capacity=m) for m in capacities}
+    engines = {name: build_engine(train, model, alpha=alpha, kappa=1.0, rho=default_rho(train, model, alpha),
+                                  entropy="gini", loss_augmented=False, warm=None, rng=np.random.default_rng(0),
+                                  inner_epochs=1, sampling="uniform", **kw) for name, kw in layouts.items()}
+    print("| layout | epochs | CPU s per step | certified rel gap |\n|---|---|---|---|")
+    done = 0
+    for target in [t for t in (10, 30, 60, 100, 150) if t <= epochs]:
+        cpu = dict.fromkeys(engines, 0.0)
+        for _ in range(done, target):
+            for name, eng in engines.items():  # interleaved: the same load for every layout
+                c0 = time.process_time()
+                eng.step()
+                cpu[name] += time.process_time() - c0
+        for name, eng in engines.items():
+            row = eng.certify()
+            print(f"| {name} | {done + 1}-{target} | {cpu[name] / (target - done):.3f} | "
+                  f"{row['gap'] / abs(row['primal']):.3g} |", flush=True)
+        done = target
+
+
 def profile(n_nodes: int) -> None:
     import cProfile
     import pstats
@@ -183,7 +216,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="engine mode: step() + certify() rounds")
     parser.add_argument("--edge-storage", default=None, choices=["dense", "compact"])
     parser.add_argument("--capacity", type=int, default=None, help="slots per edge of the compact layout")
+    parser.add_argument("--ocr", type=int, default=None, help="compare the layouts on OCR for this many epochs")
     args = parser.parse_args()
+    if args.ocr is not None:
+        compare_ocr(args.ocr, [32, 64] if args.capacity is None else [args.capacity])
+        return
     storage = None if args.edge_storage is None else dict(edge_storage=args.edge_storage, edge_capacity=args.capacity)
     if storage is not None and not args.engine:
         parser.error("--edge-storage needs --engine (fit_idal does not take it)")
