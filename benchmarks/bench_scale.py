@@ -27,7 +27,8 @@ marginals of :mod:`crflearn._kernels.idal_compact` (engine mode only).
 ``--setup-only N ...`` skips the fit at those sizes (``B/node`` then from the setup peak).
 ``--ocr E`` instead compares the layouts on OCR large (Gini, ``alpha = 2e-4``, seed 0): one engine per layout
 (dense, compact with ``--capacity`` slots, default 32 and 64), their steps interleaved, the certified relative gap
-after 10 / 30 / 60 / 100 / 150 epochs (up to ``E``) and the CPU seconds per step in between.
+after 10 / 30 / 60 / 100 / 150 epochs (up to ``E``) and the CPU seconds per step in between, and how many
+entries the dense edge blocks have then.
 ``--profile N`` instead runs cProfile on ``default_rho`` + ``build_engine`` at N nodes and prints
 the top 10 functions by cumulative time.
 """
@@ -181,7 +182,14 @@ def compare_ocr(epochs: int, capacities: list[int]) -> None:
             row = eng.certify()
             print(f"| {name} | {done + 1}-{target} | {cpu[name] / (target - done):.3f} | "
                   f"{row['gap'] / abs(row['primal']):.3g} |", flush=True)
+        mu_e = engines["dense"].state.mu_e
+        print(f"dense blocks after {target} epochs, median / 99th percentile / largest number of entries "
+              f"> 1e-6: {_percentiles((mu_e > 1e-6).sum(axis=1))}, != 0: {_percentiles((mu_e != 0).sum(axis=1))}")
         done = target
+
+
+def _percentiles(counts: np.ndarray) -> str:
+    return " / ".join(str(int(v)) for v in np.percentile(counts, [50, 99, 100]))
 
 
 def profile(n_nodes: int) -> None:
