@@ -203,6 +203,18 @@ def partition_seeds(random_state, n_partitions: int) -> list:
     return root.spawn(n_partitions + 1)
 
 
+def _padded(a):
+    """A copy of the array ``a`` with 64 bytes of its own memory on either side (no other array on its
+    cache lines: small work arrays of two threads' engines would otherwise be neighbours in memory);
+    anything else as is."""
+    if not isinstance(a, np.ndarray) or a.ndim == 0:
+        return a
+    pad = -(-64 // a.itemsize)
+    out = np.empty(a.size + 2 * pad, dtype=a.dtype)[pad:pad + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def shared_chunk(n_cliques: int, w_size: int) -> int:
     """Cliques a thread sweeps between two merges into the shared ``w``: ``SHARED_CHUNK`` (or 1/16 of the
     size of ``w`` if larger), and at least ``SHARED_MERGES`` merges per sweep of ``n_cliques``."""
@@ -249,7 +261,10 @@ class IdalPartition:
         self.lock = lock
         self.chunk = int(chunk) if chunk is not None else shared_chunk(batch.n_nodes + batch.n_edges,
                                                                         eng.weights.wuT.size + eng.weights.wp.size)
-        self.snap = IdalWeights(np.empty_like(eng.weights.wuT), np.empty_like(eng.weights.wp))
+        if shared is not None:  # threads: what a sweep writes on its own cache lines (no false sharing)
+            eng.scr = type(eng.scr)(*(_padded(a) for a in eng.scr))
+            eng.weights = IdalWeights(*(_padded(a) for a in eng.weights))
+        self.snap = IdalWeights(*(_padded(a) for a in eng.weights))
         self.start = self.contribution()
 
     def contribution(self) -> tuple[np.ndarray, np.ndarray]:
