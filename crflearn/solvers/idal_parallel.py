@@ -27,7 +27,7 @@ clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to shar
   chunk of its clique order (:func:`shared_chunk`: 256 cliques) against its own copy of ``w``, then adds
   its change to the shared ``w`` under a lock and copies the shared ``w`` back: with a few threads the
   staleness is a few hundred clique updates out of a sweep, and the rounds to a tolerance are close to
-  the serial ones (OCR large: 171-173 with two threads, 168 serial). Writing the shared ``w`` at every
+  the serial ones (OCR large, two threads: 170-173 rounds in 8 of 9 runs, 186 in one; 168 serial). Writing the shared ``w`` at every
   clique update instead (``chunk=0``, kept for comparisons) lost updates and, on a quiet machine, made
   two threads on OCR spend about 30 % more CPU per clique (they kept stealing each other's cache lines
   of ``w``). The merges sum in a thread-dependent order, so before every certificate ``w`` is
@@ -81,8 +81,8 @@ __all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_e
 BACKENDS = ("threads", "dask", "simulate")
 #: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w`` (or
 #: 1/16 of the size of ``w`` if larger: a merge reads and writes ``w`` four times). OCR large, 2 threads:
-#: 171 rounds to 1e-3 with 256 (3 runs), 174-177 with 694 (4 runs), 168 serial; a merge and the dispatch
-#: of a sweep cost ~36 us, 3 % of 256 cliques (docs/scaling.md)
+#: 170-173 rounds to 1e-3 with 256 (8 of 9 runs, 186 in one), 174-177 with 694 (4 runs), 168 serial; a merge
+#: and the dispatch of a sweep cost ~36 us, 3 % of 256 cliques (docs/scaling.md)
 SHARED_CHUNK = 256
 #: and at least this many merges per sweep of a partition (small partitions merge more often)
 SHARED_MERGES = 64
