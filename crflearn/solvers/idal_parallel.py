@@ -25,14 +25,13 @@ clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to shar
   same time on a thread pool (every Numba kernel releases the GIL) and all update the one ``w``, as in
   asynchronous parallel dual coordinate ascent (PASSCoDe, Hsieh et al. 2015). Each thread sweeps a
   chunk of its clique order (:func:`shared_chunk`: 256 cliques) against its own copy of ``w``, then adds
-  its change to the shared ``w`` under a lock and copies the shared ``w`` back: with a few threads the
-  staleness is a few hundred clique updates out of a sweep, and the rounds to a tolerance are close to
-  the serial ones (OCR large, two threads: 170-173 rounds in 8 of 9 runs, 186 in one; 168 serial). Writing the shared ``w`` at every
-  clique update instead (``chunk=0``, kept for comparisons) lost updates and, on a quiet machine, made
-  two threads on OCR spend about 30 % more CPU per clique (they kept stealing each other's cache lines
-  of ``w``). The merges sum in a thread-dependent order, so before every certificate ``w`` is
-  recomputed exactly from the partitions' marginals (``w = w(mu)`` again); the iterates are not
-  reproducible bit for bit with ``n_jobs > 1``.
+  its change to the shared ``w`` under a lock and copies the shared ``w`` back: no update is lost, and
+  with a few threads the staleness is a few hundred clique updates out of a sweep (OCR large, two
+  threads: 170-173 rounds to 1e-3 in 8 of 9 runs, 186 in one; 168 serial). ``chunk=0`` (kept for
+  comparisons) lets the sweeps write the shared ``w`` directly, without lock: updates can be lost. The
+  merges sum in a thread-dependent order, so before every certificate ``w`` is recomputed exactly from
+  the partitions' marginals (``w = w(mu)`` again); the iterates are not reproducible bit for bit with
+  ``n_jobs > 1``.
 
 The invariant ``w = w(mu)`` holds exactly after every CoCoA+ round and at every certificate, and the
 multiplier steps are example-local, so the augmented-Lagrangian outer loop is the serial one with a
