@@ -12,7 +12,6 @@ from crflearn._kernels.idal_engine import REPAIR_ROUNDS, clean_simplex_rows
 from crflearn._kernels.idal_monitor import dual_sums, transport_repair
 from crflearn.graphs import chain_edges, grid_edges, make_batch
 from crflearn.models import PairwiseModel
-from crflearn.solvers import _idal_setup
 from crflearn.solvers._idal_setup import build_engine
 from crflearn.solvers.idal import fit_idal
 
@@ -33,12 +32,9 @@ def _batch(kind, n_examples=4, k=4, p=3, q=None, seed=0):
 def _fit(batch, model, storage, capacity=None, **kw):
     opts = dict(alpha=0.1, max_iter=400, tol=1e-6, random_state=1)
     opts.update(kw)
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        mp.setattr(_idal_setup, "EDGE_STORAGE", storage)
-        if capacity is not None:
-            mp.setattr(_idal_setup, "EDGE_CAPACITY", capacity)
-        return fit_idal(batch, model, **opts)
+        return fit_idal(batch, model, edge_storage=storage, edge_capacity=capacity, **opts)
 
 
 def _engine(batch, model, **kw):
@@ -182,3 +178,21 @@ def test_warm_start_from_compact_edges():
     bad = compact["mu_edges"]._replace(idx=compact["mu_edges"].idx + 16)
     with pytest.raises(ValueError, match="CompactEdges"):
         _fit(batch, model, "compact", warm_start=dict(compact, mu_edges=bad), **kw)
+
+
+def test_estimator_takes_the_compact_layout_through_solver_params():
+    from crflearn import CRF
+
+    batch, _ = _batch("chain", k=4)
+    X = [batch.node_features[a:b] for a, b in zip(batch.node_offsets[:-1], batch.node_offsets[1:])]
+    y = [batch.labels[a:b] for a, b in zip(batch.node_offsets[:-1], batch.node_offsets[1:])]
+    dense = CRF(alpha=0.1, kappa=0.3, tol=1e-6, max_iter=400, random_state=1).fit(X, y)
+    compact = CRF(alpha=0.1, kappa=0.3, tol=1e-6, max_iter=400, random_state=1,
+                  solver_params={"edge_storage": "compact", "edge_capacity": 8}).fit(X, y)
+    assert dense.converged_ and compact.converged_
+    # both certified to 1e-6 of the same optimum, so their primal values agree to about 2e-6
+    assert compact.history_["primal"][-1] == pytest.approx(dense.history_["primal"][-1], rel=3e-6)
+    with pytest.raises(ValueError, match="edge_storage='compact'"):
+        CRF(alpha=0.1, n_jobs=2, solver_params={"edge_storage": "compact"}).fit(X, y)
+    with pytest.raises(ValueError, match="edge_storage"):
+        CRF(alpha=0.1, solver_params={"edge_storage": "sparse"}).fit(X, y)

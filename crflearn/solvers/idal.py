@@ -51,8 +51,8 @@ from ..models import PairwiseModel, hamming_loss_vectors
 from ._base import SolverResult, check_common, check_sample_weight, check_warm_weights
 from ._history import relative_gap
 from ._idal_record import Recorder, idal_result, new_history
-from ._idal_setup import (ENTROPIES, OTRW_FRACTION, build_engine, check_idal_options, check_warm_start,
-                          default_rho)
+from ._idal_setup import (ENTROPIES, OTRW_FRACTION, build_engine, check_edge_storage, check_idal_options,
+                          check_warm_start, default_rho)
 from ._loop import SolverLoop
 from .idal_parallel import check_parallel_options, fit_partitioned
 from .idal_partial import partial_runner
@@ -67,7 +67,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
              entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
              monitor_every="auto", rho_schedule: str = "adaptive", n_jobs: int | None = None,
              n_partitions: int | None = None, backend: str = "threads", sample_weight=None,
-             check_input: bool = True) -> SolverResult:
+             edge_storage: str = "dense", edge_capacity: int | None = None, check_input: bool = True) -> SolverResult:
     """Train a pairwise CRF with IDAL (dual augmented Lagrangian over the local polytope).
 
     Parameters
@@ -93,7 +93,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     callback : callable, optional
         ``callback(info)`` after each recorded row with the row and ``"w"``; returning True stops.
     kappa : float, default=1.0
-        Entropy weight (temperature): larger is smoother and converges faster; ``kappa -> 0`` nears the SSVM.
+        Entropy weight (temperature): larger is smoother, faster; ``kappa -> 0`` nears the SSVM.
     rho : float, optional
         Augmented-Lagrangian penalty (and multiplier step). Default: :func:`default_rho`.
     inner_epochs : int, default=1
@@ -108,15 +108,11 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     loss_augmented : bool, default=False
         Add the unnormalised Hamming loss to the node scores (softmax-margin CRF).
     sampling : {"uniform", "gap"}, default="uniform"
-        ``"uniform"``: every clique once per sweep, examples in random order and each
-        example's nodes and edges in random order (cache friendly). ``"gap"``: cliques
-        drawn with probability half uniform, half proportional to their Fenchel-Young gap
-        at the last certificate (as many draws as cliques).
+        Each clique once per sweep in random order; or draws half uniform, half by the last Fenchel-Young gaps.
     monitor_every : int or "auto", default="auto"
-        Certify (and test ``tol``) every this many outer steps; ``"auto"`` predicts from the
-        observed rate when ``tol`` will be reached (at most every 32 steps), and skips the repair of
-        the lower bound while the augmented-Lagrangian gap exceeds ``10 tol`` (relative): such rows
-        record the best earlier lower bound (still valid) and NaN ``repair``.
+        Certify (and test ``tol``) every this many outer steps; ``"auto"`` predicts from the observed rate when
+        ``tol`` will be reached (at most every 32 steps) and skips the repair of the lower bound while the
+        augmented-Lagrangian gap exceeds ``10 tol``: such rows keep the best earlier lower bound, NaN ``repair``.
     rho_schedule : {"adaptive", "fixed"}, default="adaptive"
         ``"adaptive"``: at each certificate after 10 warm-up steps, ``rho`` doubles when the part of the certified
         gap due to the agreement violation exceeds 16x the augmented-Lagrangian gap, halves in the opposite case,
@@ -129,15 +125,18 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         Threads sharing ``w``; the current ``dask.distributed`` client; its rounds on threads (docs/scaling.md).
     sample_weight : array-like of shape (n_examples,), optional
         Weights ``s_i`` of ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)``: all > 0, serial solver only.
+    edge_storage : {"dense", "compact"}, default="dense"
+        Dense ``K^2`` edge marginals, or at most ``edge_capacity`` non-zeros per edge (Gini, serial; docs/scaling.md).
+    edge_capacity : int, optional
+        Slots per edge of ``"compact"`` (default 32); fewer than the optimum's blocks need: stalls, uncertified.
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 
     Returns
     -------
     SolverResult
-        ``w`` (:class:`~crflearn.models.PairwiseModel` layout), ``state`` (``mu_nodes`` (N, K), ``mu_edges``
-        (E, K, K), ``xi`` (E, 2, K), ``w``, ``rho``, ``kappa``, ``entropy``, ``history``: see the module
-        docstring); ``oracle_calls`` counts sweeps times ``n_examples`` (no inference oracle is called).
+        ``w`` (:class:`~crflearn.models.PairwiseModel` layout), ``state`` (``mu_nodes`` (N, K), ``mu_edges`` (E, K, K),
+        ``xi`` (E, 2, K), ``w``, ``rho``, ``kappa``, ``entropy``, ``history``: module docstring); ``oracle_calls``.
 
     Raises
     ------
@@ -155,7 +154,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         rho = check_positive(warm_start["rho"], "warm_start['rho']")
     spec = dict(alpha=alpha, kappa=kappa, rho=default_rho(batch, model, alpha, kappa) if rho is None else rho,
                 entropy=entropy, loss_augmented=bool(loss_augmented), inner_epochs=inner_epochs, sampling=sampling,
-                **_check_idal_weights(sample_weight, batch.n_examples, par.serial, warm_start))
+                **_check_idal_weights(sample_weight, batch.n_examples, par.serial, warm_start),
+                **_check_storage(edge_storage, edge_capacity, entropy, model.n_states, par.serial))
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
                       history=new_history(batch, warm_start))
     run = run or (_fit_serial if par.serial else partial(fit_partitioned, opts=par))
@@ -203,3 +203,15 @@ def _check_idal_weights(sample_weight, n_examples: int, serial: bool, warm_start
                          "n_partitions=None and backend='threads'")
     check_warm_weights(warm_start, weights)
     return {"sample_weight": weights}
+
+
+def _check_storage(edge_storage, edge_capacity, entropy: str, k: int, serial: bool) -> dict:
+    """``{}`` for the dense layout (the default path exactly), else the compact layout's :func:`build_engine`
+    keywords; the partitioned solver keeps dense marginals."""
+    capacity = check_edge_storage(edge_storage, edge_capacity, entropy, k)
+    if capacity is None:
+        return {}
+    if not serial:
+        raise ValueError("edge_storage='compact' is not supported by the data-parallel IDAL solver yet: use "
+                         "n_jobs=None, n_partitions=None and backend='threads'")
+    return {"edge_storage": "compact", "edge_capacity": capacity}
