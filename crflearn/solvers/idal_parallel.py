@@ -27,7 +27,7 @@ clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to shar
   chunk of its clique order (:func:`shared_chunk`: 256 cliques) against its own copy of ``w``, then adds
   its change to the shared ``w`` under a lock and copies the shared ``w`` back: no update is lost, and
   with a few threads the staleness is a few hundred clique updates out of a sweep (OCR large, two
-  threads: 170-173 rounds to 1e-3 in 8 of 9 runs, 186 in one; 168 serial). ``chunk=0`` (kept for
+  threads: 170-174 rounds to 1e-3, 184-186 when they fully overlap; 168 serial). ``chunk=0`` (kept for
   comparisons) lets the sweeps write the shared ``w`` directly, without lock: updates can be lost. The
   merges sum in a thread-dependent order, so before every certificate ``w`` is recomputed exactly from
   the partitions' marginals (``w = w(mu)`` again); the iterates are not reproducible bit for bit with
@@ -80,8 +80,8 @@ __all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_e
 BACKENDS = ("threads", "dask", "simulate")
 #: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w`` (or
 #: 1/16 of the size of ``w`` if larger: a merge reads and writes ``w`` four times). OCR large, 2 threads:
-#: 170-173 rounds to 1e-3 with 256 (8 of 9 runs, 186 in one), 174-177 with 694 (4 runs), 168 serial; a merge
-#: and the dispatch of a sweep cost ~36 us, 3 % of 256 cliques (docs/scaling.md)
+#: 170-174 rounds to 1e-3 with 256 (184-186 when the threads fully overlap), 174-177 with 694, 168 serial; a
+#: merge and the dispatch of a sweep cost ~36 us, 3 % of 256 cliques (docs/scaling.md)
 SHARED_CHUNK = 256
 #: and at least this many merges per sweep of a partition (small partitions merge more often)
 SHARED_MERGES = 64
