@@ -70,7 +70,8 @@ def _gini_qp(unary, pairwise, edges, kappa, clamp=None, a=0.0):
     """``max <theta, mu> + kappa sum_v G(mu_v) + kappa sum_e [G(mu_e) - a G(rowsum mu_e)]`` over the local
     polytope (``G(p) = 1 - ||p||^2``), with ``mu_v = e_{clamp[v]}`` where ``clamp[v] >= 0``, by cvxopt:
     ``(value, node marginals (N, K), edge marginals (E, K, K))``."""
-    from cvxopt import matrix, solvers
+    cvxopt = pytest.importorskip("cvxopt")  # the `test` extra installs it
+    matrix, solvers = cvxopt.matrix, cvxopt.solvers
 
     n, k = unary.shape
     n_e = len(edges)
