@@ -160,15 +160,7 @@ def _solve(u, p, e, offsets, kappa, max_iter, tol, rho, random_state) -> GiniInf
     if rho is None:
         rho = 2.0 * kappa / max(2.0 * n_edges / n, 1.0)
     engine = _engine(u, base_e, e, offsets, kappa, rho, random_state)
-    last: dict = {}
-
-    def record(it: int, row: dict) -> bool:
-        last.update(row, n_iter=it)
-        return row["gap"] <= tol * max(abs(row["primal"]), 1.0)
-
-    drive(engine, range(1, max_iter + 1), record, schedule=MonitorSchedule("auto", tol),
-          is_last=lambda it: it >= max_iter, rel_gap=lambda row: row["gap"] / max(abs(row["primal"]), 1.0),
-          adaptive=True, rho_bounds=initial_rho_range(rho))
+    last = solve_relaxed(engine, max_iter, tol)
     # the returned marginals are the feasible point the lower bound was computed at (the repaired
     # iterate): they agree exactly and are within the certified gap of the maximiser's value
     node_marginals = clean_simplex_rows(engine.state.mu_n)
@@ -193,11 +185,37 @@ def _engine(u, base_e, e, offsets, kappa, rho, random_state) -> IdalEngine:
         project_simplex(u[v], 1.0 / (2 * kappa), mu_n[v], buf, idx)
     for j in range(n_edges):
         project_simplex(base_e[j if base_e.shape[0] > 1 else 0], 1.0 / (2 * kappa), mu_e[j], buf, idx)
-    inc_ptr, inc_slot = incidence(e, n)
-    feats = FeatureView(np.zeros((0, 1)), np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0), True,
-                        np.zeros(n), np.zeros((n_edges, 0)), np.zeros(n_edges), False)
     ent = IdalEntropy(GINI, np.full(n, kappa), np.full(n_edges, kappa), 0.0, np.zeros(n_edges, np.int64))
     state = IdalState(mu_n, mu_e, np.zeros((n_edges, 2, k)), np.empty((n_edges, 2, k)))
-    return IdalEngine(IdalGraph(e, inc_ptr, inc_slot, u, base_e), feats,
+    return relaxed_engine(u, base_e, e, ent, state, rho=rho, offsets=offsets,
+                          rng=np.random.default_rng(random_state))
+
+
+def relaxed_engine(base_n: np.ndarray, base_e: np.ndarray, edges: np.ndarray, ent: IdalEntropy, state: IdalState, *,
+                   rho: float, offsets: tuple, rng) -> IdalEngine:
+    """The IDAL core for relaxed inference: clique scores ``base_n`` (N, K) / ``base_e``, no features
+    (``q = 0``), no weight coupling (``alpha = 0``), the entropy ``ent`` and the start ``state``
+    (also used by :mod:`crflearn.solvers.idal_partial` for its clamped inference)."""
+    n, k = base_n.shape
+    n_edges = len(edges)
+    inc_ptr, inc_slot = incidence(edges, n)
+    feats = FeatureView(np.zeros((0, 1)), np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0), True,
+                        np.zeros(n), np.zeros((n_edges, 0)), np.zeros(n_edges), False)
+    return IdalEngine(IdalGraph(edges, inc_ptr, inc_slot, base_n, base_e), feats,
                       IdalWeights(np.zeros((1, k)), np.zeros((0, k * k))), state, ent, rho=rho, alpha=0.0,
-                      n_examples=1, psi_star=None, offsets=offsets, rng=np.random.default_rng(random_state))
+                      n_examples=1, psi_star=None, offsets=offsets, rng=rng)
+
+
+def solve_relaxed(engine: IdalEngine, max_iter: int, tol: float) -> dict:
+    """Run a :func:`relaxed_engine` (from its current state) until its certified gap is
+    ``<= tol * max(|upper|, 1)`` or ``max_iter`` sweeps; returns the last certificate row with ``n_iter``."""
+    last: dict = {}
+
+    def record(it: int, row: dict) -> bool:
+        last.update(row, n_iter=it)
+        return row["gap"] <= tol * max(abs(row["primal"]), 1.0)
+
+    drive(engine, range(1, max_iter + 1), record, schedule=MonitorSchedule("auto", tol),
+          is_last=lambda it: it >= max_iter, rel_gap=lambda row: row["gap"] / max(abs(row["primal"]), 1.0),
+          adaptive=True, rho_bounds=initial_rho_range(engine.rho))
+    return last

@@ -37,11 +37,11 @@ from functools import partial
 
 import numpy as np
 
-from .._kernels.idal import SHANNON, IdalEntropy, IdalGraph, IdalState, IdalWeights
-from .._kernels.idal_engine import (IdalEngine, MonitorSchedule, clean_simplex_rows, drive, incidence,
-                                    initial_rho_range)
+from .._kernels.idal import SHANNON, IdalEntropy, IdalState
+from .._kernels.idal_engine import IdalEngine, MonitorSchedule, clean_simplex_rows, drive, initial_rho_range
 from ..graphs import GraphBatch
-from ..models import FeatureView, PairwiseModel
+from ..inference.gini import relaxed_engine, solve_relaxed
+from ..models import PairwiseModel
 from ._base import SolverResult
 from ._history import relative_gap
 from ._idal_record import idal_result
@@ -172,17 +172,13 @@ def _inference_engine(edges: np.ndarray, ent: IdalEntropy, offsets: tuple, k: in
     """IDAL's core without features and without weight coupling on the free part (scores set by
     :meth:`ClampedInference.solve`), started from uniform marginals."""
     n, n_edges = len(ent.node_w), len(edges)
-    inc_ptr, inc_slot = incidence(edges, n)
-    feats = FeatureView(np.zeros((0, 1)), np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0), True,
-                        np.zeros(n), np.zeros((n_edges, 0)), np.zeros(n_edges), False)
     state = IdalState(np.full((n, k), 1.0 / k), np.full((n_edges, k * k), 1.0 / k ** 2),
                       np.zeros((n_edges, 2, k)), np.empty((n_edges, 2, k)))
     weights = np.concatenate([ent.node_w, ent.edge_w])
     scale = float(np.median(weights[weights > 0])) if np.any(weights > 0) else 1.0
     rho = 2.0 * scale / max(2.0 * n_edges / max(n, 1), 1.0)
-    graph = IdalGraph(edges, inc_ptr, inc_slot, np.zeros((n, k)), np.zeros((n_edges, k * k)))
-    return IdalEngine(graph, feats, IdalWeights(np.zeros((1, k)), np.zeros((0, k * k))), state, ent, rho=rho,
-                      alpha=0.0, n_examples=1, psi_star=None, offsets=offsets, rng=rng)
+    return relaxed_engine(np.zeros((n, k)), np.zeros((n_edges, k * k)), edges, ent, state, rho=rho, offsets=offsets,
+                          rng=rng)
 
 
 def _solve_relaxed(engine: IdalEngine, tol: float) -> float:
@@ -191,16 +187,7 @@ def _solve_relaxed(engine: IdalEngine, tol: float) -> float:
     if engine.n_nodes == 0:
         return 0.0
     engine.best_lower = -np.inf  # new scores, new maximum
-    last: dict = {}
-
-    def record(it: int, row: dict) -> bool:
-        last.update(row)
-        return row["gap"] <= tol * max(abs(row["primal"]), 1.0)
-
-    drive(engine, range(1, INFERENCE_SWEEPS + 1), record, schedule=MonitorSchedule("auto", tol),
-          is_last=lambda it: it >= INFERENCE_SWEEPS, rel_gap=lambda row: row["gap"] / max(abs(row["primal"]), 1.0),
-          adaptive=True, rho_bounds=initial_rho_range(engine.rho))
-    return float(last["dual"])
+    return float(solve_relaxed(engine, INFERENCE_SWEEPS, tol)["dual"])
 
 
 def _set_psi_star(engine: IdalEngine, psi: tuple[np.ndarray, np.ndarray]) -> None:
