@@ -27,7 +27,9 @@ fit's rounds, the wall of both, the CPU of both: the machine allows a speed-up o
 ``2 x wall(threads1) / wall(twin1)``). CPU seconds are the driver's plus, for dask, the workers'
 (``time.process_time`` in every worker before and after). The load average (``os.getloadavg``) is printed
 with every row: the figures are only comparable on a quiet machine; "loop s" is the solver's time without
-the certificates, "monitor s" that of the certificates.
+the certificates, "monitor s" that of the certificates; "CPU s per round" is per fit for ``twin1``; "wall speed-up"
+is against the first ``threads1`` row of the same run (for ``twin1``: ``2 x wall(threads1) / wall(twin1)``, what the
+machine allows). The kernels are compiled (or loaded from Numba's cache) for the data set before any clock starts.
 
 ``order``: the serial solver with the examples of every epoch in a random order (its own), in two shuffled
 halves one after the other (what shared-``w`` partitions see when they do not run at the same time), and in
@@ -173,12 +175,15 @@ def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: l
     alpha = a0 if alpha is None else alpha
     kw = dict(alpha=alpha, tol=tol, max_iter=max_iter)
     _warm_worker()
+    for n_jobs in (1, 2):  # compile (or load) the kernels for this data set's types before any clock starts
+        _fit(batch.subset(np.arange(min(20, batch.n_examples))), model, alpha=alpha, max_iter=2, n_jobs=n_jobs)
     print(f"# {name}: {batch.n_examples} examples, {batch.n_nodes} nodes, alpha={alpha:.3g}, tol={tol:g}, "
           f"{os.cpu_count()} cores, shared-w chunk at 2 threads: "
           f"{idal_parallel.shared_chunk((batch.n_nodes + batch.n_edges) // 2, model.size)} cliques")
-    print("| run | rounds | converged | certified rel. gap | wall s | CPU s | CPU/wall | loop s | monitor s "
-          "| load before/after |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | rounds | converged | certified rel. gap | wall s | CPU s | CPU/wall | CPU s per round | loop s "
+          "| monitor s | wall speed-up vs first threads1 | load before/after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    base = None
     for run in runs:
         load0 = os.getloadavg()[0]
         if run.startswith("threads"):  # threadsN or threadsN:C (chunks of C cliques; 0: unsynchronised)
@@ -197,9 +202,11 @@ def fit_times(name: str, tol: float, max_iter: int, alpha: float | None, runs: l
         else:
             raise SystemExit(f"unknown run {run!r}")
         h = res.history
+        base = wall if base is None and run == "threads1" else base
+        speed = "" if base is None else f"{(2 if run == 'twin1' else 1) * base / wall:.2f}x"
         print(f"| {run} | {res.n_iter} | {res.converged} | {_rel_gap(res):.2e} | {wall:.1f} | {cpu:.1f} | "
-              f"{cpu / wall:.2f} | {h['time'][-1]:.1f} | {h['monitor_time'][-1]:.1f} | "
-              f"{load0:.1f}/{os.getloadavg()[0]:.1f} |", flush=True)
+              f"{cpu / wall:.2f} | {cpu / (res.n_iter * (2 if run == 'twin1' else 1)):.3f} | {h['time'][-1]:.1f} | "
+              f"{h['monitor_time'][-1]:.1f} | {speed} | {load0:.1f}/{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 def sweep_order(name: str, tol: float, max_iter: int, alpha: float | None) -> None:
