@@ -2,8 +2,8 @@
 and the threads, survival of a killed worker, clear errors.
 
 One 2-worker ``LocalCluster`` (processes, one thread each), started with timeouts by a module fixture and
-closed after the last test of the file (the worker-kill test runs last: it leaves a restarted worker);
-the problems are tiny. Skipped when ``distributed`` is not installed.
+closed after the last test of the file (the worker-kill tests run last: each leaves a restarted worker);
+the problems are tiny. Dense and compact edge marginals, unit and integer sample weights. Skipped when ``distributed`` is not installed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from _idal_reference import tiny_batch
 from sklearn.exceptions import ConvergenceWarning
+from test_idal_memory import _batch
 
 from crflearn.solvers.idal import fit_idal
 
@@ -23,6 +24,8 @@ distributed = pytest.importorskip("distributed")
 
 ALPHA = 0.5
 KW = dict(alpha=ALPHA, max_iter=2000, tol=1e-6, random_state=0)
+#: compact edge marginals with room for the optimum (K = 4 chains at kappa = 0.3: at most 7 of 16 entries)
+COMPACT = dict(edge_storage="compact", edge_capacity=8, kappa=0.3, alpha=0.1, max_iter=3000)
 
 
 def _cluster():
@@ -115,12 +118,32 @@ def test_packed_duals_unpack_bit_for_bit(entropy, steps):
         np.testing.assert_array_equal(warm[key], now)
 
 
-def test_lost_partition_restarts_from_its_committed_duals(client):
+def test_two_workers_compact_and_weighted_reach_the_serial_certified_optimum(client):
+    batch, model = _batch("chain", n_examples=4)
+    weights = np.array([2.0, 1.0, 3.0, 1.0])
+    serial = _fit(batch, model, **dict(COMPACT, edge_storage="dense", tol=1e-9))
+    compact = _fit(batch, model, backend="dask", **COMPACT)
+    assert compact.converged
+    h = compact.history
+    p_star = serial.history["primal"][-1]
+    assert h["dual"][-1] <= p_star + 1e-9 <= h["primal"][-1] + 2e-9
+    assert compact.state["mu_edges"].shape == (batch.n_edges, 4, 4)
+    assert np.all((compact.state["mu_edges"].reshape(batch.n_edges, -1) != 0).sum(1) <= 8)
+    w_serial = _fit(batch, model, sample_weight=weights, tol=1e-9)
+    weighted = _fit(batch, model, sample_weight=weights, backend="dask")
+    assert weighted.converged
+    assert weighted.history["primal"][-1] == pytest.approx(w_serial.history["primal"][-1], rel=3e-6)
+    assert weighted.history["dual"][-1] <= w_serial.history["primal"][-1] + 1e-12
+    np.testing.assert_array_equal(weighted.state["sample_weight"], weights)
+
+
+@pytest.mark.parametrize("storage", [{}, dict(edge_storage="compact", edge_capacity=6)])
+def test_lost_partition_restarts_from_its_committed_duals(client, storage):
     from crflearn.solvers.idal_parallel import ParallelOptions, Rebuilt, make_pool
 
     batch, model = tiny_batch("cycle4", n_examples=6, seed=6)
     spec = dict(alpha=ALPHA, kappa=1.0, rho=1.0, entropy="gini", loss_augmented=False, inner_epochs=1,
-                sampling="uniform")
+                sampling="uniform", **storage)
     pool, _ = make_pool(batch, model, ParallelOptions(1, 2, "dask", "cocoa"), spec, None, 0, None)
     try:
         start = pool.call("initial")
@@ -132,6 +155,9 @@ def test_lost_partition_restarts_from_its_committed_duals(client):
         now = pool.call("state")[0]
         for was, is_ in zip((committed[0]["mu_nodes"], committed[0]["xi"]), (now[0], now[2])):
             np.testing.assert_array_equal(was, is_)
+        if storage:  # compact slots shipped and restored as they are
+            for was, is_ in zip(committed[0]["mu_edges"], now[1]):
+                np.testing.assert_array_equal(was, is_)
         contribution = pool.call("contribution")[0]
         np.testing.assert_allclose(rebuilt.contribution[0], contribution[0], rtol=1e-12, atol=1e-14)
         assert np.abs(rebuilt.contribution[0] - start[0][0]).max() > 1e-3  # not the one-hot start
@@ -139,7 +165,8 @@ def test_lost_partition_restarts_from_its_committed_duals(client):
         pool.close()
 
 
-def test_killed_worker_does_not_lose_the_fit(client):
+@pytest.mark.parametrize("storage", [{}, dict(edge_storage="compact", edge_capacity=9)])
+def test_killed_worker_does_not_lose_the_fit(client, storage):
     batch, model = tiny_batch("cycle4", n_examples=6, seed=4)
     serial = _fit(batch, model)
     killed = []
@@ -151,7 +178,7 @@ def test_killed_worker_does_not_lose_the_fit(client):
             os.kill(pid, signal.SIGKILL)
             killed.append(addr)
 
-    res = _fit(batch, model, backend="dask", n_partitions=3, callback=kill_after_round_2)
+    res = _fit(batch, model, backend="dask", n_partitions=3, callback=kill_after_round_2, **storage)
     assert killed, "the callback killed a worker"
     assert res.converged and res.history["gap"][-1] <= 1e-6 * abs(res.history["primal"][-1]) * (1 + 1e-9)
     assert res.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)

@@ -6,7 +6,8 @@ stays on the worker and later tasks, pinned to that worker, update it in place. 
 ``rho``) out and the weight change back; a certificate ships ``w`` out and the partition's terms back.
 
 Faults: at every certificate round the driver keeps the partitions' duals (:meth:`DaskPartitions.commit`;
-the edge marginals as their non-zeros when sparse, as Gini's are). When a partition's worker leaves the
+the edge marginals as their non-zeros when sparse, as Gini's are, or as their compact slots with
+``edge_storage="compact"``). When a partition's worker leaves the
 cluster (killed, restarted by its nanny) or its task is lost, the driver scatters the partition's examples
 and its last committed duals (none before the first certificate: the one-hot start) to the live worker
 holding the fewest partitions, rebuilds the partition there and answers
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import time
 
-from ..graphs import GraphBatch
-from ..models import PairwiseModel
 import numpy as np
 
+from .._kernels.idal_compact import CompactEdges
+from ..graphs import GraphBatch
+from ..models import PairwiseModel
 from .idal_parallel import IdalPartition, Rebuilt
 
 __all__ = ["current_client", "DaskPartitions", "partition_bytes", "unpack"]
@@ -61,11 +63,13 @@ def current_client():
     return client
 
 
-def partition_bytes(batch: GraphBatch, n_states: int) -> int:
+def partition_bytes(batch: GraphBatch, n_states: int, edge_capacity: int | None = None) -> int:
     """Estimated memory of one partition on its worker: marginals, multipliers, repair and
-    features (float64), plus the examples themselves."""
+    features (float64), plus the examples themselves; the edge marginals dense (``3 K^2`` floats per edge),
+    or ``edge_capacity`` slots of 12 bytes per edge with the compact layout."""
     k = n_states
-    floats = batch.n_nodes * 3 * k + batch.n_edges * (3 * k * k + 4 * k)
+    edge_block = 3 * k * k if edge_capacity is None else 1.5 * edge_capacity
+    floats = batch.n_nodes * 3 * k + batch.n_edges * (edge_block + 4 * k)
     feats = batch.node_features
     data = feats.data.nbytes + feats.indices.nbytes if hasattr(feats, "indices") else feats.nbytes
     return int(8 * floats + 2 * data)
@@ -114,7 +118,7 @@ class DaskPartitions:
         info = self.client.scheduler_info()["workers"]
         need = {addr: 0 for addr in workers}
         for k, piece in enumerate(self.pieces):
-            need[self.addr[k]] += partition_bytes(piece, self.model.n_states)
+            need[self.addr[k]] += partition_bytes(piece, self.model.n_states, self.specs[k].get("edge_capacity"))
         for addr, nbytes in need.items():
             limit = info[addr].get("memory_limit") or 0
             if limit and nbytes > limit:
@@ -207,9 +211,10 @@ class DaskPartitions:
 
 
 def unpack(packed: dict) -> dict:
-    """The warm-start arrays of :meth:`IdalPartition.packed_state` (the edge marginals made dense again)."""
+    """The warm-start arrays of :meth:`IdalPartition.packed_state` (sparse edge marginals made dense again,
+    compact ones kept as they are)."""
     edges = packed["mu_edges"]
-    if isinstance(edges, tuple):
+    if isinstance(edges, tuple) and not isinstance(edges, CompactEdges):
         shape, idx, values = edges
         dense = np.zeros(shape)
         dense.reshape(-1)[idx] = values

@@ -12,7 +12,8 @@ from .._validation import check_int, check_positive
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 
-__all__ = ["ENTROPIES", "OTRW_FRACTION", "default_rho", "check_idal_options", "build_engine", "exact_primal"]
+__all__ = ["ENTROPIES", "OTRW_FRACTION", "default_rho", "check_idal_options", "build_engine", "exact_primal",
+           "ground_truth_statistics"]
 
 ENTROPIES = ("gini", "gini_otrw", "shannon")
 SAMPLINGS = ("uniform", "gap")
@@ -208,6 +209,21 @@ def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa
     return IdalEngine(graph, feats, weights, state, ent, rho=rho, alpha=alpha, n_examples=batch.n_examples,
                       psi_star=(psi_u, psi_p), offsets=(batch.node_offsets, batch.edge_offsets), rng=rng,
                       inner_epochs=inner_epochs, sampling=sampling, zeta_ready=warm is None)
+
+
+def ground_truth_statistics(batch: GraphBatch, model: PairwiseModel,
+                            sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``psi* = sum_i s_i psi*_i`` in the kernel layout (``s = 1`` when ``sample_weight`` is None): the sum of the
+    ``psi_star`` of engines built on a split of ``batch`` (the partitioned solver's certificate)."""
+    if sample_weight is None:
+        return model.to_kernel(model.joint_feature(batch))
+    k = model.n_states
+    edges = np.ascontiguousarray(batch.edges, dtype=np.int64).reshape(-1, 2)
+    ent = make_entropy("gini", 1.0, edges, batch.n_nodes, k)  # any entropy: only the statistics are read
+    feats, ent, base_n = _weighted(batch, model.feature_view(batch, "csr"), ent, np.zeros((batch.n_nodes, k)),
+                                   sample_weight)
+    graph = IdalGraph(edges, *incidence(edges, batch.n_nodes), base_n, np.zeros((0, k * k)))
+    return _statistics(graph, feats, ent, model, *initial_state(batch, k, None)[:2])
 
 
 def _weighted(batch: GraphBatch, feats, ent: IdalEntropy, base_n: np.ndarray, sample_weight: np.ndarray):

@@ -124,9 +124,9 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     backend : {"threads", "dask", "simulate"}, default="threads"
         Threads sharing ``w``; the current ``dask.distributed`` client; its rounds on threads (docs/scaling.md).
     sample_weight : array-like of shape (n_examples,), optional
-        Weights ``s_i`` of ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)``: all > 0, serial solver only.
+        Weights ``s_i`` of ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)``: all > 0 (split with the partitions).
     edge_storage : {"dense", "compact"}, default="dense"
-        Dense ``K^2`` edge marginals, or at most ``edge_capacity`` non-zeros per edge (Gini, serial; docs/scaling.md).
+        Dense ``K^2`` edge marginals, or at most ``edge_capacity`` non-zeros per edge (Gini; docs/scaling.md).
     edge_capacity : int, optional
         Slots per edge of ``"compact"`` (default 32); fewer than the optimum's blocks need: stalls, uncertified.
     check_input : bool, default=True
@@ -154,8 +154,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         rho = check_positive(warm_start["rho"], "warm_start['rho']")
     spec = dict(alpha=alpha, kappa=kappa, rho=default_rho(batch, model, alpha, kappa) if rho is None else rho,
                 entropy=entropy, loss_augmented=bool(loss_augmented), inner_epochs=inner_epochs, sampling=sampling,
-                **_check_idal_weights(sample_weight, batch.n_examples, par.serial, warm_start),
-                **_check_storage(edge_storage, edge_capacity, entropy, model.n_states, par.serial))
+                **_check_idal_weights(sample_weight, batch.n_examples, warm_start),
+                **_check_storage(edge_storage, edge_capacity, entropy, model.n_states))
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
                       history=new_history(batch, warm_start))
     run = run or (_fit_serial if par.serial else partial(fit_partitioned, opts=par))
@@ -183,11 +183,11 @@ def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
                        spec["entropy"], sample_weight=weights)
 
 
-def _check_idal_weights(sample_weight, n_examples: int, serial: bool, warm_start) -> dict:
+def _check_idal_weights(sample_weight, n_examples: int, warm_start) -> dict:
     """``{"sample_weight": s}`` for :func:`build_engine`, or ``{}`` for unit weights (the unweighted path exactly).
 
     Every weight must be > 0 (an example of weight 0 has no entropy left to keep its block updates
-    strictly concave: drop it instead) and the solver serial (the partitions do not take weights yet).
+    strictly concave: drop it instead). The partitioned solver splits the weights as it splits the examples.
     """
     weights = check_sample_weight(sample_weight, n_examples)
     if weights is not None and np.all(weights == 1.0):
@@ -198,20 +198,14 @@ def _check_idal_weights(sample_weight, n_examples: int, serial: bool, warm_start
     if np.any(weights == 0):
         raise ValueError(f"solver 'idal' needs every sample_weight > 0; {int(np.sum(weights == 0))} example(s) have "
                          "weight 0: remove them from the training set instead")
-    if not serial:
-        raise ValueError("sample_weight is not supported by the data-parallel IDAL solver yet: use n_jobs=None, "
-                         "n_partitions=None and backend='threads'")
     check_warm_weights(warm_start, weights)
     return {"sample_weight": weights}
 
 
-def _check_storage(edge_storage, edge_capacity, entropy: str, k: int, serial: bool) -> dict:
+def _check_storage(edge_storage, edge_capacity, entropy: str, k: int) -> dict:
     """``{}`` for the dense layout (the default path exactly), else the compact layout's :func:`build_engine`
-    keywords; the partitioned solver keeps dense marginals."""
+    keywords (every partition of the partitioned solver uses it)."""
     capacity = check_edge_storage(edge_storage, edge_capacity, entropy, k)
     if capacity is None:
         return {}
-    if not serial:
-        raise ValueError("edge_storage='compact' is not supported by the data-parallel IDAL solver yet: use "
-                         "n_jobs=None, n_partitions=None and backend='threads'")
     return {"edge_storage": "compact", "edge_capacity": capacity}

@@ -64,13 +64,14 @@ from typing import NamedTuple
 import numpy as np
 
 from .._kernels.idal import IdalState, IdalWeights
+from .._kernels.idal_compact import CompactEdges
 from .._kernels.idal_engine import (RHO_WARMUP, CertificateProblem, IdalEngine, MonitorSchedule, add_terms,
                                     assemble_certificate, initial_rho_range)
 from .._kernels.idal_monitor import dual_sums
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 from ._history import relative_gap
-from ._idal_setup import build_engine
+from ._idal_setup import build_engine, ground_truth_statistics
 from ._loop import SolverLoop
 from ._idal_record import Recorder, idal_result
 
@@ -181,10 +182,13 @@ def clique_indices(batch: GraphBatch, examples: np.ndarray) -> tuple[np.ndarray,
 
 
 def split_warm(warm: dict | None, nodes: np.ndarray, edges: np.ndarray) -> dict | None:
-    """The warm-start arrays of one partition (its node and edge indices)."""
+    """The warm-start arrays of one partition (its node and edge indices; compact edge marginals stay compact)."""
     if warm is None:
         return None
-    return {"mu_nodes": warm["mu_nodes"][nodes], "mu_edges": warm["mu_edges"][edges], "xi": warm["xi"][edges]}
+    mu_e = warm["mu_edges"]
+    mu_e = CompactEdges(mu_e.idx[edges], mu_e.val[edges], mu_e.nnz[edges], mu_e.kk) if isinstance(
+        mu_e, CompactEdges) else mu_e[edges]
+    return {"mu_nodes": warm["mu_nodes"][nodes], "mu_edges": mu_e, "xi": warm["xi"][edges]}
 
 
 def partition_seeds(random_state, n_partitions: int) -> list:
@@ -332,8 +336,8 @@ class IdalPartition:
         """``zeta = xi + rho A mu`` again (after an interrupted sweep)."""
         self.engine.rebuild_zeta()
 
-    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(mu_n, mu_e, xi)`` of the partition."""
+    def state(self) -> tuple:
+        """``(mu_n, mu_e, xi)`` of the partition (``mu_e`` a :class:`CompactEdges` with compact storage)."""
         st = self.engine.state
         return st.mu_n, st.mu_e, st.xi
 
@@ -341,8 +345,12 @@ class IdalPartition:
         """The partition's duals as warm-start arrays (``mu_nodes``, ``mu_edges``, ``xi``: copies), the
         edge marginals as ``(shape, flat indices, values)`` of their non-zeros when fewer than half are
         non-zero (Gini blocks are sparse: 8-10 % non-zeros on OCR, 12 % of the dense bytes with int32
-        indices): what a Dask driver keeps to rebuild a lost partition."""
+        indices), compact edge marginals as they are (a copy): what a Dask driver keeps to rebuild a lost
+        partition."""
         mu_n, mu_e, xi = self.state()
+        if isinstance(mu_e, CompactEdges):
+            return {"mu_nodes": mu_n.copy(), "mu_edges": CompactEdges(mu_e.idx.copy(), mu_e.val.copy(),
+                                                                      mu_e.nnz.copy(), mu_e.kk), "xi": xi.copy()}
         flat = mu_e.reshape(-1)
         nz = np.flatnonzero(flat)
         if flat.size < 2**31:
@@ -514,7 +522,9 @@ def make_pool(batch: GraphBatch, model: PairwiseModel, opts: ParallelOptions, sp
     examples = partition_examples(batch, n_parts, seeds[-1])
     cliques = [clique_indices(batch, ex) for ex in examples]
     pieces = [batch.subset(ex) for ex in examples]
-    specs = [dict(spec, warm=split_warm(warm, *cl)) for cl in cliques]
+    weights = spec.get("sample_weight")  # every partition's engine takes the weights of its examples
+    specs = [dict(spec, warm=split_warm(warm, *cl), **({} if weights is None else {"sample_weight": weights[ex]}))
+             for cl, ex in zip(cliques, examples)]
     if opts.backend == "dask":
         pool = DaskPartitions(client, pieces, model, specs, seeds[:-1], batch.n_examples)
     else:
@@ -523,13 +533,22 @@ def make_pool(batch: GraphBatch, model: PairwiseModel, opts: ParallelOptions, sp
     return pool, cliques
 
 
-def _gather_state(states: list, cliques: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(mu_n, mu_e, xi)`` of the whole batch from the partitions' states and node/edge indices."""
+def _gather_state(states: list, cliques: list) -> tuple:
+    """``(mu_n, mu_e, xi)`` of the whole batch from the partitions' states and node/edge indices (``mu_e`` a
+    :class:`CompactEdges` when the partitions' are)."""
     nodes, edges = (np.concatenate([c[j] for c in cliques]) for j in range(2))
-    out = [np.empty((len(idx),) + states[0][j].shape[1:]) for j, idx in enumerate((nodes, edges, edges))]
-    for j, idx in enumerate((nodes, edges, edges)):
-        out[j][idx] = np.concatenate([s[j] for s in states])
-    return out[0], out[1], out[2]
+
+    def gather(idx: np.ndarray, parts: list) -> np.ndarray:
+        out = np.empty((len(idx),) + parts[0].shape[1:], dtype=parts[0].dtype)
+        out[idx] = np.concatenate(parts)
+        return out
+
+    mu_e = [s[1] for s in states]
+    if isinstance(mu_e[0], CompactEdges):
+        mu_e = CompactEdges(*(gather(edges, [m[j] for m in mu_e]) for j in range(3)), mu_e[0].kk)
+    else:
+        mu_e = gather(edges, mu_e)
+    return gather(nodes, [s[0] for s in states]), mu_e, gather(edges, [s[2] for s in states])
 
 
 def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOptions, spec: dict,
@@ -544,10 +563,12 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
     try:
         glob = _GlobalWeights([r.contribution if isinstance(r, Rebuilt) else r for r in pool.call("initial")],
                               spec["rho"], shared if opts.combine == "shared" else None)
-        psi_star = model.to_kernel(model.joint_feature(batch))
+        weights = spec.get("sample_weight")
+        psi_star = ground_truth_statistics(batch, model, weights)
         k = model.n_states
         base_n = hamming_loss_vectors(batch, k) if spec["loss_augmented"] else np.zeros((batch.n_nodes, k))
-        record = Recorder(glob, loop, model, batch, spec["alpha"], spec["inner_epochs"] * opts.local_steps, base_n)
+        record = Recorder(glob, loop, model, batch, spec["alpha"], spec["inner_epochs"] * opts.local_steps, base_n,
+                          sample_weight=weights)
         with loop:
             _rounds(pool, glob, loop, record, (psi_star, spec["alpha"], batch.n_examples),
                     schedule=MonitorSchedule(monitor_every, loop.tol), adaptive=rho_schedule == "adaptive",
@@ -562,5 +583,6 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
     finally:
         pool.close()
     st = IdalState(*_gather_state(states, cliques), None)
-    return idal_result(glob.weights, st, glob.rho, loop, model, batch, spec["kappa"], spec["entropy"])
+    return idal_result(glob.weights, st, glob.rho, loop, model, batch, spec["kappa"], spec["entropy"],
+                       sample_weight=spec.get("sample_weight"))
 
