@@ -195,11 +195,17 @@ class DaskPartitions:
 
     def commit(self) -> list:
         """Keep every partition's duals on the driver (:meth:`IdalPartition.packed_state`), to rebuild a
-        lost partition from them; returns the answers (:class:`Rebuilt` for a partition lost meanwhile)."""
-        answers = self.call("packed_state")
-        for k, answer in enumerate(answers):
+        lost partition from them; returns the answers (:class:`Rebuilt` for a partition lost meanwhile).
+
+        The partitions answer one after the other, each answer replacing that partition's earlier duals at
+        once: the driver holds the committed duals plus one partition's new ones, not two copies of all."""
+        answers = []
+        for k in range(len(self.pieces)):
+            results, lost = self._collect({k: self._submit(k, "packed_state", ())})
+            answer = self._rebuild(k) if lost else results.pop(k)
             if not isinstance(answer, Rebuilt):
                 self.committed[k] = answer
+            answers.append(answer)
         return answers
 
     def close(self) -> None:
