@@ -297,3 +297,78 @@ def test_unsynchronised_shared_w_threads_still_certify(monkeypatch):
     st = res.state
     stats = model.joint_feature(batch) - model.expected_joint_feature(batch, st["mu_nodes"], st["mu_edges"])
     np.testing.assert_allclose(res.w, stats / (ALPHA * batch.n_examples), rtol=1e-10, atol=1e-12)
+
+
+def test_threads_run_the_rounds_between_certificates_in_one_call(monkeypatch):
+    """Threads sharing ``w`` (a thread per partition) run all the rounds up to the next due certificate in one
+    call per partition; the recorded iterations, the optimum and ``w = w(mu)`` (no recomputation: the merges
+    lose no update) are unchanged."""
+    from crflearn.solvers.idal_parallel import IdalPartition
+
+    calls = []
+    run = IdalPartition.run
+
+    def counting(self, wu, wp, rho, steps=1):
+        calls.append(steps)
+        return run(self, wu, wp, rho, steps)
+
+    monkeypatch.setattr(IdalPartition, "run", counting)
+    batch, model = _mixed_batch(n_examples=10, seed=17)
+    serial = _fit(batch, model, tol=1e-6, monitor_every=5)
+    res = _fit(batch, model, n_jobs=2, tol=1e-6, monitor_every=5)
+    assert res.converged
+    assert res.history["primal"][-1] == pytest.approx(serial.history["primal"][-1], rel=3e-6)
+    its = res.history["iteration"]
+    np.testing.assert_array_equal(its, np.arange(5, 5 * len(its) + 1, 5))
+    assert calls == [5] * (2 * len(its))  # two partitions, one call of 5 rounds per certificate
+    st = res.state
+    stats = model.joint_feature(batch) - model.expected_joint_feature(batch, st["mu_nodes"], st["mu_edges"])
+    np.testing.assert_allclose(res.w, stats / (ALPHA * batch.n_examples), rtol=1e-10, atol=1e-12)
+
+
+def test_partitions_sharing_fewer_threads_keep_one_call_per_round(monkeypatch):
+    from crflearn.solvers.idal_parallel import IdalPartition
+
+    calls = []
+    run = IdalPartition.run
+    monkeypatch.setattr(IdalPartition, "run", lambda self, *a: calls.append(a[3]) or run(self, *a))
+    batch, model = _mixed_batch(n_examples=9, seed=18)
+    res = _fit(batch, model, n_jobs=2, n_partitions=3, max_iter=8, tol=0.0, monitor_every=4)
+    assert res.n_iter == 8 and calls == [1] * 24
+
+
+def _sync_fixture(model, batch):
+    """A partition's engine and a :class:`SharedSync` of a shared ``w`` (zero) with its own flags."""
+    from crflearn._kernels.idal import IdalWeights
+    from crflearn._kernels.idal_threads import SharedSync, make_flags
+    from crflearn.solvers._idal_setup import build_engine
+
+    eng = build_engine(batch, model, alpha=ALPHA, kappa=1.0, rho=1.0, entropy="gini", loss_augmented=False,
+                       warm=None, inner_epochs=1, sampling="uniform", rng=np.random.default_rng(0))
+    shared = IdalWeights(*(np.zeros_like(a) for a in eng.weights))
+    return eng, SharedSync(shared, IdalWeights(*(a.copy() for a in eng.weights)), make_flags())
+
+
+def test_merge_skips_a_held_lock_unless_told_to_wait_and_sweeps_stop_on_request():
+    from crflearn._kernels.idal_threads import LOCK, STOP, merge_into_shared, shared_sweep
+
+    batch, model = _mixed_batch(n_examples=6, seed=19)
+    eng, sync = _sync_fixture(model, batch)
+    order = eng.next_order().copy()
+    sync.flags[STOP] = 1  # the pool was closed: the sweep returns after its first chunk and its merge
+    args = (eng.graph, eng.feats, eng.weights, eng.state, eng.ent, eng.rho, eng.inv_lam_n, eng.tau_e, eng.scr, sync)
+    assert shared_sweep(order, 3, *args) == 3
+    assert np.abs(sync.shared.wuT).max() > 0
+    np.testing.assert_array_equal(sync.shared.wuT, eng.weights.wuT)
+    sync.flags[STOP] = 0
+    merged = sync.shared.wuT.copy()
+    eng.sweep(order[3:])  # a change of the thread's copy ...
+    mine = eng.weights.wuT.copy()
+    sync.flags[LOCK] = 1  # ... while another thread holds the lock: no merge, nothing changed
+    assert not merge_into_shared(eng.weights, sync, False)
+    np.testing.assert_array_equal(sync.shared.wuT, merged)
+    np.testing.assert_array_equal(eng.weights.wuT, mine)
+    sync.flags[LOCK] = 0  # free again: merged, and the lock released
+    assert merge_into_shared(eng.weights, sync, False) and sync.flags[LOCK] == 0
+    np.testing.assert_allclose(sync.shared.wuT, mine, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(sync.snap.wuT, sync.shared.wuT)

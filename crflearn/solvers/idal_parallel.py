@@ -23,17 +23,20 @@ clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to shar
   process, with the iterates a cluster of ``P`` workers would compute.
 * ``backend="threads"`` (one ``w`` in shared memory, ``sigma' = 1``): the partitions' sweeps run at the
   same time on a thread pool (every Numba kernel releases the GIL) and all update the one ``w``, as in
-  asynchronous parallel dual coordinate ascent (PASSCoDe, Hsieh et al. 2015). Each thread sweeps a
-  chunk of its clique order (:func:`shared_chunk`: 256 cliques) against its own copy of ``w``, then adds
-  its change to the shared ``w`` under a lock and copies the shared ``w`` back: no update is lost, and
-  with a few threads the staleness is a few hundred clique updates out of a sweep (OCR large, two
-  threads: 170-174 rounds to 1e-3, 184-186 when they fully overlap; 168 serial). ``chunk=0`` (kept for
-  comparisons) lets the sweeps write the shared ``w`` directly, without lock: updates can be lost. The
-  merges sum in a thread-dependent order, so before every certificate ``w`` is recomputed exactly from
-  the partitions' marginals (``w = w(mu)`` again); the iterates are not reproducible bit for bit with
-  ``n_jobs > 1``.
+  asynchronous parallel dual coordinate ascent (PASSCoDe, Hsieh et al. 2015). Each thread sweeps its clique
+  order against its own copy of ``w`` and, every :func:`shared_chunk` cliques (64 on OCR), adds its change
+  to the shared ``w`` under a spin lock and continues from the shared ``w``, all in one compiled call per
+  sweep (:func:`~crflearn._kernels.idal_threads.shared_sweep`; a thread that finds the lock taken sweeps on
+  and merges later). No update is lost, so ``w = w(mu)`` holds up to round-off without recomputation, and
+  a thread misses at most the other threads' current chunks (OCR large, two threads: 169 rounds to 1e-3;
+  serial: 168 for the seeds 0, 1 and 2; the former merges from Python every 256 cliques: 188-190). With a
+  thread per partition the driver has nothing to do between certificates, so the rounds up to the next
+  due certificate run in one call per partition, without a barrier per round (:func:`_rounds`).
+  ``chunk=0`` (kept for comparisons) lets the sweeps write the shared ``w`` directly, without lock: updates
+  can be lost, and ``w = w(mu)`` is recomputed from the partitions' marginals before every certificate. The
+  merges sum in a thread-dependent order: the iterates are not reproducible bit for bit with ``n_jobs > 1``.
 
-The invariant ``w = w(mu)`` holds exactly after every CoCoA+ round and at every certificate, and the
+The invariant ``w = w(mu)`` holds after every CoCoA+ round and, with threads, at every certificate, and the
 multiplier steps are example-local, so the augmented-Lagrangian outer loop is the serial one with a
 different inner solver. The certificate is assembled exactly from partition-additive terms
 (:meth:`IdalEngine.monitor_terms`, :meth:`IdalEngine.repair_terms`, :func:`add_terms`,
@@ -57,7 +60,6 @@ for communication-efficient distributed optimization. JMLR 18(230).
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -68,6 +70,7 @@ from .._kernels.idal_compact import CompactEdges
 from .._kernels.idal_engine import (RHO_WARMUP, CertificateProblem, IdalEngine, MonitorSchedule, add_terms,
                                     assemble_certificate, initial_rho_range)
 from .._kernels.idal_monitor import dual_sums
+from .._kernels.idal_threads import STOP, SharedSync, make_flags, shared_sweep
 from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 from ._history import relative_gap
@@ -80,10 +83,9 @@ __all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_e
 
 BACKENDS = ("threads", "dask", "simulate")
 #: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w`` (or
-#: 1/16 of the size of ``w`` if larger: a merge reads and writes ``w`` four times). OCR large, 2 threads:
-#: 170-174 rounds to 1e-3 with 256 (184-186 when the threads fully overlap), 174-177 with 694, 168 serial; a
-#: merge and the dispatch of a sweep cost ~36 us, 3 % of 256 cliques (docs/scaling.md)
-SHARED_CHUNK = 256
+#: 1/64 of the size of ``w`` if larger: a merge reads and writes ``w`` once). The merge is compiled into the
+#: sweep (crflearn._kernels.idal_threads): 2-3 us for OCR's 4,030 weights, ~4 us per clique update
+SHARED_CHUNK = 64
 #: and at least this many merges per sweep of a partition (small partitions merge more often)
 SHARED_MERGES = 64
 #: :func:`drive`-like skipping of the repair while the relative AL gap exceeds this many times ``tol``
@@ -219,9 +221,9 @@ def _padded(a):
 
 
 def shared_chunk(n_cliques: int, w_size: int) -> int:
-    """Cliques a thread sweeps between two merges into the shared ``w``: ``SHARED_CHUNK`` (or 1/16 of the
+    """Cliques a thread sweeps between two merges into the shared ``w``: ``SHARED_CHUNK`` (or 1/64 of the
     size of ``w`` if larger), and at least ``SHARED_MERGES`` merges per sweep of ``n_cliques``."""
-    return max(1, min(max(SHARED_CHUNK, w_size // 16), n_cliques // SHARED_MERGES))
+    return max(1, min(max(SHARED_CHUNK, w_size // 64), n_cliques // SHARED_MERGES))
 
 
 class IdalPartition:
@@ -230,8 +232,9 @@ class IdalPartition:
 
     The engine always sweeps against a weight vector of its own. With ``shared`` (threads) a step sweeps
     its clique order in chunks of ``chunk`` cliques and after each chunk adds its change to ``shared``
-    under ``lock`` and takes ``shared`` back (:meth:`_merge`): no two threads write the same memory while
-    they sweep, a chunk sees the other partitions' changes up to their last merge.
+    under ``lock`` and takes ``shared`` back, inside one compiled call per sweep
+    (:func:`~crflearn._kernels.idal_threads.shared_sweep`): no two threads write the same memory while they
+    sweep, no update is lost, a chunk sees the other partitions' changes up to their last merge.
 
     Parameters
     ----------
@@ -247,8 +250,9 @@ class IdalPartition:
         Subproblem scaling ``sigma'`` (the number of partitions; 1 with ``shared``).
     shared : IdalWeights, optional
         The driver's ``w``, to which the partition adds its changes (threads, ``combine="shared"``).
-    lock : threading.Lock, optional
-        Guards ``shared`` (with ``shared``).
+    lock : ndarray, optional
+        The lock and stop words of the threads sharing ``shared``
+        (:func:`~crflearn._kernels.idal_threads.make_flags`; with ``shared``).
     chunk : int, optional
         Cliques swept between two merges (with ``shared``); default :func:`shared_chunk`. 0: no copy, the
         sweeps write the shared ``w`` itself without a lock (concurrent updates can be lost: the behaviour
@@ -290,7 +294,7 @@ class IdalPartition:
 
     def run(self, wu: np.ndarray, wp: np.ndarray, rho: float, steps: int = 1) -> tuple | None:
         """``steps`` outer steps from ``w``; returns the unscaled weight change ``(dwu, dwp)`` (None with a
-        shared ``w``: the steps added it there chunk by chunk)."""
+        shared ``w``: the steps added it there chunk by chunk, and stop early once the pool is closed)."""
         eng = self._load(wu, wp)
         if eng.rho != rho:
             eng.rho = rho
@@ -309,23 +313,15 @@ class IdalPartition:
             return None
         for mine, snap in zip(eng.weights, self.snap):
             np.copyto(snap, mine)
+        sync = SharedSync(self.shared, self.snap, self.lock)
         for epoch in range(1, steps * eng.inner_epochs + 1):  # eng.step(), merging every `chunk` cliques
             order = eng.next_order()
-            for start in range(0, len(order), self.chunk):
-                eng.sweep(order[start:start + self.chunk])
-                self._merge()
+            if shared_sweep(order, self.chunk, eng.graph, eng.feats, eng.weights, eng.state, eng.ent, eng.rho,
+                            eng.inv_lam_n, eng.tau_e, eng.scr, sync) < len(order):
+                return None  # the pool was closed (an interrupt): zeta and w are rebuilt by the caller
             if epoch % eng.inner_epochs == 0:
                 eng.multiplier_step()
         return None
-
-    def _merge(self) -> None:
-        """Add this partition's change since the last merge to the shared ``w`` and continue from it."""
-        for mine, snap, shared in zip(self.engine.weights, self.snap, self.shared):
-            np.subtract(mine, snap, out=snap)
-            with self.lock:
-                shared += snap
-                np.copyto(mine, shared)
-            np.copyto(snap, mine)
 
     def terms(self, wu: np.ndarray, wp: np.ndarray, repair: bool) -> tuple[dict, dict | None]:
         """The partition's certificate terms at the global ``w`` (repair terms when ``repair``)."""
@@ -374,9 +370,11 @@ class ThreadPartitions:
         n_parts = len(pieces)
         sigma = 1 if shared is not None else n_parts
         self.executor = ThreadPoolExecutor(max_workers=n_jobs) if n_jobs > 1 and n_parts > 1 else None
-        lock = threading.Lock()
+        self.shared, self.flags = shared, make_flags()
+        #: every partition has a thread of its own: their steps run at the same time
+        self.concurrent = self.executor is not None and n_jobs >= n_parts
         self.parts = self._map(lambda k: IdalPartition(pieces[k], model, specs[k], seeds[k], n_total, sigma,
-                                                       shared, lock), range(n_parts))
+                                                       shared, self.flags), range(n_parts))
 
     def _map(self, fn, items) -> list:
         if self.executor is None:
@@ -393,7 +391,9 @@ class ThreadPartitions:
         return []
 
     def close(self) -> None:
-        """Wait for the running steps (after an interrupt) and run later calls on the calling thread."""
+        """Stop the running steps after their current chunk (after an interrupt), wait for them and run later
+        calls on the calling thread."""
+        self.flags[STOP] = 1
         if self.executor is not None:
             self.executor.shutdown(wait=True)
             self.executor = None
@@ -479,24 +479,36 @@ def _adapt_rho(glob: _GlobalWeights, row: dict, bounds: tuple) -> None:
 def _rounds(pool, glob: _GlobalWeights, loop: SolverLoop, record, problem: tuple, *, schedule: MonitorSchedule,
             adaptive: bool, rho_bounds: tuple, local_steps: int = 1) -> None:
     """The outer loop of the partitioned solver (the analogue of :func:`~crflearn._kernels.idal_engine.drive`):
-    broadcast ``w``, ``local_steps`` steps per partition, add the changes; certify when due; adapt ``rho``."""
+    broadcast ``w``, ``local_steps`` steps per partition, add the changes; certify when due; adapt ``rho``.
+
+    Threads sharing ``w`` have nothing to exchange between certificates: when every partition has a thread
+    of its own, the rounds up to the next due certificate run in one call per partition (no barrier per
+    round; ``rho`` only changes at certificates). Partitions that take turns on fewer threads keep one call
+    per round (a partition running many rounds alone would work against a ``w`` the others do not move)."""
     repair_above = _CHEAP_FACTOR * schedule.tol if schedule.auto and schedule.tol > 0 else np.inf
-    best_lower, first, cheap = -np.inf, None, False
+    shared = getattr(pool, "shared", None) is not None
+    lazy = shared and pool.concurrent
+    exact = shared and all(part.chunk > 0 for part in pool.parts)  # chunked merges lose no update
+    best_lower, first, cheap, pending = -np.inf, None, False, 0
     for it in loop.iterations():
         first = it if first is None else first
+        step, pending = it - first + 1, pending + local_steps
+        due = schedule.due(step, loop.is_last)
+        if lazy and not due:
+            continue
         wu, wp = glob.weights
-        changes = _call(pool, glob, "run", wu.copy(), wp.copy(), glob.rho, local_steps, retry=False)
+        changes = _call(pool, glob, "run", wu.copy(), wp.copy(), glob.rho, pending, retry=False)
+        pending = 0
         for k, change in enumerate(changes):
             if change is not None and not isinstance(change, Rebuilt):
                 glob.add(k, *change)
-        step = it - first + 1
-        if not schedule.due(step, loop.is_last):
+        if not due:
             continue
         with loop.monitoring():
             for k, answer in enumerate(pool.commit()):  # dask: the duals a lost partition restarts from
                 if isinstance(answer, Rebuilt):
                     glob.replace(k, answer.contribution)
-            if changes[0] is None:  # shared w: sums in a thread-dependent order; w = w(mu) again
+            if shared and not exact:  # unsynchronised writes may have lost updates: w = w(mu) again
                 glob.set_parts(pool.call("contribution"))
             row = _certify(pool, glob, problem, best_lower, want_repair=not cheap, repair_above=repair_above,
                            force=loop.is_last)
