@@ -1,10 +1,11 @@
-"""Peak memory and setup time per node of serial IDAL on a synthetic chain set (issue 11, items 5-6).
+"""Peak memory and setup time per node of IDAL on a synthetic chain set, serial or on Dask workers (issue 11).
 
 Usage::
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
         python benchmarks/bench_scale.py [--sizes 100000 300000 1000000] [--profile N]
         [--edge-storage dense|compact] [--capacity M] [--engine] [--epochs 3] [--ocr EPOCHS]
+        [--dask WORKERS [--worker-memory BYTES]]
 
 Each size runs in a fresh subprocess: chains of 8-10 nodes, K = 26 states, p = 16 features with
 about 4 non-zeros per node (dense numpy arrays, so ``feature_view`` converts dense -> CSR), labels
@@ -23,6 +24,19 @@ correlated with the features. The child reports
 ``fit_idal``'s result state densifies them today); ``epoch s`` is then the wall time of a ``step()``
 and ``cpu s`` its CPU time. ``--edge-storage compact --capacity M`` runs with the compact edge
 marginals of :mod:`crflearn._kernels.idal_compact` (engine mode only).
+
+``--dask W`` runs the partitioned solver on a ``W``-worker Dask ``LocalCluster`` of this machine (processes, one
+thread each; ``W`` partitions, one per worker; compact edge marginals unless ``--edge-storage dense``): the driver
+builds the chain set, scatters the partitions, then runs ``--epochs`` CoCoA+ rounds, each followed by the
+certificate round of a fit (the driver keeps every partition's duals, :meth:`DaskPartitions.commit`, then the
+partition-additive certificate). Like ``--engine`` it drives the partitions itself and skips the result (whose
+state ``fit_idal`` returns with dense ``(E, K, K)`` edge marginals). The compiled kernels are loaded on every
+worker first (a 100-node fit), then every process's peak resident size is reset (``/proc/<pid>/clear_refs``)
+and its resident size taken as its baseline; each process reports ``VmHWM`` of ``/proc/<pid>/status`` at the
+end (``psutil`` has no peak on Linux) minus its baseline: ``driver MB``, ``worker MB`` (each), their ``B/node``
+(a worker's over its partition's nodes; ``total B/node`` = all processes over all nodes), and the wall and
+driver-CPU seconds of a round (``round s``, the workers' steps in parallel) and of a certificate (``cert s``,
+commit included). ``--worker-memory`` sets the workers' ``memory_limit`` (default: none).
 
 ``--setup-only N ...`` skips the fit at those sizes (``B/node`` then from the setup peak).
 ``--ocr E`` instead compares the layouts on OCR large (Gini, ``alpha = 2e-4``, seed 0): one engine per layout
@@ -155,6 +169,110 @@ def _engine_fit(engine, batch, model, base: float, setup_peak: float, epochs: in
                 w_norm=float(np.linalg.norm(model.from_kernel(*engine.weights))), **times)
 
 
+def _peak_reset() -> dict:
+    """Reset this process's peak resident size (Linux ``clear_refs`` 5) and return its pid and resident MB."""
+    import os
+
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        reset = True
+    except OSError:  # an old kernel or no permission: the peak then includes what came before
+        reset = False
+    return {"pid": os.getpid(), "rss_mb": _rss_mb(), "reset": reset}
+
+
+def _peak_mb() -> float:
+    """``VmHWM`` of this process (MB)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    return _maxrss_mb()
+
+
+def _warm_worker(storage: dict) -> None:
+    """Compile the kernels of a partition on this worker (a 100-node engine, one step and a certificate)."""
+    from crflearn.graphs import make_batch
+    from crflearn.models import PairwiseModel
+    from crflearn.solvers._idal_setup import build_engine
+
+    small, _ = make_batch(*make_chains(100))
+    eng = build_engine(small, PairwiseModel(K, P, fit_intercept=True), alpha=1e-3, kappa=1.0, rho=1.0,
+                       entropy="gini", loss_augmented=False, warm=None, rng=np.random.default_rng(0), inner_epochs=1,
+                       sampling="uniform", **storage)
+    eng.step()
+    eng.monitor_terms()
+    eng.repair_terms()
+
+
+def dask_child(n_nodes: int, n_workers: int, epochs: int, storage: dict, worker_memory) -> dict:
+    """The ``--dask`` measurement of the module docstring, in this (fresh) process."""
+    from distributed import Client, LocalCluster
+
+    from crflearn.graphs import make_batch
+    from crflearn.models import PairwiseModel
+    from crflearn.solvers._idal_setup import default_rho, ground_truth_statistics
+    from crflearn.solvers.idal_parallel import (_GlobalWeights, _call, _certify, check_parallel_options,
+                                                make_pool)
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      memory_limit=worker_memory, timeout=120) as cluster, Client(cluster, timeout=120) as client:
+        client.run(_warm_worker, storage)
+        _warm_worker(storage)
+        X, y = make_chains(n_nodes)
+        batch, _ = make_batch(X, y)
+        del X, y
+        base = {"driver": _peak_reset()} | client.run(_peak_reset)
+        model = PairwiseModel(K, P, fit_intercept=True)
+        alpha = 1e-3
+        spec = dict(alpha=alpha, kappa=1.0, rho=default_rho(batch, model, alpha), entropy="gini",
+                    loss_augmented=False, inner_epochs=1, sampling="uniform", **storage)
+        opts = check_parallel_options(None, n_workers, "dask", batch.n_examples)
+        t0 = time.perf_counter()
+        pool, cliques = make_pool(batch, model, opts, spec, None, 0, None)
+        glob = _GlobalWeights(pool.call("initial"), spec["rho"])
+        t_setup = time.perf_counter() - t0
+        problem = (ground_truth_statistics(batch, model), alpha, batch.n_examples)
+        rounds, certs, best = [], [], -np.inf
+        try:
+            for _ in range(epochs):
+                t0, c0 = time.perf_counter(), time.process_time()
+                for k, change in enumerate(_call(pool, glob, "run", *(a.copy() for a in glob.weights), glob.rho, 1,
+                                                 retry=False)):
+                    glob.add(k, *change)
+                rounds.append((time.perf_counter() - t0, time.process_time() - c0))
+                t0, c0 = time.perf_counter(), time.process_time()
+                pool.commit()
+                row = _certify(pool, glob, problem, best, want_repair=True, repair_above=np.inf, force=True)
+                best = row["dual"]
+                certs.append((time.perf_counter() - t0, time.process_time() - c0))
+            peaks = {"driver": _peak_mb()} | client.run(_peak_mb)
+        finally:
+            pool.close()
+    nodes = {"driver": batch.n_nodes} | {addr: sum(len(c[0]) for j, c in enumerate(cliques) if pool.addr[j] == addr)
+                                         for addr in peaks if addr != "driver"}
+    used = {key: peaks[key] - base[key]["rss_mb"] for key in peaks}
+    return dict(n_nodes=int(batch.n_nodes), n_workers=n_workers, setup_s=t_setup,
+                driver_mb=used["driver"], driver_peak_mb=peaks["driver"],
+                workers=[dict(nodes=nodes[a], mb=used[a], peak_mb=peaks[a], b_per_node=used[a] * 2 ** 20 / nodes[a])
+                         for a in sorted(used) if a != "driver"],
+                total_b_per_node=sum(used.values()) * 2 ** 20 / batch.n_nodes,
+                round_s=float(np.median([r[0] for r in rounds])), round_cpu_s=float(np.median([r[1] for r in rounds])),
+                cert_s=float(np.median([c[0] for c in certs])), gap=float(row["gap"] / abs(row["primal"])),
+                peak_reset=all(b["reset"] for b in base.values()))
+
+
+def _print_dask(r: dict) -> None:
+    workers = " / ".join(f"{w['mb']:.0f}" for w in r["workers"])
+    per_node = " / ".join(f"{w['b_per_node']:.0f}" for w in r["workers"])
+    print(f"{r['n_nodes']:>9} {r['driver_mb']:>9.0f} {r['driver_mb'] * 2 ** 20 / r['n_nodes']:>13.0f} {workers:>13} "
+          f"{per_node:>15} {r['total_b_per_node']:>13.0f} {r['setup_s']:>8.2f} {r['round_s']:>8.2f} "
+          f"{r['round_cpu_s']:>11.2f} {r['cert_s']:>7.2f}   (peaks MB: driver {r['driver_peak_mb']:.0f}, workers "
+          f"{' / '.join(str(round(w['peak_mb'])) for w in r['workers'])}; rel gap {r['gap']:.3g}"
+          f"{'' if r['peak_reset'] else '; peaks NOT reset'})", flush=True)
+
+
 def compare_ocr(epochs: int, capacities: list[int]) -> None:
     """The ``--ocr`` comparison of the module docstring."""
     from bench_idal import load_ocr_batches
@@ -225,9 +343,16 @@ def main() -> None:
     parser.add_argument("--edge-storage", default=None, choices=["dense", "compact"])
     parser.add_argument("--capacity", type=int, default=None, help="slots per edge of the compact layout")
     parser.add_argument("--ocr", type=int, default=None, help="compare the layouts on OCR for this many epochs")
+    parser.add_argument("--dask", type=int, default=None, metavar="WORKERS",
+                        help="run on a LocalCluster of this many worker processes (compact edges by default)")
+    parser.add_argument("--worker-memory", default="0", help="--dask: the workers' memory_limit, e.g. 4GiB "
+                        "(default 0: none)")
     args = parser.parse_args()
     if args.ocr is not None:
         compare_ocr(args.ocr, [32, 64] if args.capacity is None else [args.capacity])
+        return
+    if args.dask is not None:
+        _main_dask(args)
         return
     storage = None if args.edge_storage is None else dict(edge_storage=args.edge_storage, edge_capacity=args.capacity)
     if storage is not None and not args.engine:
@@ -254,6 +379,24 @@ def main() -> None:
         print(f"{r['n_nodes']:>9} {r['setup_peak_mb']:>8.0f} {r['peak_mb']:>8.0f} {r['bytes_per_node']:>7.0f} {r['make_batch_s']:>12.2f} "
               f"{r['default_rho_s']:>13.2f} {r['setup_s']:>8.2f} {r['epoch_s']:>8.2f} {r.get('cpu_s', np.nan):>6.2f} "
               f"{r['fit_s']:>7.2f}   (|w| = {r['w_norm']:.17g}, rel gap {r.get('gap', np.nan):.3g})", flush=True)
+
+
+def _main_dask(args) -> None:
+    """``--dask``: one fresh driver process (and cluster) per size."""
+    storage = {} if args.edge_storage == "dense" else dict(edge_storage="compact", edge_capacity=args.capacity)
+    if args.child is not None:
+        limit = int(args.worker_memory) if args.worker_memory.isdigit() else args.worker_memory
+        print(json.dumps(dask_child(args.child, args.dask, args.epochs, storage, limit)))
+        return
+    print(f"{'nodes':>9} {'driver MB':>9} {'driver B/node':>13} {'worker MB':>13} {'worker B/node':>15} "
+          f"{'total B/node':>13} {'setup s':>8} {'round s':>8} {'round cpu s':>11} {'cert s':>7}")
+    for n in args.sizes:
+        cmd = [sys.executable, __file__, "--child", str(n), "--epochs", str(args.epochs), "--dask", str(args.dask),
+               "--worker-memory", str(args.worker_memory)]
+        cmd += ["--edge-storage", args.edge_storage or "compact"] + ([] if args.capacity is None else
+                                                                     ["--capacity", str(args.capacity)])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        _print_dask(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 if __name__ == "__main__":
