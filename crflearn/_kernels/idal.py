@@ -346,13 +346,27 @@ def _edge_threshold(src, inv_2k, low, buf, cidx):
     """Projection threshold of ``src * inv_2k``: Michelot on the candidates above ``low`` when
     they provably contain the support (``sum (x - low)_+ >= 1``), else above ``max - 1``.
     Returns ``(tau, ns)`` with the support compacted into ``buf[:ns]``, ``cidx[:ns]``."""
-    n = candidates_above(src, inv_2k, low, buf, cidx)
+    n = _few_above(src, inv_2k, low, buf, cidx)
     excess = 0.0
     for j in range(n):
         excess += buf[j] - low
     if not excess >= 1.0:
-        n = candidates_above(src, inv_2k, _edge_max(src, src.shape[0]) * inv_2k - 1.0, buf, cidx)
+        n = _few_above(src, inv_2k, _edge_max(src, src.shape[0]) * inv_2k - 1.0, buf, cidx)
     return michelot_threshold(buf, cidx, n)
+
+
+@njit(cache=True, nogil=True)
+def _few_above(v, scale, low, buf, idx):
+    """:func:`~crflearn._kernels.simplex.candidates_above` with a branch instead of a branch-free compaction:
+    cheaper when few entries pass (an edge block: ~8 of 676 on OCR)."""
+    n = 0
+    for i in range(v.shape[0]):
+        x = v[i] * scale
+        if x > low:
+            buf[n] = x
+            idx[n] = i
+            n += 1
+    return n
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -511,12 +525,13 @@ def _edge_direction_sums(nz, th, two_k, mu_row, shift0, scr):
         cd[a] = 0.0
     num = 0.0
     dd = 0.0
+    inv_k = 1.0 / K
     for j in range(nz):
         i = scr.idx[j]
         di = scr.d[i]
         num += (th[i] - two_k * mu_row[i] - shift0) * di
         dd += di * di
-        a = i // K
+        a = int((i + 0.5) * inv_k)  # i // K without an integer division (exact: i + 0.5 is never a multiple of K)
         rd[a] += di
         cd[i - a * K] += di
     rr = 0.0
@@ -564,14 +579,18 @@ def _entropy_slope(gamma, p, d, th, w, curv, r, rd, strides):
 def entropy_line_search(p, d, th, w, curv, r, rd, strides):
     """Exact step ``argmax_{g in [0, 1]} phi(g)`` of :func:`_entropy_slope` (concave): safeguarded
     Newton on ``phi'`` inside a bisection bracket. Returns 0 when ``d`` is not an ascent direction."""
+    # phi' decreases: phi'(1) >= 0 makes the full step optimal (and d an ascent direction) whatever phi'(0)
+    g_one = _entropy_slope(1.0, p, d, th, w, curv, r, rd, strides)[0]
+    if g_one >= 0.0:
+        return 1.0
     g0 = _entropy_slope(0.0, p, d, th, w, curv, r, rd, strides)[0]
     if not g0 > 0.0:
         return 0.0
-    if _entropy_slope(1.0, p, d, th, w, curv, r, rd, strides)[0] >= 0.0:
-        return 1.0
     lo = 0.0
     hi = 1.0
-    gamma = 0.5
+    gamma = g0 / (g0 - g_one)  # the secant root: a closer start than 0.5 (10 % fewer slope evaluations on OCR)
+    if not 0.0 < gamma < 1.0:
+        gamma = 0.5
     for _ in range(100):
         g1, g2 = _entropy_slope(gamma, p, d, th, w, curv, r, rd, strides)
         if g1 > 0.0:
@@ -780,30 +799,98 @@ def idal_outer(graph, state, rho, eta, out):
     return 0
 
 
+#: a large example is swept block by block (see :func:`clique_order`): blocks of at most LOCAL_BLOCK cliques of
+#: consecutive nodes stay in cache while they are updated (benchmarks/bench_locality.py)
+LOCAL_BLOCK = 1024
+#: ... and at least MIN_BLOCKS of them: visiting a few blocks one after the other slows convergence (a chain of
+#: 7,120 nodes: 14 blocks never reached a certified 1e-3 in 600 epochs, the plain order took 32; 890 blocks
+#: converged like the plain order), so a block holds ``min(LOCAL_BLOCK, cliques // MIN_BLOCKS)`` cliques
+MIN_BLOCKS = 1024
+#: ... and an example whose blocks would hold fewer cliques than this keeps the plain random order
+MIN_BLOCK = 16
+
+
 @njit(cache=True, nogil=True)
-def clique_order(example_perm, keys, node_offsets, edge_offsets, n_nodes, order):
+def clique_order(example_perm, keys, node_offsets, edge_offsets, n_nodes, order, edges=None, block=LOCAL_BLOCK,
+                 min_blocks=MIN_BLOCKS, min_block=MIN_BLOCK):
     """Sweep order: examples in the order ``example_perm``; inside an example its nodes
     and edges (clique ids ``v`` and ``n_nodes + e``) sorted by the random ``keys``.
 
     Keeping an example's cliques together keeps its marginals and messages in cache;
-    the order within and across examples is random. Returns the number of cliques written.
+    the order within and across examples is random. When ``edges`` (the (E, 2) endpoints) is given, an
+    example of ``c`` cliques with ``size = min(block, c // min_blocks) >= min_block`` is split into blocks of
+    about ``size`` cliques: consecutive nodes with the edges whose lower endpoint they hold, visited in a
+    random order (by a key drawn from ``keys``), each sorted by ``keys``: a huge example is then swept block
+    by block, not in random order over all its memory. Returns the number of cliques written.
     """
     pos = 0
     for j in range(example_perm.shape[0]):
         i = example_perm[j]
-        start = pos
-        for v in range(node_offsets[i], node_offsets[i + 1]):
-            order[pos] = v
-            pos += 1
-        for e in range(edge_offsets[i], edge_offsets[i + 1]):
-            order[pos] = n_nodes + e
-            pos += 1
-        seg_keys = np.empty(pos - start)
-        for q in range(start, pos):
-            c = order[q]
-            seg_keys[q - start] = keys[c]
-        idx = np.argsort(seg_keys)
-        seg = order[start:pos].copy()
-        for q in range(pos - start):
-            order[start + q] = seg[idx[q]]
+        n0, n1 = node_offsets[i], node_offsets[i + 1]
+        e0, e1 = edge_offsets[i], edge_offsets[i + 1]
+        size = min(block, ((n1 - n0) + (e1 - e0)) // min_blocks)
+        if edges is None or size < min_block:
+            start = pos
+            for v in range(n0, n1):
+                order[pos] = v
+                pos += 1
+            for e in range(e0, e1):
+                order[pos] = n_nodes + e
+                pos += 1
+            _sort_by_keys(order, start, pos, keys)
+        else:
+            pos = _blocked_example(n0, n1, e0, e1, size, keys, edges, n_nodes, order, pos)
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _sort_by_keys(order, start, stop, keys):
+    """Sort the cliques ``order[start:stop]`` by their ``keys``."""
+    seg_keys = np.empty(stop - start)
+    for q in range(start, stop):
+        seg_keys[q - start] = keys[order[q]]
+    idx = np.argsort(seg_keys)
+    seg = order[start:stop].copy()
+    for q in range(stop - start):
+        order[start + q] = seg[idx[q]]
+
+
+@njit(cache=True, nogil=True)
+def _blocked_example(n0, n1, e0, e1, size, keys, edges, n_nodes, order, pos):
+    """The cliques of one large example from ``order[pos]`` on, in blocks of about ``size`` cliques (see
+    :func:`clique_order`); returns the position after them."""
+    n = n1 - n0
+    n_blocks = -(-(n + e1 - e0) // size)
+    per = -(-n // n_blocks)  # nodes per block
+    n_blocks = -(-n // per)
+    block_of_edge = np.empty(e1 - e0, np.int64)
+    start = np.zeros(n_blocks + 1, np.int64)
+    for b in range(n_blocks):
+        start[b + 1] = min(per, n - b * per)
+    for e in range(e0, e1):
+        b = (min(edges[e, 0], edges[e, 1]) - n0) // per
+        block_of_edge[e - e0] = b
+        start[b + 1] += 1
+    # the visiting order of the blocks: the low bits of the key of each block's first node (a uniform
+    # number independent of the key's high bits, which also place that node inside its block)
+    block_keys = np.empty(n_blocks)
+    for b in range(n_blocks):
+        block_keys[b] = (keys[n0 + b * per] * 4096.0) % 1.0
+    visit = np.argsort(block_keys)
+    offset = np.empty(n_blocks, np.int64)
+    for q in range(n_blocks):
+        b = visit[q]
+        offset[b] = pos
+        pos += start[b + 1]
+    fill = offset.copy()
+    for v in range(n0, n1):
+        b = (v - n0) // per
+        order[fill[b]] = v
+        fill[b] += 1
+    for e in range(e0, e1):
+        b = block_of_edge[e - e0]
+        order[fill[b]] = n_nodes + e
+        fill[b] += 1
+    for b in range(n_blocks):
+        _sort_by_keys(order, offset[b], fill[b], keys)
     return pos

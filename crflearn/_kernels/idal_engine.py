@@ -256,7 +256,7 @@ class IdalEngine:
             return self.rng.choice(self.n_cliques, size=self.n_cliques, p=prob / prob.sum()).astype(np.int64)
         n_ex = len(self.offsets[0]) - 1
         clique_order(self.rng.permutation(n_ex).astype(np.int64), self.rng.random(self.n_cliques),
-                     self.offsets[0], self.offsets[1], self.n_nodes, self.order)
+                     self.offsets[0], self.offsets[1], self.n_nodes, self.order, self.graph.edges)
         return self.order
 
     def sweep(self, order: np.ndarray) -> None:
