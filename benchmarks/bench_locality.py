@@ -154,7 +154,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     print(f"# {os.popen('uptime').read().strip()}")
     if args.task == "sweep":
-        print("| problem | K | nodes | order | CPU us/node (min) | CPU us/node (median) |\n|---|---|---:|---|---:|---:|")
+        print("| problem | K | nodes | order | CPU us/node (min) | CPU us/node (median) |\n"
+              "|---|---|---:|---|---:|---:|")
         sweep_table("grid", args.grid or 1000, args.k, args.repeats, args.blocks)
         sweep_table("chain", args.chain or 1000000, args.k, args.repeats, args.blocks)
     else:

@@ -38,9 +38,9 @@ def _order(graphs, seed, with_edges=True, blocks=()):
 def test_small_examples_keep_the_plain_random_order(seed):
     rng = np.random.default_rng(seed)
     # the largest example has fewer than MIN_BLOCK * MIN_BLOCKS cliques: no blocks
-    graphs = [(int(n), chain_edges(int(n))) for n in rng.integers(1, 12, size=6)] + [(12, grid_edges(3, 4)),
-                                                                                    (MIN_BLOCK * MIN_BLOCKS // 2,
-                                                                                     chain_edges(MIN_BLOCK * MIN_BLOCKS // 2))]
+    longest = MIN_BLOCK * MIN_BLOCKS // 2
+    graphs = [(int(n), chain_edges(int(n))) for n in rng.integers(1, 12, size=6)]
+    graphs += [(12, grid_edges(3, 4)), (longest, chain_edges(longest))]
     order, perm, keys, node_off, edge_off, _ = _order(graphs, seed)
     n_nodes = int(node_off[-1])
     # reference: examples in the order perm, each example's cliques sorted by their keys
