@@ -28,8 +28,9 @@ clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to shar
   to the shared ``w`` under a spin lock and continues from the shared ``w``, all in one compiled call per
   sweep (:func:`~crflearn._kernels.idal_threads.shared_sweep`; a thread that finds the lock taken sweeps on
   and merges later). No update is lost, so ``w = w(mu)`` holds up to round-off without recomputation, and
-  a thread misses at most the other threads' current chunks (OCR large, two threads: 169 rounds to 1e-3;
-  serial: 168 for the seeds 0, 1 and 2; the former merges from Python every 256 cliques: 188-190). With a
+  a thread misses at most the other threads' current chunks (OCR large, two threads: 169 rounds to 1e-3 in
+  three runs, 173 in full overlap (one-thread emulation); serial: 168 for the seeds 0, 1 and 2; the former
+  merges from Python every 256 cliques: 188-190, 231 in full overlap). With a
   thread per partition the driver has nothing to do between certificates, so the rounds up to the next
   due certificate run in one call per partition, without a barrier per round (:func:`_rounds`).
   ``chunk=0`` (kept for comparisons) lets the sweeps write the shared ``w`` directly, without lock: updates
@@ -84,7 +85,9 @@ __all__ = ["BACKENDS", "ParallelOptions", "check_parallel_options", "partition_e
 BACKENDS = ("threads", "dask", "simulate")
 #: most cliques a thread sweeps against its own copy of ``w`` between two merges into the shared ``w`` (or
 #: 1/64 of the size of ``w`` if larger: a merge reads and writes ``w`` once). The merge is compiled into the
-#: sweep (crflearn._kernels.idal_threads): 2-3 us for OCR's 4,030 weights, ~4 us per clique update
+#: sweep (crflearn._kernels.idal_threads): 2-3 us for OCR's 4,030 weights (6-9 us when another core wrote
+#: them last), ~4 us per clique update. OCR large, two threads in full overlap (one-thread emulation): 173
+#: rounds to 1e-3 with 64, 231 with 256; 168 serial
 SHARED_CHUNK = 64
 #: and at least this many merges per sweep of a partition (small partitions merge more often)
 SHARED_MERGES = 64
