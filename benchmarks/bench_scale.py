@@ -146,7 +146,8 @@ def child(n_nodes: int, fit: bool = True, engine_mode: bool = False, storage: di
     t_fit = time.perf_counter() - t0
     peak = _maxrss_mb() - base
     times = np.diff(np.concatenate([[0.0], np.asarray(res.history["time"], dtype=float)]))
-    return dict(n_nodes=int(batch.n_nodes), setup_peak_mb=setup_peak, peak_mb=peak, bytes_per_node=peak * 2 ** 20 / batch.n_nodes,
+    return dict(n_nodes=int(batch.n_nodes), setup_peak_mb=setup_peak, peak_mb=peak,
+                bytes_per_node=peak * 2 ** 20 / batch.n_nodes,
                 make_batch_s=t_batch, default_rho_s=t_rho, setup_s=t_setup, epoch_s=float(np.median(times)),
                 fit_s=t_fit, w_norm=float(np.linalg.norm(res.w)))
 
@@ -376,7 +377,8 @@ def main() -> None:
             cmd += ["--setup-only", str(n)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['n_nodes']:>9} {r['setup_peak_mb']:>8.0f} {r['peak_mb']:>8.0f} {r['bytes_per_node']:>7.0f} {r['make_batch_s']:>12.2f} "
+        print(f"{r['n_nodes']:>9} {r['setup_peak_mb']:>8.0f} {r['peak_mb']:>8.0f} {r['bytes_per_node']:>7.0f} "
+              f"{r['make_batch_s']:>12.2f} "
               f"{r['default_rho_s']:>13.2f} {r['setup_s']:>8.2f} {r['epoch_s']:>8.2f} {r.get('cpu_s', np.nan):>6.2f} "
               f"{r['fit_s']:>7.2f}   (|w| = {r['w_norm']:.17g}, rel gap {r.get('gap', np.nan):.3g})", flush=True)
 

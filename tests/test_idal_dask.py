@@ -3,7 +3,8 @@ and the threads, survival of a killed worker, clear errors.
 
 One 2-worker ``LocalCluster`` (processes, one thread each), started with timeouts by a module fixture and
 closed after the last test of the file (the worker-kill tests run last: each leaves a restarted worker);
-the problems are tiny. Dense and compact edge marginals, unit and integer sample weights. Skipped when ``distributed`` is not installed.
+the problems are tiny. Dense and compact edge marginals, unit and integer sample weights. Skipped when
+``distributed`` is not installed.
 """
 
 from __future__ import annotations
