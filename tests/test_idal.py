@@ -363,8 +363,9 @@ def test_fit_idal_sample_weight_equals_repetition_and_checks_its_input():
                                   _fit(batch, model, max_iter=5).w)
     with pytest.raises(ValueError, match="> 0"):
         _fit(batch, model, sample_weight=np.array([1.0, 0.0, 1.0]))
-    with pytest.raises(ValueError, match="data-parallel"):
-        _fit(batch, model, sample_weight=weights, n_jobs=2)
+    par = _fit(batch, model, alpha=0.4, sample_weight=weights, tol=1e-9, n_jobs=2)  # the partitioned path too
+    assert par.converged
+    np.testing.assert_allclose(par.w, ref.w, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
         _fit(batch, model, sample_weight=np.ones(2))
     with pytest.raises(ValueError, match="sample_weight"):
