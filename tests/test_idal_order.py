@@ -55,7 +55,7 @@ def test_small_examples_keep_the_plain_random_order(seed):
 
 @pytest.mark.parametrize("graph, blocks", [("chain", (64, 1, 1)), ("grid", (256, 1, 1)), ("chain", ())])
 def test_a_large_example_is_swept_block_by_block(graph, blocks):
-    n = 45 * 45 if graph == "grid" else 3 * LOCAL_BLOCK if blocks else MIN_BLOCK * MIN_BLOCKS
+    n = 45 * 45 if graph == "grid" else 3072 if blocks else MIN_BLOCK * MIN_BLOCKS
     local = grid_edges(45, 45) if graph == "grid" else chain_edges(n)
     order, perm, keys, node_off, edge_off, edges = _order([(5, chain_edges(5)), (n, local)], 7, blocks=blocks)
     n_nodes = int(node_off[-1])
