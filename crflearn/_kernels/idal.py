@@ -800,18 +800,18 @@ def idal_outer(graph, state, rho, eta, out):
 
 
 #: a large example is swept block by block (see :func:`clique_order`): blocks of at most LOCAL_BLOCK cliques of
-#: consecutive nodes stay in cache while they are updated. Measured (benchmarks/bench_locality.py, K = 4, Gini):
-#: CPU us per node and sweep on a 700 x 700 grid 9.2 in random order, 5.7 in blocks of 16 cliques, 4.8-5.1 in
-#: blocks of 64-1024; on a 500,000-node chain 4.3, 3.4 and 2.5-2.8. Larger blocks cost convergence: epochs to a
-#: certified 1e-3 on a 300 x 300 grid 16 in random order, 20 in blocks of 16 (fewer CPU s: 12.2 against 13.4),
-#: 36 in blocks of 256 (20.0 CPU s)
-LOCAL_BLOCK = 16
+#: consecutive nodes stay in cache while they are updated. Measured (benchmarks/bench_locality.py, K = 4, Gini,
+#: 2-core machine under load, interleaved): CPU us per node and sweep on a 700 x 700 grid 5.14 in random order,
+#: 4.09 in blocks of 8 cliques, 3.82 of 16, 3.53 of 64; on a 500,000-node chain 3.64, 2.45, 2.33, 2.14. Larger
+#: blocks cost convergence: epochs to a certified 1e-3 on a 300 x 300 grid (certified every 4 epochs) 16 in
+#: random order, 16 in blocks of 8, 20 of 16, 36 of 256
+LOCAL_BLOCK = 8
 #: ... and at least MIN_BLOCKS of them: few blocks visited one after the other slow convergence down (a chain of
 #: 7,120 nodes: 14 blocks never reached a certified 1e-3 in 600 epochs, the random order took 32), so a block
 #: holds ``min(LOCAL_BLOCK, cliques // MIN_BLOCKS)`` cliques
 MIN_BLOCKS = 1024
 #: ... and an example whose blocks would hold fewer cliques than this keeps the plain random order
-MIN_BLOCK = 16
+MIN_BLOCK = 8
 
 
 @njit(cache=True, nogil=True)
