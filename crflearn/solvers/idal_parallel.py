@@ -551,11 +551,12 @@ def make_pool(batch: GraphBatch, model: PairwiseModel, opts: ParallelOptions, sp
 def _gather_state(states: list, cliques: list) -> tuple:
     """``(mu_n, mu_e, xi)`` of the whole batch from the partitions' states and node/edge indices (``mu_e`` a
     :class:`CompactEdges` when the partitions' are)."""
-    nodes, edges = (np.concatenate([c[j] for c in cliques]) for j in range(2))
+    nodes, edges = ([c[j] for c in cliques] for j in range(2))
 
-    def gather(idx: np.ndarray, parts: list) -> np.ndarray:
-        out = np.empty((len(idx),) + parts[0].shape[1:], dtype=parts[0].dtype)
-        out[idx] = np.concatenate(parts)
+    def gather(idx: list, parts: list) -> np.ndarray:  # every part written once, straight to its rows
+        out = np.empty((sum(len(i) for i in idx),) + parts[0].shape[1:], dtype=parts[0].dtype)
+        for rows, part in zip(idx, parts):
+            out[rows] = part
         return out
 
     mu_e = [s[1] for s in states]
