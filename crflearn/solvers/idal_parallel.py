@@ -28,8 +28,8 @@ clique-wise SDCA sweeps, then their multiplier step) in rounds. Two ways to shar
   to the shared ``w`` under a spin lock and continues from the shared ``w``, all in one compiled call per
   sweep (:func:`~crflearn._kernels.idal_threads.shared_sweep`; a thread that finds the lock taken sweeps on
   and merges later). No update is lost, so ``w = w(mu)`` holds up to round-off without recomputation, and
-  a thread misses at most the other threads' current chunks (OCR large, two threads: 169 rounds to 1e-3 in
-  three runs, 173 in full overlap (one-thread emulation); serial: 168 for the seeds 0, 1 and 2; the former
+  a thread misses at most the other threads' current chunks (OCR large, two threads: 169-173 rounds to 1e-3 in
+  13 runs, 173 in full overlap (one-thread emulation); serial: 168 for the seeds 0, 1 and 2; the former
   merges from Python every 256 cliques: 188-190, 231 in full overlap). With a
   thread per partition the driver has nothing to do between certificates, so the rounds up to the next
   due certificate run in one call per partition, without a barrier per round (:func:`_rounds`).
