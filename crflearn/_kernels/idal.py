@@ -346,27 +346,13 @@ def _edge_threshold(src, inv_2k, low, buf, cidx):
     """Projection threshold of ``src * inv_2k``: Michelot on the candidates above ``low`` when
     they provably contain the support (``sum (x - low)_+ >= 1``), else above ``max - 1``.
     Returns ``(tau, ns)`` with the support compacted into ``buf[:ns]``, ``cidx[:ns]``."""
-    n = _few_above(src, inv_2k, low, buf, cidx)
+    n = candidates_above(src, inv_2k, low, buf, cidx)
     excess = 0.0
     for j in range(n):
         excess += buf[j] - low
     if not excess >= 1.0:
-        n = _few_above(src, inv_2k, _edge_max(src, src.shape[0]) * inv_2k - 1.0, buf, cidx)
+        n = candidates_above(src, inv_2k, _edge_max(src, src.shape[0]) * inv_2k - 1.0, buf, cidx)
     return michelot_threshold(buf, cidx, n)
-
-
-@njit(cache=True, nogil=True)
-def _few_above(v, scale, low, buf, idx):
-    """:func:`~crflearn._kernels.simplex.candidates_above` with a branch instead of a branch-free compaction:
-    cheaper when few entries pass (an edge block: ~8 of 676 on OCR)."""
-    n = 0
-    for i in range(v.shape[0]):
-        x = v[i] * scale
-        if x > low:
-            buf[n] = x
-            idx[n] = i
-            n += 1
-    return n
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -525,13 +511,12 @@ def _edge_direction_sums(nz, th, two_k, mu_row, shift0, scr):
         cd[a] = 0.0
     num = 0.0
     dd = 0.0
-    inv_k = 1.0 / K
     for j in range(nz):
         i = scr.idx[j]
         di = scr.d[i]
         num += (th[i] - two_k * mu_row[i] - shift0) * di
         dd += di * di
-        a = int((i + 0.5) * inv_k)  # i // K without an integer division (exact: i + 0.5 is never a multiple of K)
+        a = i // K
         rd[a] += di
         cd[i - a * K] += di
     rr = 0.0
