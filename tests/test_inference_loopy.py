@@ -16,7 +16,7 @@ from crflearn.inference import (
     map_inference,
 )
 
-SETTINGS = dict(max_examples=15, deadline=None)
+SETTINGS = dict(max_examples=15, deadline=None, derandomize=True)  # the same examples on every CI run
 TIGHT = dict(max_iter=3000, tol=1e-12)
 
 
