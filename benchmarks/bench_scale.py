@@ -264,6 +264,65 @@ def dask_child(n_nodes: int, n_workers: int, epochs: int, storage: dict, worker_
                 peak_reset=all(b["reset"] for b in base.values()))
 
 
+class _MemoryWatch:
+    """The lowest ``MemAvailable`` of the machine (MiB) while it runs, sampled every ``period`` seconds."""
+
+    def __init__(self, period: float = 1.0):
+        import threading
+
+        self.lowest, self.period, self._stop = np.inf, period, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        self.lowest = min(self.lowest, float(line.split()[1]) / 1024.0)
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def dask_fit_child(n_nodes: int, n_workers: int, max_iter: int, storage: dict, worker_memory, *, alpha: float,
+                   kappa: float, tol: float, commit: bool) -> dict:
+    """The ``--dask-fit`` measurement of the module docstring, in this (fresh) process."""
+    from distributed import Client, LocalCluster
+
+    from crflearn.graphs import make_batch
+    from crflearn.models import PairwiseModel
+    from crflearn.solvers.idal import fit_idal
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      memory_limit=worker_memory, timeout=120) as cluster, Client(cluster, timeout=120) as client:
+        client.run(_warm_worker, storage)
+        X, y = make_chains(n_nodes)
+        batch, _ = make_batch(X, y)
+        del X, y
+        base = {"driver": _peak_reset()} | client.run(_peak_reset)
+        model = PairwiseModel(K, P, fit_intercept=True)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with _MemoryWatch() as watch:
+            res = fit_idal(batch, model, alpha=alpha, kappa=kappa, max_iter=max_iter, tol=tol, random_state=0,
+                           backend="dask", n_partitions=n_workers, commit_duals=commit, verbose=1, **storage)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        peaks = {"driver": _peak_mb()} | client.run(_peak_mb)
+    h = res.history
+    rel = (np.asarray(h["primal"]) - np.asarray(h["dual"])) / np.abs(h["primal"])
+    return dict(n_nodes=int(batch.n_nodes), n_workers=n_workers, wall_s=wall, driver_cpu_s=cpu,
+                rounds=int(res.n_iter), converged=bool(res.converged), rel_gap=float(rel[-1]),
+                gaps=[(int(i), float(g)) for i, g in zip(h["iteration"], rel)],
+                baseline_mb={k: v["rss_mb"] for k, v in base.items()}, peak_mb=peaks,
+                peak_total_mb=float(sum(peaks.values())), min_available_mb=float(watch.lowest),
+                peak_reset=all(b["reset"] for b in base.values()))
+
+
 def _print_dask(r: dict) -> None:
     workers = " / ".join(f"{w['mb']:.0f}" for w in r["workers"])
     per_node = " / ".join(f"{w['b_per_node']:.0f}" for w in r["workers"])
@@ -346,6 +405,13 @@ def main() -> None:
     parser.add_argument("--ocr", type=int, default=None, help="compare the layouts on OCR for this many epochs")
     parser.add_argument("--dask", type=int, default=None, metavar="WORKERS",
                         help="run on a LocalCluster of this many worker processes (compact edges by default)")
+    parser.add_argument("--dask-fit", type=int, default=None, metavar="WORKERS",
+                        help="a whole fit_idal(backend='dask') on this many worker processes (compact edges)")
+    parser.add_argument("--alpha", type=float, default=1e-3, help="--dask-fit: alpha")
+    parser.add_argument("--kappa", type=float, default=1.0, help="--dask-fit: kappa")
+    parser.add_argument("--tol", type=float, default=1e-3, help="--dask-fit: tol")
+    parser.add_argument("--max-iter", type=int, default=100, help="--dask-fit: max_iter")
+    parser.add_argument("--no-commit", action="store_true", help="--dask-fit: commit_duals=False")
     parser.add_argument("--worker-memory", default="0", help="--dask: the workers' memory_limit, e.g. 4GiB "
                         "(default 0: none)")
     args = parser.parse_args()
@@ -354,6 +420,9 @@ def main() -> None:
         return
     if args.dask is not None:
         _main_dask(args)
+        return
+    if args.dask_fit is not None:
+        _main_dask_fit(args)
         return
     storage = None if args.edge_storage is None else dict(edge_storage=args.edge_storage, edge_capacity=args.capacity)
     if storage is not None and not args.engine:
@@ -399,6 +468,23 @@ def _main_dask(args) -> None:
                                                                      ["--capacity", str(args.capacity)])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         _print_dask(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _main_dask_fit(args) -> None:
+    """``--dask-fit``: one fresh driver process (and cluster) per size; prints its JSON record."""
+    storage = dict(edge_storage="compact", edge_capacity=args.capacity or 32)
+    limit = int(args.worker_memory) if args.worker_memory.isdigit() else args.worker_memory
+    kw = dict(alpha=args.alpha, kappa=args.kappa, tol=args.tol, commit=not args.no_commit)
+    if args.child is not None:
+        print(json.dumps(dask_fit_child(args.child, args.dask_fit, args.max_iter, storage, limit, **kw)))
+        return
+    for n in args.sizes:
+        cmd = [sys.executable, __file__, "--child", str(n), "--dask-fit", str(args.dask_fit), "--max-iter",
+               str(args.max_iter), "--worker-memory", str(args.worker_memory), "--capacity", str(storage["edge_capacity"]),
+               "--alpha", str(args.alpha), "--kappa", str(args.kappa), "--tol", str(args.tol)]
+        cmd += ["--no-commit"] if args.no_commit else []
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)  # the record is the last line
+        print(out.stdout.strip().splitlines()[-1], flush=True)
 
 
 if __name__ == "__main__":

@@ -276,13 +276,11 @@ class GraphBatch:
 
     def subset(self, indices: Sequence[int]) -> "GraphBatch":
         """A new batch holding the examples ``indices`` in that order."""
-        indices = np.asarray(indices, dtype=np.int64)
-        node_parts = [np.arange(self.node_offsets[i], self.node_offsets[i + 1]) for i in indices]
-        edge_parts = [np.arange(self.edge_offsets[i], self.edge_offsets[i + 1]) for i in indices]
-        node_idx = np.concatenate(node_parts) if node_parts else np.zeros(0, np.int64)
-        edge_idx = np.concatenate(edge_parts) if edge_parts else np.zeros(0, np.int64)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         lengths = self.lengths[indices]
         n_edges = np.diff(self.edge_offsets)[indices]
+        node_idx = concat_ranges(self.node_offsets[indices], lengths)
+        edge_idx = concat_ranges(self.edge_offsets[indices], n_edges)
         node_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         edge_offsets = np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64)
         shift = np.repeat(node_offsets[:-1] - self.node_offsets[indices], n_edges)
@@ -298,6 +296,14 @@ class GraphBatch:
             labels=None if self.labels is None else self.labels[node_idx],
             node_names=None if self.node_names is None else [self.node_names[i] for i in indices],
         )
+
+
+def concat_ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(a, a + n) for a, n in zip(starts, sizes)])`` without a Python loop (int64)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    shift = np.asarray(starts, dtype=np.int64) - (np.cumsum(sizes) - sizes)
+    return np.repeat(shift, sizes) + np.arange(total, dtype=np.int64)
 
 
 def check_instances(X) -> list:

@@ -93,6 +93,25 @@ def test_subset_roundtrip():
     np.testing.assert_array_equal(sub.local_edges(1), batch.local_edges(1))
 
 
+def test_subset_equals_the_loop_over_examples():
+    """The vectorised index ranges of ``subset``: any order, repeats, empty examples and no example at all."""
+    from crflearn.graphs import concat_ranges
+
+    rng = np.random.default_rng(2)
+    items, labels = _random_instances(rng, 7)
+    batch, _ = make_batch(items, labels)
+    for idx in ([6, 0, 3, 3], [], list(rng.permutation(7)), [2]):
+        sub = batch.subset(idx)
+        np.testing.assert_array_equal(sub.labels, np.concatenate([labels[i] for i in idx]) if idx else [])
+        np.testing.assert_array_equal(sub.node_features, batch.node_features[
+            np.concatenate([np.arange(batch.node_offsets[i], batch.node_offsets[i + 1]) for i in idx] or [[]])
+            .astype(int)])
+        for j, i in enumerate(idx):
+            np.testing.assert_array_equal(sub.local_edges(j), batch.local_edges(i))
+    starts, sizes = np.array([5, 0, 9]), np.array([2, 0, 3])
+    np.testing.assert_array_equal(concat_ranges(starts, sizes), [5, 6, 9, 10, 11])
+
+
 def test_intercept_design_dense_and_sparse():
     from crflearn.models import PairwiseModel
 

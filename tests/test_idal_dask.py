@@ -76,9 +76,8 @@ def test_data_larger_than_worker_memory_is_a_clear_error():
     from crflearn.solvers._idal_dask import DaskPartitions
 
     batch, model = tiny_batch("grid3", n_examples=4)
-    pieces = [batch.subset([0, 1]), batch.subset([2, 3])]
     with pytest.raises(ValueError, match="memory"):
-        DaskPartitions(_FakeClient(), pieces, model, [{}, {}], [0, 1], batch.n_examples)
+        DaskPartitions(_FakeClient(), batch, [np.array([0, 1]), np.array([2, 3])], model, [{}, {}], [0, 1])
 
 
 def test_two_workers_same_certified_result_as_serial_and_threads(client):
@@ -128,8 +127,8 @@ def test_two_workers_compact_and_weighted_reach_the_serial_certified_optimum(cli
     h = compact.history
     p_star = serial.history["primal"][-1]
     assert h["dual"][-1] <= p_star + 1e-9 <= h["primal"][-1] + 2e-9
-    assert compact.state["mu_edges"].shape == (batch.n_edges, 4, 4)
-    assert np.all((compact.state["mu_edges"].reshape(batch.n_edges, -1) != 0).sum(1) <= 8)
+    assert compact.state["mu_edges"].shape == (batch.n_edges, 16)  # compact: (E, K*K) with 8 slots per edge
+    assert np.all((compact.state["mu_edges"].to_dense() != 0).sum(1) <= 8)
     w_serial = _fit(batch, model, sample_weight=weights, tol=1e-9)
     weighted = _fit(batch, model, sample_weight=weights, backend="dask")
     assert weighted.converged
@@ -166,7 +165,27 @@ def test_lost_partition_restarts_from_its_committed_duals(client, storage):
         pool.close()
 
 
-@pytest.mark.parametrize("storage", [{}, dict(edge_storage="compact", edge_capacity=9)])
+def test_without_commit_the_driver_keeps_no_duals_and_a_lost_partition_restarts_one_hot(client):
+    from crflearn.solvers.idal_parallel import ParallelOptions, make_pool
+
+    batch, model = tiny_batch("cycle4", n_examples=6, seed=6)
+    spec = dict(alpha=ALPHA, kappa=1.0, rho=1.0, entropy="gini", loss_augmented=False, inner_epochs=1,
+                sampling="uniform")
+    opts = ParallelOptions(1, 2, "dask", "cocoa", commit_duals=False)
+    pool, _ = make_pool(batch, model, opts, spec, None, 0, None)
+    try:
+        start = pool.call("initial")
+        for _ in range(3):
+            pool.call("run", *start[0], 1.0)
+        assert pool.commit() == [] and pool.committed == [None, None]
+        rebuilt = pool._rebuild(0)
+        for was, is_ in zip(start[0], rebuilt.contribution):  # the one-hot start's part of w(mu) again
+            np.testing.assert_array_equal(was, is_)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("storage", [{}, dict(edge_storage="compact", edge_capacity=9), dict(commit_duals=False)])
 def test_killed_worker_does_not_lose_the_fit(client, storage):
     batch, model = tiny_batch("cycle4", n_examples=6, seed=4)
     serial = _fit(batch, model)

@@ -79,6 +79,43 @@ def test_repair_terms_equal_the_stored_repair():
 
 
 # ---------------------------------------------------------------- compact edge marginals
+@pytest.mark.parametrize("storage", [{}, dict(edge_storage="compact", edge_capacity=16)])
+def test_unscored_nodes_are_the_zero_scores_bit_for_bit(storage):
+    """Without loss augmentation the engine stores no node scores (``base_n`` of shape (0, K)): its steps and
+    certificates are those of explicit zero scores, bit for bit."""
+    batch, model = _batch("grid", q=2)
+    lean = _engine(batch, model, **storage)
+    full = _engine(batch, model, **storage)
+    assert lean.graph.base_n.shape == (0, 4)
+    full.graph = full.graph._replace(base_n=np.zeros((batch.n_nodes, 4)))
+    for _ in range(5):
+        lean.step()
+        full.step()
+        a, b = lean.certify(), full.certify()
+        assert all(a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key])) for key in a
+                   if isinstance(a[key], float))
+    np.testing.assert_array_equal(lean.weights.wuT, full.weights.wuT)
+    np.testing.assert_array_equal(lean.state.mu_n, full.state.mu_n)
+
+
+def test_exact_losses_add_up_over_blocks_and_partitions():
+    """The exact CRF objective in blocks of a few nodes, and summed over the partitions' examples, equals the
+    whole batch's (the partitioned solver's ``exact_primal`` column)."""
+    from crflearn.solvers._idal_setup import exact_losses, exact_primal
+
+    batch, model = _batch("chain")
+    w = np.random.default_rng(0).normal(size=model.size)
+    s = np.random.default_rng(1).uniform(0.5, 2.0, batch.n_examples)
+    for loss_augmented in (False, True):
+        whole = exact_losses(model, batch, w, loss_augmented, s, block_nodes=1 << 20)
+        assert exact_losses(model, batch, w, loss_augmented, s, block_nodes=5) == pytest.approx(whole, rel=1e-12)
+        halves = [np.arange(0, 3), np.arange(3, batch.n_examples)]
+        parts = sum(exact_losses(model, batch.subset(ex), w, loss_augmented, s[ex]) for ex in halves)
+        assert parts == pytest.approx(whole, rel=1e-12)
+        assert exact_primal(model, batch, w, 0.1, loss_augmented, s) == pytest.approx(
+            0.05 * w @ w + whole / batch.n_examples, rel=1e-14)
+
+
 def test_compact_round_trip():
     rng = np.random.default_rng(0)
     dense = rng.random((5, 9)) * (rng.random((5, 9)) < 0.4)
@@ -104,7 +141,7 @@ def test_full_capacity_is_the_dense_solver_bit_for_bit(kind, q, entropy):
     dense = _fit(batch, model, "dense", entropy=entropy, max_iter=40, tol=0, loss_augmented=True)
     comp = _fit(batch, model, "compact", capacity=16, entropy=entropy, max_iter=40, tol=0, loss_augmented=True)
     np.testing.assert_array_equal(comp.w, dense.w)
-    np.testing.assert_array_equal(comp.state["mu_edges"], dense.state["mu_edges"])
+    np.testing.assert_array_equal(comp.state["mu_edges"].to_dense(), dense.state["mu_edges"].reshape(batch.n_edges, -1))
     np.testing.assert_array_equal(comp.history["gap"], dense.history["gap"])
 
 
@@ -119,7 +156,7 @@ def test_compact_reaches_the_dense_certified_optimum():
     assert h["dual"][-1] <= p_star + 1e-9 <= h["primal"][-1] + 2e-9
     assert h["gap"][-1] <= 1e-6 * abs(h["primal"][-1])
     np.testing.assert_allclose(comp.w, ref.w, atol=1e-3)
-    assert comp.state["mu_edges"].shape == (batch.n_edges, 4, 4)
+    assert isinstance(comp.state["mu_edges"], CompactEdges) and comp.state["mu_edges"].shape == (batch.n_edges, 16)
 
 
 @pytest.mark.parametrize("kind,q", [("chain", None), ("grid", 2)])
@@ -168,9 +205,11 @@ def test_warm_start_from_compact_edges():
     """A state whose mu_edges is a CompactEdges (a huge fit's, kept compact) warm-starts either layout."""
     batch, model = _batch("chain")
     first = _fit(batch, model, "compact", capacity=8, kappa=0.3, max_iter=20, tol=0)
-    compact = dict(first.state, mu_edges=compact_edges(first.state["mu_edges"].reshape(batch.n_edges, -1), 8))
+    compact = first.state  # the result keeps the compact layout
+    assert isinstance(compact["mu_edges"], CompactEdges)
     kw = dict(kappa=0.3, max_iter=30, tol=0)
-    from_dense = _fit(batch, model, "compact", capacity=8, warm_start=first.state, **kw)
+    dense_state = dict(compact, mu_edges=compact["mu_edges"].to_dense().reshape(batch.n_edges, 4, 4))
+    from_dense = _fit(batch, model, "compact", capacity=8, warm_start=dense_state, **kw)
     from_compact = _fit(batch, model, "compact", capacity=8, warm_start=compact, **kw)
     np.testing.assert_array_equal(from_compact.w, from_dense.w)
     dense = _fit(batch, model, "dense", warm_start=compact, **kw)

@@ -187,6 +187,7 @@ def test_partition_seeds_are_independent_and_deterministic():
     (dict(n_partitions=99), ValueError, "n_partitions"),
     (dict(backend="mpi"), ValueError, "backend"),
     (dict(backend=None), ValueError, "backend"),
+    (dict(commit_duals="yes"), TypeError, "commit_duals"),
 ])
 def test_bad_parallel_options_raise_before_compute(kw, exc, word):
     batch, model = tiny_batch("chain", n_examples=3)

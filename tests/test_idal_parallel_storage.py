@@ -16,7 +16,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from test_idal_memory import _batch
 
-from crflearn._kernels.idal_compact import CompactEdges, compact_edges
+from crflearn._kernels.idal_compact import CompactEdges
 from crflearn.solvers._idal_dask import unpack
 from crflearn.solvers._idal_setup import exact_primal
 from crflearn.solvers.idal import fit_idal
@@ -58,10 +58,10 @@ def test_compact_partitions_reach_the_serial_certified_optimum(serial, kind, bac
                 backend=backend)
     _brackets(comp, ref.history["primal"][-1])
     np.testing.assert_allclose(comp.w, ref.w, atol=1e-3)
-    # the result's edge marginals as the serial compact fit returns them: dense (E, K, K), in the simplex
+    # the result's edge marginals as the serial compact fit returns them: compact (E, K*K), in the simplex
     mu_e = comp.state["mu_edges"]
-    assert isinstance(mu_e, np.ndarray) and mu_e.shape == (batch.n_edges, 4, 4)
-    flat = mu_e.reshape(batch.n_edges, -1)
+    assert isinstance(mu_e, CompactEdges) and mu_e.shape == (batch.n_edges, 16) and mu_e.capacity == cap
+    flat = mu_e.to_dense()
     assert np.all((flat != 0).sum(1) <= cap)
     np.testing.assert_allclose(flat.sum(1), 1.0, atol=1e-12)
     if n_partitions == 1:  # one CoCoA+ partition: the serial compact iterates within rounding (40 steps: later,
@@ -78,7 +78,7 @@ def test_full_capacity_partitions_are_the_dense_partitions_bit_for_bit(kind):
     dense = _fit(batch, model, **kw)
     comp = _fit(batch, model, edge_storage="compact", edge_capacity=16, **kw)
     np.testing.assert_array_equal(comp.w, dense.w)
-    np.testing.assert_array_equal(comp.state["mu_edges"], dense.state["mu_edges"])
+    np.testing.assert_array_equal(comp.state["mu_edges"].to_dense(), dense.state["mu_edges"].reshape(batch.n_edges, -1))
     np.testing.assert_array_equal(comp.state["xi"], dense.state["xi"])
     np.testing.assert_array_equal(comp.history["gap"], dense.history["gap"])
 
@@ -88,9 +88,11 @@ def test_compact_warm_start_is_split_over_the_partitions():
     identically, and the fit goes on to the certified optimum."""
     batch, model = _batch("chain")
     first = _fit(batch, model, edge_storage="compact", edge_capacity=8, max_iter=20, tol=0.0)
-    compact = dict(first.state, mu_edges=compact_edges(first.state["mu_edges"].reshape(batch.n_edges, -1), 8))
+    compact = first.state  # the result keeps the compact layout
+    assert isinstance(compact["mu_edges"], CompactEdges)
+    dense = dict(first.state, mu_edges=compact["mu_edges"].to_dense().reshape(batch.n_edges, 4, 4))
     kw = dict(edge_storage="compact", edge_capacity=8, n_partitions=3, backend="simulate")
-    from_dense = _fit(batch, model, warm_start=first.state, max_iter=30, tol=0.0, **kw)
+    from_dense = _fit(batch, model, warm_start=dense, max_iter=30, tol=0.0, **kw)
     from_compact = _fit(batch, model, warm_start=compact, max_iter=30, tol=0.0, **kw)
     np.testing.assert_array_equal(from_compact.w, from_dense.w)
     ref = _fit(batch, model, tol=1e-9)
@@ -136,7 +138,7 @@ def test_integer_weights_on_partitions_equal_repeated_examples(backend):
     np.testing.assert_array_equal(res.state["sample_weight"], weights)
     exact = [row for row in rows if np.isfinite(row.get("exact_primal", np.nan))]  # the weighted exact objective
     assert exact and all(row["exact_primal"] == pytest.approx(
-        exact_primal(model, batch, row["w"], OPTS["alpha"], np.zeros((batch.n_nodes, 4)), weights), rel=1e-12)
+        exact_primal(model, batch, row["w"], OPTS["alpha"], False, weights), rel=1e-12)
         for row in exact)
     # with compact edge marginals too (the weighted optimum's blocks have up to 8 entries: 10 slots)
     _brackets(_fit(batch, model, sample_weight=weights, edge_storage="compact", edge_capacity=10, **kw), p_star)

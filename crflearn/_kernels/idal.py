@@ -4,8 +4,9 @@ All state lives in flat arrays bundled in NamedTuples (built by :mod:`crflearn._
 
 * :class:`IdalGraph` ``(edges, inc_ptr, inc_slot, base_n, base_e)``: edges (E, 2); incidence of node
   ``v`` is ``inc_slot[inc_ptr[v]:inc_ptr[v + 1]]`` with ``slot = 2 * e + side``; ``base_n`` (N, K)
-  and ``base_e`` (E, K*K), (1, K*K) (shared) or (0, K*K) (none) are fixed clique scores (loss
-  vectors when training, potentials in relaxed inference);
+  or (0, K) (none: no node is scored, saving ``8 N K`` bytes) and ``base_e`` (E, K*K), (1, K*K)
+  (shared) or (0, K*K) (none) are fixed clique scores (loss vectors when training, potentials in
+  relaxed inference);
 * :class:`IdalState` ``(mu_n, mu_e, xi, zeta)``: node marginals (N, K), edge marginals (E, K*K)
   (row-major ``a * K + b``), multipliers and ``zeta = xi + rho A mu`` (E, 2, K), ``zeta[e, 0]`` on
   the separator of ``edges[e, 0]`` (row sums), ``zeta[e, 1]`` on ``edges[e, 1]`` (column sums);
@@ -149,10 +150,13 @@ def _prefetch_clique(c, feats, graph, state):
         if hi > lo:
             _prefetch(feats.indices, (hi - 1,))
             _prefetch(feats.data, (hi - 1,))
+        scored = graph.base_n.shape[0] > 0
         for k in range(0, K, 8):
-            _prefetch(graph.base_n, (c, k))
+            if scored:
+                _prefetch(graph.base_n, (c, k))
             _prefetch(state.mu_n, (c, k))
-        _prefetch(graph.base_n, (c, K - 1))
+        if scored:
+            _prefetch(graph.base_n, (c, K - 1))
         _prefetch(state.mu_n, (c, K - 1))
         for j in range(graph.inc_ptr[c], graph.inc_ptr[c + 1]):
             slot = graph.inc_slot[j]
@@ -179,8 +183,11 @@ def _prefetch_separator(zeta, e, side, K):
 def node_theta(v, th, graph, feats, wuT, zeta):
     """Score ``theta_v`` of node ``v`` into ``th`` (length K)."""
     K = th.shape[0]
-    for k in range(K):
-        th[k] = graph.base_n[v, k]
+    if graph.base_n.shape[0] > 0:
+        for k in range(K):
+            th[k] = graph.base_n[v, k]
+    else:
+        th[:] = 0.0
     for j in range(feats.indptr[v], feats.indptr[v + 1]):
         c = feats.indices[j]
         x = feats.data[j]

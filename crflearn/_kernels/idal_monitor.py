@@ -146,12 +146,14 @@ def idal_monitor(graph, feats, weights, state, ent, gaps, sums, scr):
     N, K = mu_n.shape
     th = scr.th
     acc = np.zeros(4)
+    unscored = np.zeros(K)  # base_n of shape (0, K): no node scores
     for v in range(N):
         thv = th[:K]
         node_theta(v, thv, graph, feats, weights.wuT, state.zeta)
         hs = _node_conj(thv, ent.node_w[v], ent.kind, scr)
         h = node_entropy(mu_n[v], ent.node_w[v], ent.kind)
-        gaps[v] = _accumulate(acc, hs, h, thv, graph.base_n[v], mu_n[v])
+        base = graph.base_n[v] if graph.base_n.shape[0] > 0 else unscored
+        gaps[v] = _accumulate(acc, hs, h, thv, base, mu_n[v])
     nb = graph.base_e.shape[0]
     zero = np.zeros(K * K)
     for e in range(graph.edges.shape[0]):
@@ -312,9 +314,10 @@ def _node_sums(graph, feats, ent, mu_n, ustat, pstat):
     pstat[:] = 0.0
     for v in range(N):
         total += node_entropy(mu_n[v], ent.node_w[v], ent.kind)
-        for k in range(K):
-            if mu_n[v, k] != 0.0:
-                total += graph.base_n[v, k] * mu_n[v, k]
+        if graph.base_n.shape[0] > 0:
+            for k in range(K):
+                if mu_n[v, k] != 0.0:
+                    total += graph.base_n[v, k] * mu_n[v, k]
         for j in range(feats.indptr[v], feats.indptr[v + 1]):
             c = feats.indices[j]
             for k in range(K):

@@ -63,16 +63,20 @@ def current_client():
     return client
 
 
-def partition_bytes(batch: GraphBatch, n_states: int, edge_capacity: int | None = None) -> int:
-    """Estimated memory of one partition on its worker: marginals, multipliers, repair and
-    features (float64), plus the examples themselves; the edge marginals dense (``3 K^2`` floats per edge),
-    or ``edge_capacity`` slots of 12 bytes per edge with the compact layout."""
+def partition_bytes(batch: GraphBatch, n_states: int, edge_capacity: int | None = None,
+                    examples: np.ndarray | None = None) -> int:
+    """Estimated memory of one partition on its worker (the ``examples`` of ``batch``; None: all): marginals,
+    multipliers, repair and features (float64), plus the examples themselves; the edge marginals dense
+    (``3 K^2`` floats per edge), or ``edge_capacity`` slots of 12 bytes per edge with the compact layout."""
+    n_nodes, n_edges = batch.n_nodes, batch.n_edges
+    if examples is not None:
+        n_nodes, n_edges = int(batch.lengths[examples].sum()), int(np.diff(batch.edge_offsets)[examples].sum())
     k = n_states
     edge_block = 3 * k * k if edge_capacity is None else 1.5 * edge_capacity
-    floats = batch.n_nodes * 3 * k + batch.n_edges * (edge_block + 4 * k)
+    floats = n_nodes * 3 * k + n_edges * (edge_block + 4 * k)
     feats = batch.node_features
     data = feats.data.nbytes + feats.indices.nbytes if hasattr(feats, "indices") else feats.nbytes
-    return int(8 * floats + 2 * data)
+    return int(8 * floats + 2 * data * n_nodes / max(batch.n_nodes, 1))
 
 
 def _build(piece, model: PairwiseModel, spec: dict, seed, n_total: int, sigma: int) -> IdalPartition:
@@ -89,26 +93,31 @@ class DaskPartitions:
     Parameters
     ----------
     client : distributed.Client
-    pieces : list of GraphBatch
-        The partitions' examples (kept on the driver to rebuild a lost partition).
+    batch : GraphBatch
+        All examples (kept on the driver: a partition's examples are cut from it when the partition is
+        placed on a worker, and again to rebuild it after a loss; no copy per partition stays on the driver).
+    examples : list of ndarray
+        The examples of every partition (indices into ``batch``).
     model : PairwiseModel
     specs, seeds : lists
         Per partition: keywords of ``build_engine`` and the seed of its sweep orders.
-    n_total : int
-        Number of examples of the whole data set.
+    commit : bool, default=True
+        Whether :meth:`commit` keeps the partitions' duals on the driver (False: a lost partition restarts
+        from the one-hot start, and the driver holds no duals).
     """
 
-    def __init__(self, client, pieces: list, model: PairwiseModel, specs: list, seeds: list, n_total: int):
-        self.client, self.pieces, self.model = client, pieces, model
-        self.specs, self.seeds, self.n_total = specs, seeds, n_total
+    def __init__(self, client, batch: GraphBatch, examples: list, model: PairwiseModel, specs: list, seeds: list,
+                 commit: bool = True):
+        self.client, self.batch, self.examples, self.model = client, batch, examples, model
+        self.specs, self.seeds, self.n_total, self.keep = specs, seeds, batch.n_examples, bool(commit)
         workers = self._workers()
         if not workers:
             raise ValueError("backend='dask': the dask.distributed cluster has no workers")
-        self.addr = [workers[k % len(workers)] for k in range(len(pieces))]
+        self.addr = [workers[k % len(workers)] for k in range(len(examples))]
         self._check_memory(workers)
-        self.parts = [None] * len(pieces)
-        self.committed = [None] * len(pieces)  # packed duals of the last certificate round
-        for k in range(len(pieces)):
+        self.parts = [None] * len(examples)
+        self.committed = [None] * len(examples)  # packed duals of the last certificate round
+        for k in range(len(examples)):
             self._place(k, self.addr[k])
 
     def _workers(self) -> list[str]:
@@ -117,8 +126,9 @@ class DaskPartitions:
     def _check_memory(self, workers: list[str]) -> None:
         info = self.client.scheduler_info()["workers"]
         need = {addr: 0 for addr in workers}
-        for k, piece in enumerate(self.pieces):
-            need[self.addr[k]] += partition_bytes(piece, self.model.n_states, self.specs[k].get("edge_capacity"))
+        for k, examples in enumerate(self.examples):
+            need[self.addr[k]] += partition_bytes(self.batch, self.model.n_states, self.specs[k].get("edge_capacity"),
+                                                  examples)
         for addr, nbytes in need.items():
             limit = info[addr].get("memory_limit") or 0
             if limit and nbytes > limit:
@@ -130,10 +140,10 @@ class DaskPartitions:
         """Scatter partition ``k``'s examples (and its last committed duals) to ``addr`` and build the
         partition there."""
         spec = self.specs[k] if self.committed[k] is None else dict(self.specs[k], warm=unpack(self.committed[k]))
-        data, spec = self.client.scatter([self.pieces[k], spec], workers=[addr], hash=False)
+        data, spec = self.client.scatter([self.batch.subset(self.examples[k]), spec], workers=[addr], hash=False)
         self.addr[k] = addr
         self.parts[k] = self.client.submit(_build, data, self.model, spec, self.seeds[k], self.n_total,
-                                           len(self.pieces), pure=False, workers=[addr],
+                                           len(self.examples), pure=False, workers=[addr],
                                            allow_other_workers=False)
 
     def _submit(self, k: int, name: str, args: tuple):
@@ -143,11 +153,24 @@ class DaskPartitions:
     def call(self, name: str, *args) -> list:
         """``getattr(partition, name)(*args)`` on every partition; a lost partition is rebuilt and
         answers :class:`Rebuilt` instead."""
-        futures = {k: self._submit(k, name, args) for k in range(len(self.pieces))}
+        futures = {k: self._submit(k, name, args) for k in range(len(self.parts))}
         results, lost = self._collect(futures)
         for k in lost:
             results[k] = self._rebuild(k)
-        return [results[k] for k in range(len(self.pieces))]
+        return [results[k] for k in range(len(self.parts))]
+
+    def call_one(self, k: int, name: str, *args):
+        """``getattr(partition k, name)(*args)``; :class:`Rebuilt` if partition ``k`` was lost (and rebuilt)."""
+        results, lost = self._collect({k: self._submit(k, name, args)})
+        return self._rebuild(k) if lost else results.pop(k)
+
+    def release(self, k: int) -> None:
+        """Free partition ``k`` on its worker (after its last call)."""
+        part, self.parts[k] = self.parts[k], None
+        try:
+            self.client.cancel([part])
+        except Exception:  # noqa: BLE001 - the client may be gone; the partition goes with it
+            pass
 
     def _collect(self, futures: dict) -> tuple[dict, list[int]]:
         """Wait for ``futures``; return the answers and the partitions whose worker was lost."""
@@ -196,13 +219,15 @@ class DaskPartitions:
     def commit(self) -> list:
         """Keep every partition's duals on the driver (:meth:`IdalPartition.packed_state`), to rebuild a
         lost partition from them; returns the answers (:class:`Rebuilt` for a partition lost meanwhile).
+        Nothing (an empty list) when the pool was made with ``commit=False``.
 
         The partitions answer one after the other, each answer replacing that partition's earlier duals at
         once: the driver holds the committed duals plus one partition's new ones, not two copies of all."""
+        if not self.keep:
+            return []
         answers = []
-        for k in range(len(self.pieces)):
-            results, lost = self._collect({k: self._submit(k, "packed_state", ())})
-            answer = self._rebuild(k) if lost else results.pop(k)
+        for k in range(len(self.parts)):
+            answer = self.call_one(k, "packed_state")
             if not isinstance(answer, Rebuilt):
                 self.committed[k] = answer
             answers.append(answer)
@@ -212,6 +237,7 @@ class DaskPartitions:
         """Release the partitions on the workers."""
         try:
             self.client.cancel([p for p in self.parts if p is not None])
+            self.parts = [None] * len(self.parts)
         except Exception:  # noqa: BLE001 - the client may be gone; the partitions go with it
             pass
 

@@ -13,9 +13,11 @@ from ..graphs import GraphBatch
 from ..models import PairwiseModel, hamming_loss_vectors
 
 __all__ = ["ENTROPIES", "OTRW_FRACTION", "default_rho", "check_idal_options", "build_engine", "exact_primal",
-           "ground_truth_statistics"]
+           "exact_losses", "ground_truth_statistics", "node_losses"]
 
 ENTROPIES = ("gini", "gini_otrw", "shannon")
+#: nodes per block of :func:`exact_losses` (its work arrays: a few ``(block, K)`` float arrays)
+EXACT_BLOCK = 1 << 16
 SAMPLINGS = ("uniform", "gap")
 #: fraction of the concavity limit 1/K used by ``gini_otrw`` (a_e = OTRW_FRACTION / K)
 OTRW_FRACTION = 0.5
@@ -184,7 +186,7 @@ def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa
     edges = np.ascontiguousarray(batch.edges, dtype=np.int64).reshape(-1, 2)
     feats = model.feature_view(batch, "csr")
     inc_ptr, inc_slot = incidence(edges, batch.n_nodes)
-    base_n = hamming_loss_vectors(batch, k) if loss_augmented else np.zeros((batch.n_nodes, k))
+    base_n = node_losses(batch, k, loss_augmented)
     capacity = check_edge_storage(edge_storage, edge_capacity, entropy, k)
     state = initial_state(batch, k, warm, capacity)
     ent = make_entropy(entropy, kappa, edges, batch.n_nodes, k)
@@ -211,6 +213,12 @@ def build_engine(batch: GraphBatch, model: PairwiseModel, *, alpha: float, kappa
                       inner_epochs=inner_epochs, sampling=sampling, zeta_ready=warm is None)
 
 
+def node_losses(batch: GraphBatch, n_states: int, loss_augmented: bool) -> np.ndarray:
+    """The fixed node scores ``base_n`` of training: the Hamming loss vectors ``(N, K)`` when
+    ``loss_augmented``, else none, shape ``(0, K)`` (the kernels then score no node: 8 N K bytes saved)."""
+    return hamming_loss_vectors(batch, n_states) if loss_augmented else np.zeros((0, n_states))
+
+
 def ground_truth_statistics(batch: GraphBatch, model: PairwiseModel,
                             sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``psi* = sum_i s_i psi*_i`` in the kernel layout (``s = 1`` when ``sample_weight`` is None): the sum of the
@@ -220,8 +228,7 @@ def ground_truth_statistics(batch: GraphBatch, model: PairwiseModel,
     k = model.n_states
     edges = np.ascontiguousarray(batch.edges, dtype=np.int64).reshape(-1, 2)
     ent = make_entropy("gini", 1.0, edges, batch.n_nodes, k)  # any entropy: only the statistics are read
-    feats, ent, base_n = _weighted(batch, model.feature_view(batch, "csr"), ent, np.zeros((batch.n_nodes, k)),
-                                   sample_weight)
+    feats, ent, base_n = _weighted(batch, model.feature_view(batch, "csr"), ent, np.zeros((0, k)), sample_weight)
     graph = IdalGraph(edges, *incidence(edges, batch.n_nodes), base_n, np.zeros((0, k * k)))
     return _statistics(graph, feats, ent, model, *initial_state(batch, k, None)[:2])
 
@@ -236,7 +243,7 @@ def _weighted(batch: GraphBatch, feats, ent: IdalEntropy, base_n: np.ndarray, sa
                            edge_features=np.ascontiguousarray(feats.edge_features * s_edge[:, None]),
                            edge_sq_norms=feats.edge_sq_norms * s_edge ** 2, shared=False)
     ent = ent._replace(node_w=ent.node_w * s_node, edge_w=ent.edge_w * s_edge)
-    return feats, ent, base_n * s_node[:, None]
+    return feats, ent, base_n * s_node[:, None] if len(base_n) else base_n
 
 
 def _statistics(graph: IdalGraph, feats, ent: IdalEntropy, model: PairwiseModel, mu_n: np.ndarray,
@@ -248,17 +255,32 @@ def _statistics(graph: IdalGraph, feats, ent: IdalEntropy, model: PairwiseModel,
     return ustat, pstat
 
 
-def exact_primal(model: PairwiseModel, batch: GraphBatch, w: np.ndarray, alpha: float,
-                 base_n: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
-    """Softmax-margin (or plain) CRF objective with exact log-partitions (forests only); ``base_n`` the
-    unweighted loss vectors, ``sample_weight`` the weights of the examples (None: 1)."""
+def exact_losses(model: PairwiseModel, batch: GraphBatch, w: np.ndarray, loss_augmented: bool,
+                 sample_weight: np.ndarray | None = None, block_nodes: int = EXACT_BLOCK) -> float:
+    """``sum_i s_i [log Z_i(w) - score_i(w)]``: the summed softmax-margin (``loss_augmented``, Hamming loss)
+    or plain CRF losses of the examples, with exact log-partitions (forests only); ``s`` the weights of the
+    examples (None: 1). Runs over blocks of consecutive examples of about ``block_nodes`` nodes, so that its
+    work arrays stay small whatever the size of the batch; additive over any split of the examples."""
     from ..inference import infer_batch
 
-    unary, pairwise = model.potentials(w, batch)
-    res = infer_batch(unary + base_n, pairwise, batch.edges, batch.node_offsets, batch.edge_offsets,
-                      method="exact", edge_marginals="none")
-    scores = model.score(w, batch)
-    losses = np.asarray(res.log_partition) - scores
-    if sample_weight is not None:
-        losses = losses * sample_weight
-    return float(0.5 * alpha * (w @ w) + np.mean(losses))
+    cuts = np.searchsorted(batch.node_offsets, np.arange(block_nodes, batch.n_nodes, block_nodes))
+    bounds = np.unique(np.concatenate([[0], cuts, [batch.n_examples]]))
+    total = 0.0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = batch if (lo, hi) == (0, batch.n_examples) else batch.subset(np.arange(lo, hi))
+        unary, pairwise = model.potentials(w, part)
+        if loss_augmented:
+            unary = unary + hamming_loss_vectors(part, model.n_states)
+        res = infer_batch(unary, pairwise, part.edges, part.node_offsets, part.edge_offsets, method="exact",
+                          edge_marginals="none")
+        losses = np.asarray(res.log_partition) - model.score(w, part)
+        total += float(losses @ sample_weight[lo:hi]) if sample_weight is not None else float(losses.sum())
+    return total
+
+
+def exact_primal(model: PairwiseModel, batch: GraphBatch, w: np.ndarray, alpha: float, loss_augmented: bool,
+                 sample_weight: np.ndarray | None = None) -> float:
+    """Softmax-margin (or plain) CRF objective ``alpha/2 ||w||^2 + 1/n sum_i s_i loss_i(w)`` with exact
+    log-partitions (forests only; :func:`exact_losses`)."""
+    return float(0.5 * alpha * (w @ w) + exact_losses(model, batch, w, loss_augmented, sample_weight)
+                 / batch.n_examples)

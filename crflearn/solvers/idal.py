@@ -47,12 +47,12 @@ import numpy as np
 from .._kernels.idal_engine import MonitorSchedule, drive, initial_rho_range
 from .._validation import check_positive
 from ..graphs import GraphBatch
-from ..models import PairwiseModel, hamming_loss_vectors
+from ..models import PairwiseModel
 from ._base import SolverResult, check_common, check_sample_weight, check_warm_weights
 from ._history import relative_gap
 from ._idal_record import Recorder, idal_result, new_history
 from ._idal_setup import (ENTROPIES, OTRW_FRACTION, build_engine, check_edge_storage, check_idal_options,
-                          check_warm_start, default_rho)
+                          check_warm_start, default_rho, exact_primal)
 from ._loop import SolverLoop
 from .idal_parallel import check_parallel_options, fit_partitioned
 from .idal_partial import partial_runner
@@ -67,7 +67,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
              entropy: str = "gini", loss_augmented: bool = False, sampling: str = "uniform",
              monitor_every="auto", rho_schedule: str = "adaptive", n_jobs: int | None = None,
              n_partitions: int | None = None, backend: str = "threads", sample_weight=None,
-             edge_storage: str = "dense", edge_capacity: int | None = None, check_input: bool = True) -> SolverResult:
+             edge_storage: str = "dense", edge_capacity: int | None = None, commit_duals: bool = True,
+             check_input: bool = True) -> SolverResult:
     """Train a pairwise CRF with IDAL (dual augmented Lagrangian over the local polytope).
 
     Parameters
@@ -129,14 +130,20 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         Dense ``K^2`` edge marginals, or at most ``edge_capacity`` non-zeros per edge (Gini; docs/scaling.md).
     edge_capacity : int, optional
         Slots per edge of ``"compact"`` (default 32); fewer than the optimum's blocks need: stalls, uncertified.
+    commit_duals : bool, default=True
+        ``backend="dask"``: the driver keeps every partition's duals at each certificate and rebuilds a lost
+        partition from them; False: from the one-hot start (the fit still ends certified), sparing the driver
+        memory of the size of the duals.
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 
     Returns
     -------
     SolverResult
-        ``w`` (:class:`~crflearn.models.PairwiseModel` layout), ``state`` (``mu_nodes`` (N, K), ``mu_edges`` (E, K, K),
-        ``xi`` (E, 2, K), ``w``, ``rho``, ``kappa``, ``entropy``, ``history``: module docstring); ``oracle_calls``.
+        ``w`` (:class:`~crflearn.models.PairwiseModel` layout), ``state`` (``mu_nodes`` (N, K), ``mu_edges`` (E, K, K)
+        or, with ``edge_storage="compact"``, a :class:`~crflearn._kernels.idal_compact.CompactEdges` (its
+        ``to_dense()`` is (E, K*K)), ``xi`` (E, 2, K), ``w``, ``rho``, ``kappa``, ``entropy``, ``history``: module
+        docstring); ``oracle_calls``.
 
     Raises
     ------
@@ -146,7 +153,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
                                                  check_input, partial_labels=True)
     kappa, rho, inner_epochs, monitor_every = check_idal_options(
         kappa, rho, inner_epochs, entropy, loss_augmented, sampling, monitor_every, rho_schedule)
-    par = check_parallel_options(n_jobs, n_partitions, backend, batch.n_examples)
+    par = check_parallel_options(n_jobs, n_partitions, backend, batch.n_examples, commit_duals=commit_duals)
     run = partial_runner(batch, par.serial, warm_start)  # unknown labels: CCCP rounds (None: fully labelled)
     warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
                                                             model.n_states)
@@ -168,11 +175,10 @@ def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
     """The serial solver: one engine on the whole batch (``spec``: keywords of ``build_engine``)."""
     engine = build_engine(batch, model, warm=warm, rng=np.random.default_rng(random_state), **spec)
     weights = spec.get("sample_weight")
-    k = model.n_states
-    base_n = hamming_loss_vectors(batch, k) if spec["loss_augmented"] else np.zeros((batch.n_nodes, k))
+    exact = partial(exact_primal, model, batch, alpha=spec["alpha"], loss_augmented=spec["loss_augmented"],
+                    sample_weight=weights) if batch.is_forest() else None
     with loop:
-        drive(engine, loop.iterations(), Recorder(engine, loop, model, batch, spec["alpha"], spec["inner_epochs"],
-                                                  base_n, sample_weight=weights),
+        drive(engine, loop.iterations(), Recorder(engine, loop, model, batch.n_examples, spec["inner_epochs"], exact),
               schedule=MonitorSchedule(monitor_every, loop.tol), is_last=lambda it: loop.is_last,
               rel_gap=lambda row: relative_gap(row["gap"], row["primal"]),
               adaptive=rho_schedule == "adaptive", rho_bounds=initial_rho_range(spec["rho"]),

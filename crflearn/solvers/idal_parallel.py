@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -72,10 +73,10 @@ from .._kernels.idal_engine import (RHO_WARMUP, CertificateProblem, IdalEngine, 
                                     assemble_certificate, initial_rho_range)
 from .._kernels.idal_monitor import dual_sums
 from .._kernels.idal_threads import STOP, SharedSync, make_flags, shared_sweep
-from ..graphs import GraphBatch
-from ..models import PairwiseModel, hamming_loss_vectors
+from ..graphs import GraphBatch, concat_ranges
+from ..models import PairwiseModel
 from ._history import relative_gap
-from ._idal_setup import build_engine, ground_truth_statistics
+from ._idal_setup import build_engine, exact_losses, ground_truth_statistics
 from ._loop import SolverLoop
 from ._idal_record import Recorder, idal_result
 
@@ -98,14 +99,16 @@ _CHEAP_FACTOR = 10.0
 class ParallelOptions(NamedTuple):
     """Checked ``n_jobs``, ``n_partitions`` (None: decided by the backend), ``backend`` and how the
     partitions share ``w``: ``"shared"`` (threads: one ``w`` in memory, updated in place by every
-    partition) or ``"cocoa"`` (a copy per partition, CoCoA+ rounds; dask, and the simulations), and the
-    outer steps every partition runs per round (``local_steps``; the serial solver ignores it)."""
+    partition) or ``"cocoa"`` (a copy per partition, CoCoA+ rounds; dask, and the simulations), the
+    outer steps every partition runs per round (``local_steps``; the serial solver ignores it), and whether
+    the Dask driver keeps the partitions' duals at every certificate (``commit_duals``)."""
 
     n_jobs: int
     n_partitions: int | None
     backend: str
     combine: str = "shared"
     local_steps: int = 1
+    commit_duals: bool = True
 
     @property
     def serial(self) -> bool:
@@ -126,15 +129,20 @@ def _check_count(value, name: str, allow_all: bool):
     return value
 
 
-def check_parallel_options(n_jobs, n_partitions, backend, n_examples: int, local_steps=1) -> ParallelOptions:
+def check_parallel_options(n_jobs, n_partitions, backend, n_examples: int, local_steps=1,
+                           commit_duals=True) -> ParallelOptions:
     """Validate the data-parallel options (before any compute).
 
     ``n_jobs`` None is 1 and -1 all cores; ``n_partitions`` None is ``n_jobs`` (threads, at most the
     number of examples) or the number of Dask workers; a larger ``n_partitions`` than ``n_examples``
     is an error. ``backend="dask"`` also needs a running ``dask.distributed`` client. ``local_steps``
     (>= 1): outer steps (sweeps and the partition's multiplier step) every partition runs per round,
-    i.e. between two exchanges of ``w``: more local work for fewer CoCoA+ rounds.
+    i.e. between two exchanges of ``w``: more local work for fewer CoCoA+ rounds. ``commit_duals`` (bool,
+    ``backend="dask"``): keep every partition's duals on the driver at each certificate, to rebuild a lost
+    partition from them; False rebuilds it from the one-hot start and spares the driver their memory.
     """
+    if not isinstance(commit_duals, (bool, np.bool_)):
+        raise TypeError(f"commit_duals must be True or False, got {commit_duals!r}")
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     n_jobs = _check_count(n_jobs, "n_jobs", allow_all=True) or 1
@@ -152,7 +160,7 @@ def check_parallel_options(n_jobs, n_partitions, backend, n_examples: int, local
 
         current_client()
     return ParallelOptions(n_jobs, n_partitions, backend, "shared" if backend == "threads" else "cocoa",
-                           local_steps)
+                           local_steps, bool(commit_duals))
 
 
 def partition_examples(batch: GraphBatch, n_partitions: int, seed) -> list[np.ndarray]:
@@ -178,12 +186,8 @@ def partition_examples(batch: GraphBatch, n_partitions: int, seed) -> list[np.nd
 
 def clique_indices(batch: GraphBatch, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Node and edge indices (in ``batch``) of the ``examples``, in the order of ``batch.subset(examples)``."""
-    out = []
-    for offsets in (batch.node_offsets, batch.edge_offsets):
-        sizes = np.diff(offsets)[examples]
-        starts = np.repeat(offsets[examples] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-        out.append((starts + np.arange(int(sizes.sum()))).astype(np.int64))
-    return out[0], out[1]
+    return tuple(concat_ranges(offsets[examples], np.diff(offsets)[examples])
+                 for offsets in (batch.node_offsets, batch.edge_offsets))
 
 
 def split_warm(warm: dict | None, nodes: np.ndarray, edges: np.ndarray) -> dict | None:
@@ -265,6 +269,9 @@ class IdalPartition:
     def __init__(self, batch: GraphBatch, model: PairwiseModel, spec: dict, seed, n_total: int, sigma: float,
                  shared: IdalWeights | None = None, lock=None, chunk: int | None = None):
         eng = build_engine(batch, model, rng=np.random.default_rng(seed), **spec)
+        #: what :meth:`exact_loss` needs (forests only: the examples themselves)
+        self.exact_args = (model, batch, spec["loss_augmented"], spec.get("sample_weight")) if batch.is_forest() \
+            else None
         eng.n = int(n_total)
         eng.inv_lam_n = sigma / (eng.alpha * n_total)
         self.engine, self.sigma, self.shared = eng, float(sigma), shared
@@ -330,6 +337,12 @@ class IdalPartition:
         """The partition's certificate terms at the global ``w`` (repair terms when ``repair``)."""
         eng = self._load(wu, wp)
         return eng.monitor_terms(), eng.repair_terms() if repair else None
+
+    def exact_loss(self, w: np.ndarray) -> float:
+        """The partition's part of the exact CRF objective at ``w`` (model layout):
+        :func:`~crflearn.solvers._idal_setup.exact_losses` of its examples (forests only)."""
+        model, batch, loss_augmented, weights = self.exact_args
+        return exact_losses(model, batch, w, loss_augmented, weights)
 
     def rebuild_zeta(self) -> None:
         """``zeta = xi + rho A mu`` again (after an interrupted sweep)."""
@@ -536,15 +549,14 @@ def make_pool(batch: GraphBatch, model: PairwiseModel, opts: ParallelOptions, sp
     seeds = partition_seeds(random_state, n_parts)
     examples = partition_examples(batch, n_parts, seeds[-1])
     cliques = [clique_indices(batch, ex) for ex in examples]
-    pieces = [batch.subset(ex) for ex in examples]
     weights = spec.get("sample_weight")  # every partition's engine takes the weights of its examples
     specs = [dict(spec, warm=split_warm(warm, *cl), **({} if weights is None else {"sample_weight": weights[ex]}))
              for cl, ex in zip(cliques, examples)]
-    if opts.backend == "dask":
-        pool = DaskPartitions(client, pieces, model, specs, seeds[:-1], batch.n_examples)
+    if opts.backend == "dask":  # the examples of a partition are cut from the batch when it is placed
+        pool = DaskPartitions(client, batch, examples, model, specs, seeds[:-1], commit=opts.commit_duals)
     else:
-        pool = ThreadPartitions(pieces, model, specs, seeds[:-1], batch.n_examples, opts.n_jobs,
-                                shared if opts.combine == "shared" else None)
+        pool = ThreadPartitions([batch.subset(ex) for ex in examples], model, specs, seeds[:-1], batch.n_examples,
+                                opts.n_jobs, shared if opts.combine == "shared" else None)
     return pool, cliques
 
 
@@ -567,6 +579,27 @@ def _gather_state(states: list, cliques: list) -> tuple:
     return gather(nodes, [s[0] for s in states]), mu_e, gather(edges, [s[2] for s in states])
 
 
+def _exact_primal(pool, glob: _GlobalWeights, alpha: float, n_examples: int, w: np.ndarray) -> float:
+    """The exact CRF objective at ``w`` (model layout) from the partitions' summed exact losses (forests)."""
+    return float(0.5 * alpha * (w @ w) + sum(_call(pool, glob, "exact_loss", w)) / n_examples)
+
+
+def _final_states(pool, glob: _GlobalWeights) -> list:
+    """Every partition's ``(mu_n, mu_e, xi)``. On Dask one partition after the other, each released on its
+    worker once its state is on the driver: the processes together hold the duals about once, not twice."""
+    if not isinstance(pool, ThreadPartitions):
+        states = []
+        for k in range(len(pool.parts)):
+            answer = pool.call_one(k, "state")
+            while isinstance(answer, Rebuilt):  # lost meanwhile: w follows the rebuilt duals
+                glob.replace(k, answer.contribution)
+                answer = pool.call_one(k, "state")
+            states.append(answer)
+            pool.release(k)
+        return states
+    return _call(pool, glob, "state")
+
+
 def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOptions, spec: dict,
                     warm: dict | None, random_state, loop: SolverLoop, monitor_every, rho_schedule: str):
     """Run the partitioned solver (called by :func:`~crflearn.solvers.idal.fit_idal` after validation).
@@ -581,10 +614,9 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
                               spec["rho"], shared if opts.combine == "shared" else None)
         weights = spec.get("sample_weight")
         psi_star = ground_truth_statistics(batch, model, weights)
-        k = model.n_states
-        base_n = hamming_loss_vectors(batch, k) if spec["loss_augmented"] else np.zeros((batch.n_nodes, k))
-        record = Recorder(glob, loop, model, batch, spec["alpha"], spec["inner_epochs"] * opts.local_steps, base_n,
-                          sample_weight=weights)
+        record = Recorder(glob, loop, model, batch.n_examples, spec["inner_epochs"] * opts.local_steps,
+                          partial(_exact_primal, pool, glob, spec["alpha"], batch.n_examples) if batch.is_forest()
+                          else None)
         with loop:
             _rounds(pool, glob, loop, record, (psi_star, spec["alpha"], batch.n_examples),
                     schedule=MonitorSchedule(monitor_every, loop.tol), adaptive=rho_schedule == "adaptive",
@@ -595,7 +627,7 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
             _call(pool, glob, "rebuild_zeta")
             if opts.combine == "shared":
                 glob.set_parts(pool.call("contribution"))
-        states = _call(pool, glob, "state")
+        states = _final_states(pool, glob)
     finally:
         pool.close()
     st = IdalState(*_gather_state(states, cliques), None)

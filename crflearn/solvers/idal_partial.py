@@ -208,7 +208,8 @@ def fit_partial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
     unknown = batch.labels < 0
     engine = build_engine(replace(batch, labels=np.where(unknown, 0, batch.labels)), model, warm=warm, rng=rng,
                           **spec)
-    engine.graph.base_n[unknown] = 0.0  # the loss of an unknown node is undefined: none
+    if len(engine.graph.base_n):  # loss-augmented: the loss of an unknown node is undefined, none
+        engine.graph.base_n[unknown] = 0.0
     weights = spec.get("sample_weight")
     clamp = ClampedInference(batch, model, engine.ent, np.ones(batch.n_examples) if weights is None else weights,
                              rng)
