@@ -612,6 +612,8 @@ class CRF(BaseEstimator):
         solver = spec.load()
         if "check_input" in inspect.signature(solver).parameters:
             options["check_input"] = False  # validated here, once
+        if "return_state" in inspect.signature(solver).parameters:
+            options.setdefault("return_state", bool(self.warm_start))  # the duals only for a warm start
         with threadpool_limits(1, "blas"):
             result = solver(batch, _training_model(model, mask, batch, spec), alpha=alpha,
                             max_iter=int(self.max_iter), tol=float(self.tol), verbose=int(self.verbose),

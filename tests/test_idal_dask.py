@@ -129,6 +129,9 @@ def test_two_workers_compact_and_weighted_reach_the_serial_certified_optimum(cli
     assert h["dual"][-1] <= p_star + 1e-9 <= h["primal"][-1] + 2e-9
     assert compact.state["mu_edges"].shape == (batch.n_edges, 16)  # compact: (E, K*K) with 8 slots per edge
     assert np.all((compact.state["mu_edges"].to_dense() != 0).sum(1) <= 8)
+    lean = _fit(batch, model, backend="dask", return_state=False, commit_duals=False, **COMPACT)
+    np.testing.assert_array_equal(lean.w, compact.w)  # the same rounds, nothing kept or gathered on the driver
+    assert "mu_nodes" not in lean.state
     w_serial = _fit(batch, model, sample_weight=weights, tol=1e-9)
     weighted = _fit(batch, model, sample_weight=weights, backend="dask")
     assert weighted.converged

@@ -188,6 +188,7 @@ def test_partition_seeds_are_independent_and_deterministic():
     (dict(backend="mpi"), ValueError, "backend"),
     (dict(backend=None), ValueError, "backend"),
     (dict(commit_duals="yes"), TypeError, "commit_duals"),
+    (dict(return_state=None), TypeError, "return_state"),
 ])
 def test_bad_parallel_options_raise_before_compute(kw, exc, word):
     batch, model = tiny_batch("chain", n_examples=3)
@@ -373,3 +374,18 @@ def test_merge_skips_a_held_lock_unless_told_to_wait_and_sweeps_stop_on_request(
     assert merge_into_shared(eng.weights, sync, False) and sync.flags[LOCK] == 0
     np.testing.assert_allclose(sync.shared.wuT, mine, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(sync.snap.wuT, sync.shared.wuT)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_partitions=2, backend="simulate"), dict(n_jobs=2),
+                                dict(edge_storage="compact", edge_capacity=16, n_partitions=2, backend="simulate")])
+def test_without_the_state_the_same_fit(kw):
+    """``return_state=False``: the same weights and history, a state without the duals."""
+    batch, model = tiny_batch("grid3", n_examples=4, seed=1)
+    opts = dict(alpha=0.5, max_iter=30, tol=0.0, random_state=0, **kw)
+    full = fit_idal(batch, model, **opts)
+    lean = fit_idal(batch, model, return_state=False, **opts)
+    assert {"mu_nodes", "mu_edges", "xi"} <= set(full.state) and not {"mu_nodes", "mu_edges", "xi"} & set(lean.state)
+    if kw.get("n_jobs", 1) == 1:  # threads merge in a thread-dependent order
+        np.testing.assert_array_equal(lean.w, full.w)
+        np.testing.assert_array_equal(lean.history["gap"], full.history["gap"])
+        assert lean.state["rho"] == full.state["rho"]

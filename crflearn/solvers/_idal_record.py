@@ -56,14 +56,15 @@ class Recorder:
 def idal_result(weights, st, rho: float, loop: SolverLoop, model: PairwiseModel, batch: GraphBatch, kappa: float,
                 entropy: str, sample_weight: np.ndarray | None = None) -> SolverResult:
     """The :class:`SolverResult` from the kernel-layout ``weights``, the state ``st`` (``mu_n``, ``mu_e``,
-    ``xi``) and ``rho`` (compact edge marginals stay compact: dense they would take ``8 K^2`` bytes per edge)."""
+    ``xi``; None: a state without the duals) and ``rho`` (compact edge marginals stay compact: dense they would
+    take ``8 K^2`` bytes per edge)."""
     hist = loop.finish()
     w = model.from_kernel(*weights)
-    mu_e = st.mu_e if isinstance(st.mu_e, CompactEdges) else st.mu_e.reshape(batch.n_edges, model.n_states,
-                                                                                model.n_states)
-    state = {"mu_nodes": st.mu_n, "mu_edges": mu_e,
-             "xi": st.xi, "w": w.copy(), "rho": float(rho), "kappa": float(kappa), "entropy": entropy,
-             "history": hist}
+    state = {"w": w.copy(), "rho": float(rho), "kappa": float(kappa), "entropy": entropy, "history": hist}
+    if st is not None:  # the duals (a warm start's): None when the caller did not ask for them
+        k = model.n_states
+        mu_e = st.mu_e if isinstance(st.mu_e, CompactEdges) else st.mu_e.reshape(batch.n_edges, k, k)
+        state.update(mu_nodes=st.mu_n, mu_edges=mu_e, xi=st.xi)
     if sample_weight is not None:  # a warm start must use the same weights (check_warm_weights)
         state["sample_weight"] = sample_weight.copy()
     info = {"inference": f"none (local polytope, {entropy} surrogate)", "rho": float(rho),

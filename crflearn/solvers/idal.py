@@ -68,7 +68,7 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
              monitor_every="auto", rho_schedule: str = "adaptive", n_jobs: int | None = None,
              n_partitions: int | None = None, backend: str = "threads", sample_weight=None,
              edge_storage: str = "dense", edge_capacity: int | None = None, commit_duals: bool = True,
-             check_input: bool = True) -> SolverResult:
+             return_state: bool = True, check_input: bool = True) -> SolverResult:
     """Train a pairwise CRF with IDAL (dual augmented Lagrangian over the local polytope).
 
     Parameters
@@ -134,6 +134,10 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
         ``backend="dask"``: the driver keeps every partition's duals at each certificate and rebuilds a lost
         partition from them; False: from the one-hot start (the fit still ends certified), sparing the driver
         memory of the size of the duals.
+    return_state : bool, default=True
+        Return the duals (``mu_nodes``, ``mu_edges``, ``xi``: what a warm start needs) in ``state``; False keeps
+        only ``w``, ``rho``, ``kappa``, ``entropy`` and ``history`` there (the estimator without ``warm_start``),
+        and spares a partitioned fit gathering the duals on the driver.
     check_input : bool, default=True
         Validate the batch and the model (False: the caller did).
 
@@ -165,13 +169,15 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
                 **_check_storage(edge_storage, edge_capacity, entropy, model.n_states))
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
                       history=new_history(batch, warm_start))
+    if not isinstance(return_state, (bool, np.bool_)):
+        raise TypeError(f"return_state must be True or False, got {return_state!r}")
     run = run or (_fit_serial if par.serial else partial(fit_partitioned, opts=par))
     return run(batch, model, spec=spec, warm=warm, random_state=random_state, loop=loop,
-               monitor_every=monitor_every, rho_schedule=rho_schedule)
+               monitor_every=monitor_every, rho_schedule=rho_schedule, return_state=bool(return_state))
 
 
 def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: dict | None, random_state,
-                loop: SolverLoop, monitor_every, rho_schedule: str) -> SolverResult:
+                loop: SolverLoop, monitor_every, rho_schedule: str, return_state: bool = True) -> SolverResult:
     """The serial solver: one engine on the whole batch (``spec``: keywords of ``build_engine``)."""
     engine = build_engine(batch, model, warm=warm, rng=np.random.default_rng(random_state), **spec)
     weights = spec.get("sample_weight")
@@ -185,8 +191,8 @@ def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
               monitoring=loop.monitoring, cheap_rows=monitor_every == "auto")
     if loop.interrupted:  # the interrupted sweep may have left zeta stale
         engine.rebuild_zeta()
-    return idal_result(engine.weights, engine.state, engine.rho, loop, model, batch, spec["kappa"],
-                       spec["entropy"], sample_weight=weights)
+    return idal_result(engine.weights, engine.state if return_state else None, engine.rho, loop, model, batch,
+                       spec["kappa"], spec["entropy"], sample_weight=weights)
 
 
 def _check_idal_weights(sample_weight, n_examples: int, warm_start) -> dict:

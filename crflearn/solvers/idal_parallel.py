@@ -560,52 +560,62 @@ def make_pool(batch: GraphBatch, model: PairwiseModel, opts: ParallelOptions, sp
     return pool, cliques
 
 
-def _gather_state(states: list, cliques: list) -> tuple:
-    """``(mu_n, mu_e, xi)`` of the whole batch from the partitions' states and node/edge indices (``mu_e`` a
-    :class:`CompactEdges` when the partitions' are)."""
-    nodes, edges = ([c[j] for c in cliques] for j in range(2))
-
-    def gather(idx: list, parts: list) -> np.ndarray:  # every part written once, straight to its rows
-        out = np.empty((sum(len(i) for i in idx),) + parts[0].shape[1:], dtype=parts[0].dtype)
-        for rows, part in zip(idx, parts):
-            out[rows] = part
-        return out
-
-    mu_e = [s[1] for s in states]
-    if isinstance(mu_e[0], CompactEdges):
-        mu_e = CompactEdges(*(gather(edges, [m[j] for m in mu_e]) for j in range(3)), mu_e[0].kk)
-    else:
-        mu_e = gather(edges, mu_e)
-    return gather(nodes, [s[0] for s in states]), mu_e, gather(edges, [s[2] for s in states])
-
-
 def _exact_primal(pool, glob: _GlobalWeights, alpha: float, n_examples: int, w: np.ndarray) -> float:
     """The exact CRF objective at ``w`` (model layout) from the partitions' summed exact losses (forests)."""
     return float(0.5 * alpha * (w @ w) + sum(_call(pool, glob, "exact_loss", w)) / n_examples)
 
 
-def _final_states(pool, glob: _GlobalWeights) -> list:
-    """Every partition's ``(mu_n, mu_e, xi)``. On Dask one partition after the other, each released on its
-    worker once its state is on the driver: the processes together hold the duals about once, not twice."""
-    if not isinstance(pool, ThreadPartitions):
-        states = []
-        for k in range(len(pool.parts)):
+class _Gathered:
+    """The whole batch's ``(mu_n, mu_e, xi)``, written partition by partition straight to their rows (the
+    arrays made when the first partition's state arrives; ``mu_e`` a :class:`CompactEdges` when the
+    partitions' are)."""
+
+    def __init__(self, cliques: list):
+        self.nodes, self.edges = ([c[j] for c in cliques] for j in range(2))
+        self.out = None
+
+    def add(self, k: int, state: tuple) -> None:
+        mu_n, mu_e, xi = state
+        parts = (mu_n, *(mu_e[:3] if isinstance(mu_e, CompactEdges) else (mu_e,)), xi)
+        rows = (self.nodes,) + (self.edges,) * (len(parts) - 1)
+        if self.out is None:
+            self.out = [np.empty((sum(len(i) for i in idx),) + a.shape[1:], dtype=a.dtype) for idx, a in zip(rows, parts)]
+            self.kk = mu_e.kk if isinstance(mu_e, CompactEdges) else None
+        for out, idx, a in zip(self.out, rows, parts):
+            out[idx[k]] = a
+
+    def state(self) -> IdalState:
+        mu_n, *mu_e, xi = self.out
+        return IdalState(mu_n, CompactEdges(*mu_e, self.kk) if self.kk is not None else mu_e[0], xi, None)
+
+
+def _final_state(pool, glob: _GlobalWeights, cliques: list) -> IdalState:
+    """The whole batch's duals. On Dask one partition after the other, each released on its worker once its
+    state is written into the driver's arrays: the processes together hold the duals about once, not twice."""
+    gathered = _Gathered(cliques)
+    if isinstance(pool, ThreadPartitions):
+        for k, state in enumerate(_call(pool, glob, "state")):
+            gathered.add(k, state)
+        return gathered.state()
+    for k in range(len(pool.parts)):
+        answer = pool.call_one(k, "state")
+        while isinstance(answer, Rebuilt):  # lost meanwhile: w follows the rebuilt duals
+            glob.replace(k, answer.contribution)
             answer = pool.call_one(k, "state")
-            while isinstance(answer, Rebuilt):  # lost meanwhile: w follows the rebuilt duals
-                glob.replace(k, answer.contribution)
-                answer = pool.call_one(k, "state")
-            states.append(answer)
-            pool.release(k)
-        return states
-    return _call(pool, glob, "state")
+        gathered.add(k, answer)
+        del answer
+        pool.release(k)
+    return gathered.state()
 
 
 def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOptions, spec: dict,
-                    warm: dict | None, random_state, loop: SolverLoop, monitor_every, rho_schedule: str):
+                    warm: dict | None, random_state, loop: SolverLoop, monitor_every, rho_schedule: str,
+                    return_state: bool = True):
     """Run the partitioned solver (called by :func:`~crflearn.solvers.idal.fit_idal` after validation).
 
     ``spec`` holds the keywords of :func:`~crflearn.solvers._idal_setup.build_engine` but ``warm`` and
-    ``rng``. Returns the :class:`~crflearn.solvers._base.SolverResult` of ``fit_idal``.
+    ``rng``. Returns the :class:`~crflearn.solvers._base.SolverResult` of ``fit_idal`` (without the duals
+    unless ``return_state``).
     """
     shared = IdalWeights(*model.to_kernel(np.zeros(model.size)))
     pool, cliques = make_pool(batch, model, opts, spec, warm, random_state, shared)
@@ -627,10 +637,9 @@ def fit_partitioned(batch: GraphBatch, model: PairwiseModel, *, opts: ParallelOp
             _call(pool, glob, "rebuild_zeta")
             if opts.combine == "shared":
                 glob.set_parts(pool.call("contribution"))
-        states = _final_states(pool, glob)
+        st = _final_state(pool, glob, cliques) if return_state else None
     finally:
         pool.close()
-    st = IdalState(*_gather_state(states, cliques), None)
     return idal_result(glob.weights, st, glob.rho, loop, model, batch, spec["kappa"], spec["entropy"],
                        sample_weight=spec.get("sample_weight"))
 

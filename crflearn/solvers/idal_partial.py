@@ -201,9 +201,11 @@ def _set_psi_star(engine: IdalEngine, psi: tuple[np.ndarray, np.ndarray]) -> Non
 
 
 def fit_partial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: dict | None, random_state,
-                loop: SolverLoop, monitor_every, rho_schedule: str, w0: np.ndarray | None = None) -> SolverResult:
+                loop: SolverLoop, monitor_every, rho_schedule: str, w0: np.ndarray | None = None,
+                return_state: bool = True) -> SolverResult:
     """The CCCP rounds of the module docstring (``spec``: keywords of ``build_engine``; ``w0`` the weights
-    of a warm start, whose first clamped marginals are computed there)."""
+    of a warm start, whose first clamped marginals are computed there; the duals in the result's state
+    when ``return_state``)."""
     rng = np.random.default_rng(random_state)
     unknown = batch.labels < 0
     engine = build_engine(replace(batch, labels=np.where(unknown, 0, batch.labels)), model, warm=warm, rng=rng,
@@ -235,8 +237,8 @@ def fit_partial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
             if loop.is_last:
                 break
             inner_tol = max(min(FIRST_INNER_TOL, INNER_FRACTION * residual), strict)
-    result = idal_result(engine.weights, engine.state, engine.rho, loop, model, batch, spec["kappa"],
-                         spec["entropy"], sample_weight=weights)
+    result = idal_result(engine.weights, engine.state if return_state else None, engine.rho, loop, model, batch,
+                         spec["kappa"], spec["entropy"], sample_weight=weights)
     result.w = loop.recorded_w(np.zeros(model.size))
     result.state["w"] = result.w.copy()
     result.info["certified"] = False
