@@ -6,6 +6,8 @@ Usage::
         python benchmarks/bench_scale.py [--sizes 100000 300000 1000000] [--profile N]
         [--edge-storage dense|compact] [--capacity M] [--engine] [--epochs 3] [--ocr EPOCHS]
         [--dask WORKERS [--worker-memory BYTES]]
+        [--dask-fit WORKERS [--alpha A] [--kappa C] [--tol T] [--max-iter N] [--capacity M] [--signal S]
+                            [--no-commit] [--no-state]]
 
 Each size runs in a fresh subprocess: chains of 8-10 nodes, K = 26 states, p = 16 features with
 about 4 non-zeros per node (dense numpy arrays, so ``feature_view`` converts dense -> CSR), labels
@@ -38,6 +40,14 @@ end (``psutil`` has no peak on Linux) minus its baseline: ``driver MB``, ``worke
 driver-CPU seconds of a round (``round s``, the workers' steps in parallel) and of a certificate (``cert s``,
 commit included). ``--worker-memory`` sets the workers' ``memory_limit`` (default: none).
 
+``--dask-fit W`` runs a whole ``fit_idal(backend="dask", n_partitions=W, edge_storage="compact")`` (the user's
+path: validation, setup, scatter, rounds, certificates, result) on a ``W``-worker ``LocalCluster`` to ``--tol`` or
+``--max-iter`` rounds, with ``commit_duals=False`` (``--no-commit``) and ``return_state=False`` (``--no-state``)
+if asked; labels ``argmax(S x proj + Gumbel)`` (``--signal S``, default 1: the data above). It prints one JSON
+record: every process's peak resident size (``VmHWM``, MiB, absolute: data and libraries included, and over its
+baseline after the data were made), their sum, the machine's lowest ``MemAvailable`` during the fit (sampled every
+second), the wall and driver-CPU seconds of the fit, its rounds and its certified relative gaps.
+
 ``--setup-only N ...`` skips the fit at those sizes (``B/node`` then from the setup peak).
 ``--ocr E`` instead compares the layouts on OCR large (Gini, ``alpha = 2e-4``, seed 0): one engine per layout
 (dense, compact with ``--capacity`` slots, default 32 and 64), their steps interleaved, the certified relative gap
@@ -63,8 +73,9 @@ K, P = 26, 16
 CHUNK = 1 << 16
 
 
-def make_chains(n_nodes: int, seed: int = 0):
-    """About ``n_nodes`` nodes as chains of 8-10 nodes: a list of (n, P) arrays and label arrays."""
+def make_chains(n_nodes: int, seed: int = 0, signal: float = 1.0):
+    """About ``n_nodes`` nodes as chains of 8-10 nodes: a list of (n, P) arrays and label arrays; the labels
+    are ``argmax(signal * x proj + Gumbel noise)`` (the same random draws for every ``signal``)."""
     rng = np.random.default_rng(seed)
     lengths = []
     total = 0
@@ -81,7 +92,7 @@ def make_chains(n_nodes: int, seed: int = 0):
     y_all = np.empty(total, np.int64)
     for lo in chunks:
         x = x_all[lo:lo + CHUNK]
-        y_all[lo:lo + CHUNK] = np.argmax(x @ proj + rng.gumbel(size=(len(x), K)), axis=1)
+        y_all[lo:lo + CHUNK] = np.argmax(signal * (x @ proj) + rng.gumbel(size=(len(x), K)), axis=1)
     cuts = np.cumsum(lengths)[:-1]
     return list(np.split(x_all, cuts)), list(np.split(y_all, cuts))
 
@@ -291,7 +302,7 @@ class _MemoryWatch:
 
 
 def dask_fit_child(n_nodes: int, n_workers: int, max_iter: int, storage: dict, worker_memory, *, alpha: float,
-                   kappa: float, tol: float, commit: bool) -> dict:
+                   kappa: float, tol: float, commit: bool, state: bool, signal: float) -> dict:
     """The ``--dask-fit`` measurement of the module docstring, in this (fresh) process."""
     from distributed import Client, LocalCluster
 
@@ -302,7 +313,7 @@ def dask_fit_child(n_nodes: int, n_workers: int, max_iter: int, storage: dict, w
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       memory_limit=worker_memory, timeout=120) as cluster, Client(cluster, timeout=120) as client:
         client.run(_warm_worker, storage)
-        X, y = make_chains(n_nodes)
+        X, y = make_chains(n_nodes, signal=signal)
         batch, _ = make_batch(X, y)
         del X, y
         base = {"driver": _peak_reset()} | client.run(_peak_reset)
@@ -310,7 +321,8 @@ def dask_fit_child(n_nodes: int, n_workers: int, max_iter: int, storage: dict, w
         t0, c0 = time.perf_counter(), time.process_time()
         with _MemoryWatch() as watch:
             res = fit_idal(batch, model, alpha=alpha, kappa=kappa, max_iter=max_iter, tol=tol, random_state=0,
-                           backend="dask", n_partitions=n_workers, commit_duals=commit, verbose=1, **storage)
+                           backend="dask", n_partitions=n_workers, commit_duals=commit, return_state=state,
+                           verbose=1, **storage)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         peaks = {"driver": _peak_mb()} | client.run(_peak_mb)
     h = res.history
@@ -412,6 +424,8 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3, help="--dask-fit: tol")
     parser.add_argument("--max-iter", type=int, default=100, help="--dask-fit: max_iter")
     parser.add_argument("--no-commit", action="store_true", help="--dask-fit: commit_duals=False")
+    parser.add_argument("--no-state", action="store_true", help="--dask-fit: return_state=False")
+    parser.add_argument("--signal", type=float, default=1.0, help="--dask-fit: label signal of make_chains")
     parser.add_argument("--worker-memory", default="0", help="--dask: the workers' memory_limit, e.g. 4GiB "
                         "(default 0: none)")
     args = parser.parse_args()
@@ -474,7 +488,8 @@ def _main_dask_fit(args) -> None:
     """``--dask-fit``: one fresh driver process (and cluster) per size; prints its JSON record."""
     storage = dict(edge_storage="compact", edge_capacity=args.capacity or 32)
     limit = int(args.worker_memory) if args.worker_memory.isdigit() else args.worker_memory
-    kw = dict(alpha=args.alpha, kappa=args.kappa, tol=args.tol, commit=not args.no_commit)
+    kw = dict(alpha=args.alpha, kappa=args.kappa, tol=args.tol, commit=not args.no_commit, state=not args.no_state,
+              signal=args.signal)
     if args.child is not None:
         print(json.dumps(dask_fit_child(args.child, args.dask_fit, args.max_iter, storage, limit, **kw)))
         return
@@ -482,7 +497,8 @@ def _main_dask_fit(args) -> None:
         cmd = [sys.executable, __file__, "--child", str(n), "--dask-fit", str(args.dask_fit), "--max-iter",
                str(args.max_iter), "--worker-memory", str(args.worker_memory), "--capacity", str(storage["edge_capacity"]),
                "--alpha", str(args.alpha), "--kappa", str(args.kappa), "--tol", str(args.tol)]
-        cmd += ["--no-commit"] if args.no_commit else []
+        cmd += ["--signal", str(args.signal)] + (["--no-commit"] if args.no_commit else []) + (
+            ["--no-state"] if args.no_state else [])
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)  # the record is the last line
         print(out.stdout.strip().splitlines()[-1], flush=True)
 

@@ -5,12 +5,17 @@ Every partition's examples are scattered once to one worker, which builds the pa
 stays on the worker and later tasks, pinned to that worker, update it in place. A round ships ``w`` (and
 ``rho``) out and the weight change back; a certificate ships ``w`` out and the partition's terms back.
 
+Memory: the driver keeps the batch and the indices of every partition's examples, no copy per partition
+(a partition's examples are cut from the batch when it is placed). At the end of a fit the partitions'
+states are fetched one after the other, each partition released on its worker once its state is on the
+driver (none with ``return_state=False``).
+
 Faults: at every certificate round the driver keeps the partitions' duals (:meth:`DaskPartitions.commit`;
 the edge marginals as their non-zeros when sparse, as Gini's are, or as their compact slots with
-``edge_storage="compact"``). When a partition's worker leaves the
+``edge_storage="compact"``; not with ``commit_duals=False``). When a partition's worker leaves the
 cluster (killed, restarted by its nanny) or its task is lost, the driver scatters the partition's examples
-and its last committed duals (none before the first certificate: the one-hot start) to the live worker
-holding the fewest partitions, rebuilds the partition there and answers
+and its last committed duals (none before the first certificate or without commits: the one-hot start) to
+the live worker holding the fewest partitions, rebuilds the partition there and answers
 :class:`~crflearn.solvers.idal_parallel.Rebuilt` with its new part of ``w(mu)``, which the driver swaps for
 the lost one, so that ``w = w(mu)`` holds again and the fit continues from the committed round. The
 certificate never depends on this bookkeeping (its bounds are valid for any ``w``).

@@ -269,9 +269,8 @@ class IdalPartition:
     def __init__(self, batch: GraphBatch, model: PairwiseModel, spec: dict, seed, n_total: int, sigma: float,
                  shared: IdalWeights | None = None, lock=None, chunk: int | None = None):
         eng = build_engine(batch, model, rng=np.random.default_rng(seed), **spec)
-        #: what :meth:`exact_loss` needs (forests only: the examples themselves)
-        self.exact_args = (model, batch, spec["loss_augmented"], spec.get("sample_weight")) if batch.is_forest() \
-            else None
+        forest = batch.is_forest()  # what exact_loss needs (forests only): the examples themselves
+        self.exact_args = (model, batch, spec["loss_augmented"], spec.get("sample_weight")) if forest else None
         eng.n = int(n_total)
         eng.inv_lam_n = sigma / (eng.alpha * n_total)
         self.engine, self.sigma, self.shared = eng, float(sigma), shared
