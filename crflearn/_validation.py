@@ -46,6 +46,13 @@ def _describe(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` as a bool after checking it is ``True`` or ``False`` (numpy's included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+    return bool(value)
+
+
 def check_int(value, name: str, minimum: int = 1) -> int:
     """Return ``value`` as an int after checking it is an integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

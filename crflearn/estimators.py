@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state
 from threadpoolctl import threadpool_limits
 
 from ._labels import encode_labels, transform_labels
-from ._validation import check_int, check_nonnegative, check_positive, structured_input_tags
+from ._validation import check_bool, check_int, check_nonnegative, check_positive, structured_input_tags
 from .graphs import GraphBatch, chain_edges, check_instances, make_batch
 from .models import PairwiseModel
 
@@ -42,12 +42,6 @@ _CHOICE_TUPLES = {"entropy": "ENTROPIES", "sampling": "SAMPLINGS"}
 def _ignore_labels(labels) -> np.ndarray:
     """Label encoder used where labels are not needed (they are handled by the caller)."""
     return np.zeros(len(labels), dtype=np.int64)
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r:.80}")
-    return bool(value)
 
 
 def _check_choice(value, name: str, choices: Sequence[str]) -> str:
@@ -100,7 +94,7 @@ _SOLVER_PARAM_CHECKS: dict[str, Callable] = {
     "kappa": lambda v: check_positive(v, "kappa"),
     "rho": lambda v: check_positive(v, "rho", allow_none=True),
     "inner_epochs": lambda v: check_int(v, "inner_epochs", 1),
-    "loss_augmented": lambda v: _check_bool(v, "loss_augmented"),
+    "loss_augmented": lambda v: check_bool(v, "loss_augmented"),
 }
 
 
@@ -466,13 +460,13 @@ class CRF(BaseEstimator):
         spec = get_solver_spec(self.solver)
         check_int(self.max_iter, "max_iter", 1)
         check_nonnegative(self.tol, "tol")
-        _check_bool(self.fit_intercept, "fit_intercept")
-        _check_bool(self.start_end_transitions, "start_end_transitions")
+        check_bool(self.fit_intercept, "fit_intercept")
+        check_bool(self.start_end_transitions, "start_end_transitions")
         _check_allowed_transitions(self.allowed_transitions)
         _check_choice(self.inference, "inference", _inference_methods())
         if not isinstance(self.verbose, bool):
             check_int(self.verbose, "verbose", 0)
-        _check_bool(self.warm_start, "warm_start")
+        check_bool(self.warm_start, "warm_start")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None, got {self.callback!r:.80}")
         check_random_state(self.random_state)  # raises ValueError for a bad seed

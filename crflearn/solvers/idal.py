@@ -45,7 +45,7 @@ from functools import partial
 import numpy as np
 
 from .._kernels.idal_engine import MonitorSchedule, drive, initial_rho_range
-from .._validation import check_positive
+from .._validation import check_bool, check_positive
 from ..graphs import GraphBatch
 from ..models import PairwiseModel
 from ._base import SolverResult, check_common, check_sample_weight, check_warm_weights
@@ -158,22 +158,20 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     kappa, rho, inner_epochs, monitor_every = check_idal_options(
         kappa, rho, inner_epochs, entropy, loss_augmented, sampling, monitor_every, rho_schedule)
     par = check_parallel_options(n_jobs, n_partitions, backend, batch.n_examples, commit_duals=commit_duals)
+    return_state = check_bool(return_state, "return_state")
     run = partial_runner(batch, par.serial, warm_start)  # unknown labels: CCCP rounds (None: fully labelled)
-    warm = None if warm_start is None else check_warm_start(warm_start, batch.n_nodes, batch.n_edges,
-                                                            model.n_states)
-    if warm is not None and rho is None and "rho" in warm_start:
-        rho = check_positive(warm_start["rho"], "warm_start['rho']")
-    spec = dict(alpha=alpha, kappa=kappa, rho=default_rho(batch, model, alpha, kappa) if rho is None else rho,
-                entropy=entropy, loss_augmented=bool(loss_augmented), inner_epochs=inner_epochs, sampling=sampling,
+    warm, rho = _check_warm(warm_start, rho, batch, model)
+    spec = dict(alpha=alpha, kappa=kappa, rho=rho, entropy=entropy, loss_augmented=bool(loss_augmented),
+                inner_epochs=inner_epochs, sampling=sampling,
                 **_check_idal_weights(sample_weight, batch.n_examples, warm_start),
                 **_check_storage(edge_storage, edge_capacity, entropy, model.n_states))
+    if spec["rho"] is None:  # after every check: the default is a pass over the data
+        spec["rho"] = default_rho(batch, model, alpha, kappa)
     loop = SolverLoop("idal", max_iter=max_iter, tol=tol, verbose=verbose, callback=callback,
                       history=new_history(batch, warm_start))
-    if not isinstance(return_state, (bool, np.bool_)):
-        raise TypeError(f"return_state must be True or False, got {return_state!r}")
     run = run or (_fit_serial if par.serial else partial(fit_partitioned, opts=par))
     return run(batch, model, spec=spec, warm=warm, random_state=random_state, loop=loop,
-               monitor_every=monitor_every, rho_schedule=rho_schedule, return_state=bool(return_state))
+               monitor_every=monitor_every, rho_schedule=rho_schedule, return_state=return_state)
 
 
 def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: dict | None, random_state,
@@ -193,6 +191,16 @@ def _fit_serial(batch: GraphBatch, model: PairwiseModel, *, spec: dict, warm: di
         engine.rebuild_zeta()
     return idal_result(engine.weights, engine.state if return_state else None, engine.rho, loop, model, batch,
                        spec["kappa"], spec["entropy"], sample_weight=weights)
+
+
+def _check_warm(warm_start, rho, batch: GraphBatch, model: PairwiseModel) -> tuple[dict | None, float | None]:
+    """The checked warm-start arrays (None without a warm start) and ``rho`` (the warm start's when not given)."""
+    if warm_start is None:
+        return None, rho
+    warm = check_warm_start(warm_start, batch.n_nodes, batch.n_edges, model.n_states)
+    if rho is None and "rho" in warm_start:
+        rho = check_positive(warm_start["rho"], "warm_start['rho']")
+    return warm, rho
 
 
 def _check_idal_weights(sample_weight, n_examples: int, warm_start) -> dict:

@@ -73,6 +73,7 @@ from .._kernels.idal_engine import (RHO_WARMUP, CertificateProblem, IdalEngine, 
                                     assemble_certificate, initial_rho_range)
 from .._kernels.idal_monitor import dual_sums
 from .._kernels.idal_threads import STOP, SharedSync, make_flags, shared_sweep
+from .._validation import check_bool
 from ..graphs import GraphBatch, concat_ranges
 from ..models import PairwiseModel
 from ._history import relative_gap
@@ -141,8 +142,7 @@ def check_parallel_options(n_jobs, n_partitions, backend, n_examples: int, local
     ``backend="dask"``): keep every partition's duals on the driver at each certificate, to rebuild a lost
     partition from them; False rebuilds it from the one-hot start and spares the driver their memory.
     """
-    if not isinstance(commit_duals, (bool, np.bool_)):
-        raise TypeError(f"commit_duals must be True or False, got {commit_duals!r}")
+    commit_duals = check_bool(commit_duals, "commit_duals")
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     n_jobs = _check_count(n_jobs, "n_jobs", allow_all=True) or 1
@@ -160,7 +160,7 @@ def check_parallel_options(n_jobs, n_partitions, backend, n_examples: int, local
 
         current_client()
     return ParallelOptions(n_jobs, n_partitions, backend, "shared" if backend == "threads" else "cocoa",
-                           local_steps, bool(commit_duals))
+                           local_steps, commit_duals)
 
 
 def partition_examples(batch: GraphBatch, n_partitions: int, seed) -> list[np.ndarray]:
