@@ -168,6 +168,25 @@ def test_lost_partition_restarts_from_its_committed_duals(client, storage):
         pool.close()
 
 
+def test_estimator_on_dask_with_the_memory_options(client):
+    """``CRF(backend="dask")`` with compact edges and no committed duals through ``solver_params``: the certified
+    optimum of the serial estimator; without ``warm_start`` no duals come back, with it they do (compact)."""
+    from crflearn import CRF
+
+    batch, _ = _batch("chain", n_examples=4)
+    X = [batch.node_features[a:b] for a, b in zip(batch.node_offsets[:-1], batch.node_offsets[1:])]
+    y = [batch.labels[a:b] for a, b in zip(batch.node_offsets[:-1], batch.node_offsets[1:])]
+    kw = dict(alpha=0.1, kappa=0.3, tol=1e-6, max_iter=3000, random_state=1)
+    serial = CRF(**kw).fit(X, y)
+    params = {"edge_storage": "compact", "edge_capacity": 8, "commit_duals": False}
+    on_dask = CRF(backend="dask", solver_params=params, **kw).fit(X, y)
+    assert serial.converged_ and on_dask.converged_
+    assert on_dask.history_["primal"][-1] == pytest.approx(serial.history_["primal"][-1], rel=3e-6)
+    assert on_dask._solver_state is None
+    warm = CRF(backend="dask", solver_params=params, warm_start=True, **kw).fit(X, y)
+    assert warm._solver_state["mu_edges"].shape == (batch.n_edges, 16)
+
+
 def test_without_commit_the_driver_keeps_no_duals_and_a_lost_partition_restarts_one_hot(client):
     from crflearn.solvers.idal_parallel import ParallelOptions, make_pool
 
