@@ -9,7 +9,7 @@ import pytest
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide"
 #: optional packages a page needs (its test skips without them)
-NEEDS = {"comparing_solvers.rst": ["matplotlib"], "neural.rst": ["torch"]}
+NEEDS = {"comparing_solvers.rst": ["matplotlib"], "neural.rst": ["torch"], "scaling.rst": ["distributed"]}
 BLOCK = re.compile(r"^\.\. code-block:: python\n\n((?:(?: {4}.*)?\n)+)", re.MULTILINE)
 
 
@@ -21,13 +21,14 @@ def code_blocks(page: Path) -> list[str]:
 def test_guide_pages_have_code():
     pages = sorted(GUIDE.glob("*.rst"))
     assert {p.name for p in pages} >= {"sequence_labelling.rst", "graphs.rst", "comparing_solvers.rst",
-                                      "neural.rst"}
+                                      "neural.rst", "scaling.rst"}
     for page in pages:
         assert code_blocks(page), f"{page.name} has no python code block"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sequence_labelling.rst", "graphs.rst", "comparing_solvers.rst", "neural.rst"])
+@pytest.mark.parametrize("name", ["sequence_labelling.rst", "graphs.rst", "comparing_solvers.rst", "neural.rst",
+                                  "scaling.rst"])
 def test_guide_page_runs(name, tmp_path, monkeypatch, capsys):
     for module in NEEDS.get(name, []):
         pytest.importorskip(module)
