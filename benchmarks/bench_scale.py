@@ -22,8 +22,8 @@ correlated with the features. The child reports
   excluded).
 
 ``--engine`` replaces ``fit_idal`` by the engine itself: ``build_engine`` then ``--epochs`` times
-``step()`` + ``certify()`` (what a fit does, without building the result: with compact edge marginals
-``fit_idal``'s result state densifies them today); ``epoch s`` is then the wall time of a ``step()``
+``step()`` + ``certify()`` (what a fit does, without building the result: until session 5, with compact edge
+marginals ``fit_idal``'s result state densified them); ``epoch s`` is then the wall time of a ``step()``
 and ``cpu s`` its CPU time. ``--edge-storage compact --capacity M`` runs with the compact edge
 marginals of :mod:`crflearn._kernels.idal_compact` (engine mode only).
 
@@ -31,8 +31,8 @@ marginals of :mod:`crflearn._kernels.idal_compact` (engine mode only).
 thread each; ``W`` partitions, one per worker; compact edge marginals unless ``--edge-storage dense``): the driver
 builds the chain set, scatters the partitions, then runs ``--epochs`` CoCoA+ rounds, each followed by the
 certificate round of a fit (the driver keeps every partition's duals, :meth:`DaskPartitions.commit`, then the
-partition-additive certificate). Like ``--engine`` it drives the partitions itself and skips the result (whose
-state ``fit_idal`` returns with dense ``(E, K, K)`` edge marginals). The compiled kernels are loaded on every
+partition-additive certificate). Like ``--engine`` it drives the partitions itself and skips the result
+(``--dask-fit`` below runs the whole ``fit_idal``). The compiled kernels are loaded on every
 worker first (a 100-node fit), then every process's peak resident size is reset (``/proc/<pid>/clear_refs``)
 and its resident size taken as its baseline; each process reports ``VmHWM`` of ``/proc/<pid>/status`` at the
 end (``psutil`` has no peak on Linux) minus its baseline: ``driver MB``, ``worker MB`` (each), their ``B/node``
