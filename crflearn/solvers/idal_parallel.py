@@ -571,7 +571,7 @@ class _Gathered:
 
     def __init__(self, cliques: list):
         self.nodes, self.edges = ([c[j] for c in cliques] for j in range(2))
-        self.out = None
+        self.out, self.kk = None, None  # the arrays and K*K of compact edges (None: dense), set by the first add
 
     def add(self, k: int, state: tuple) -> None:
         mu_n, mu_e, xi = state
@@ -579,7 +579,8 @@ class _Gathered:
         rows = (self.nodes,) + (self.edges,) * (len(parts) - 1)
         if self.out is None:
             self.out = [np.empty((sum(len(i) for i in idx),) + a.shape[1:], dtype=a.dtype) for idx, a in zip(rows, parts)]
-            self.kk = mu_e.kk if isinstance(mu_e, CompactEdges) else None
+            if isinstance(mu_e, CompactEdges):
+                self.kk = mu_e.kk
         for out, idx, a in zip(self.out, rows, parts):
             out[idx[k]] = a
 
