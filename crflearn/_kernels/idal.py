@@ -43,7 +43,7 @@ from .idal_compact import edge_capacity, edge_done, edge_row, edge_store, edge_v
 from .simplex import candidates_above, michelot_threshold, project_simplex
 
 __all__ = ["IdalGraph", "IdalState", "IdalWeights", "IdalEntropy", "IdalScratch", "GINI", "SHANNON",
-           "make_scratch", "idal_sweep", "idal_outer", "clique_order"]
+           "make_scratch", "idal_sweep", "idal_outer", "idal_outer_incremental", "clique_order"]
 
 GINI = 0
 SHANNON = 1
@@ -786,6 +786,32 @@ def idal_outer(graph, state, rho, eta, out):
             zeta[e, 1, a] = x1 + rho * c[a]
             a2 += r[a] * r[a] + c[a] * c[a]
             xa += x0 * r[a] + x1 * c[a]
+    out[0] = a2
+    out[1] = xa
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def idal_outer_incremental(state, rho, eta, out):
+    """:func:`idal_outer` with ``A mu`` read off ``(zeta - xi) / rho``: O(E K), no pass over the edge blocks.
+
+    Valid while ``zeta == xi + rho * A mu`` holds, which every clique update maintains (up to round-off); the
+    caller recomputes ``A mu`` from the blocks with :func:`idal_outer` from time to time so that round-off
+    cannot accumulate. Writes ``out = [||A mu||^2, <xi_new, A mu>]``; returns 0.
+    """
+    xi, zeta = state.xi, state.zeta
+    inv_rho = 1.0 / rho
+    a2 = 0.0
+    xa = 0.0
+    for e in range(xi.shape[0]):
+        for side in range(2):
+            for a in range(xi.shape[2]):
+                r = (zeta[e, side, a] - xi[e, side, a]) * inv_rho
+                x = xi[e, side, a] + eta * r
+                xi[e, side, a] = x
+                zeta[e, side, a] = x + rho * r
+                a2 += r * r
+                xa += x * r
     out[0] = a2
     out[1] = xa
     return 0

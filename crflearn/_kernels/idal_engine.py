@@ -25,7 +25,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from .idal import IdalState, clique_order, idal_outer, idal_sweep, make_scratch
+from .idal import IdalState, clique_order, idal_outer, idal_outer_incremental, idal_sweep, make_scratch
 from .idal_monitor import idal_monitor, repair_sums, transport_repair
 
 __all__ = ["incidence", "orient_forest", "IdalEngine", "drive", "initial_rho_range", "CertificateProblem",
@@ -39,6 +39,9 @@ RHO_RANGE = 16.0
 #: outer steps before the first change of an adaptive rho (the first inner gaps measure the
 #: distance of the starting point, not the balance of the penalty)
 RHO_WARMUP = 10
+#: the multiplier step reads ``A mu`` off ``zeta - xi`` (O(E K)) and recomputes it from the edge blocks
+#: (O(E K^2)) every this many steps, so that round-off in the incrementally kept ``zeta`` stays bounded
+EXACT_OUTER_EVERY = 16
 #: Dykstra rounds of the certificate's repair (per edge, stops early)
 REPAIR_ROUNDS = 3
 #: node-marginal entries below this are rounded to 0 before the certificate's repair
@@ -241,6 +244,7 @@ class IdalEngine:
         self.scr = make_scratch(k)
         self.outer = np.zeros(2)  # [||A mu||^2, <xi, A mu>] of the last multiplier step
         self.best_lower = -np.inf  # largest certified lower bound so far (P* does not change during a run)
+        self.steps_since_exact = 0
         if not zeta_ready:
             self.rebuild_zeta()
 
@@ -248,6 +252,7 @@ class IdalEngine:
     def rebuild_zeta(self) -> None:
         """``zeta = xi + rho A mu`` (after a change of ``rho`` or an interrupted sweep)."""
         idal_outer(self.graph, self.state, self.rho, 0.0, self.outer)
+        self.steps_since_exact = 0
 
     def next_order(self) -> np.ndarray:
         """The clique order of the next sweep (a permutation, or a gap-weighted sample)."""
@@ -267,8 +272,15 @@ class IdalEngine:
                    self.tau_e, self.scr)
 
     def multiplier_step(self) -> None:
-        """The multiplier step ``xi += rho A mu`` (and ``zeta`` rebuilt)."""
-        idal_outer(self.graph, self.state, self.rho, self.rho, self.outer)
+        """The multiplier step ``xi += rho A mu`` (and ``zeta`` rebuilt): ``A mu`` read off ``zeta - xi``
+        (:func:`~crflearn._kernels.idal.idal_outer_incremental`), recomputed from the blocks every
+        :data:`EXACT_OUTER_EVERY` steps."""
+        self.steps_since_exact += 1
+        if self.steps_since_exact >= EXACT_OUTER_EVERY:
+            idal_outer(self.graph, self.state, self.rho, self.rho, self.outer)
+            self.steps_since_exact = 0
+        else:
+            idal_outer_incremental(self.state, self.rho, self.rho, self.outer)
 
     def step(self) -> None:
         """``inner_epochs`` sweeps over all cliques, then the multiplier step ``xi += rho A mu``."""
