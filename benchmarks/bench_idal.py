@@ -6,7 +6,9 @@ Usage::
                                         [--entropy gini|gini_otrw|shannon]
     python benchmarks/bench_idal.py snakes [...]
     python benchmarks/bench_idal.py sweep-ocr | sweep-grid
-    python benchmarks/bench_idal.py profile-ocr [--alpha A] [--entropy E]   # CPU s per sweep: nodes vs edges
+    python benchmarks/bench_idal.py profile-ocr [--alpha A] [--entropy E]   # CPU s per sweep: nodes vs edges,
+                                                                            # and the other parts of a step
+    python benchmarks/bench_idal.py continuation-ocr --alpha 2e-3 2e-4 --tol 3e-3 1e-3   # alpha continuation
 
 ``--n-train N`` keeps the first N training examples. Reports seconds per epoch (solver time, monitoring
 excluded), solver seconds until the certified relative gap ``(primal - dual) / |primal|`` of the record
@@ -124,6 +126,51 @@ def profile_sweeps(train, k, intercept, alpha, entropy, warm_epochs=30, repeats=
             idal_sweep(part, eng.graph, eng.feats, eng.weights, eng.state, eng.ent, eng.rho, eng.inv_lam_n,
                        eng.tau_e, eng.scr)
         print(f"| {entropy} | {name} | {len(part)} | {(time.process_time() - t0) / repeats:.3f} |", flush=True)
+    _profile_step(eng, repeats)
+
+
+def _profile_step(eng, repeats):
+    """CPU seconds per call of the other parts of an outer step and of a certificate row."""
+    from crflearn._kernels.idal import idal_outer, idal_outer_incremental
+
+    parts = {
+        "sweep order (next_order)": eng.next_order,
+        "multiplier step, A mu from the blocks (idal_outer)":
+            lambda: idal_outer(eng.graph, eng.state, eng.rho, 0.0, eng.outer),
+        "multiplier step, A mu from zeta - xi (idal_outer_incremental)":
+            lambda: idal_outer_incremental(eng.state, eng.rho, 0.0, eng.outer),
+        "certificate: upper bound pass (monitor_terms)": eng.monitor_terms,
+        "certificate: lower bound repair (repair_terms)": eng.repair_terms,
+    }
+    print("\n| part | CPU s per call |\n|---|---:|")
+    for name, fn in parts.items():
+        t0 = time.process_time()
+        for _ in range(repeats):
+            fn()
+        print(f"| {name} | {(time.process_time() - t0) / repeats:.4f} |", flush=True)
+
+
+def continuation(train, test, k, intercept, alphas, tols, max_iter):
+    """Fit at each alpha of ``alphas`` in turn (to its tolerance in ``tols``), warm-starting from the last."""
+    model = PairwiseModel(k, train.n_features, train.n_edge_features, fit_intercept=intercept)
+    fit_idal(train.subset([0]), model, alpha=alphas[-1], max_iter=2, tol=0.0)  # compile outside the clock
+    state, total = None, 0
+    cpu0 = time.process_time()
+    print("| alpha | tol | epochs | first certified rel. gap | final rel. gap | cumulative CPU s |\n|---|---|---:|---:|---:|---:|")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for alpha, tol in zip(alphas, tols):
+            res = fit_idal(train, model, alpha=alpha, tol=tol, max_iter=max_iter, random_state=0, warm_start=state)
+            state = res.state
+            # a warm-started history continues the previous one: keep this stage's rows
+            mine = res.history["iteration"] > total
+            gaps = relative_gaps(res.history)[mine]
+            epochs = int(res.history["iteration"][-1]) - total
+            total += epochs
+            print(f"| {alpha:.1e} | {tol:.0e} | {epochs} | {gaps[0]:.3g} | {gaps[-1]:.3g} | "
+                  f"{time.process_time() - cpu0:.1f} |", flush=True)
+    print(f"total epochs {total}, CPU {time.process_time() - cpu0:.1f} s, "
+          f"test error {100 * test_error(model, res.w, test):.2f} %")
 
 
 HEADER = ("| alpha | kappa | rho schedule | final rho | inner | epochs | s/epoch | solver s to tol | solver s "
@@ -133,7 +180,8 @@ HEADER = ("| alpha | kappa | rho schedule | final rho | inner | epochs | s/epoch
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["ocr", "snakes", "sweep-ocr", "sweep-grid", "profile-ocr"])
+    parser.add_argument("task", choices=["ocr", "snakes", "sweep-ocr", "sweep-grid", "profile-ocr",
+                                         "continuation-ocr"])
     parser.add_argument("--n-train", type=int, default=None, help="use the first N training examples")
     parser.add_argument("--alpha", type=float, nargs="*", default=None)
     parser.add_argument("--kappa", type=float, nargs="*", default=[1.0])
@@ -143,13 +191,14 @@ def main(argv=None):
     parser.add_argument("--inner-epochs", type=int, nargs="*", default=[1])
     parser.add_argument("--rho-schedule", nargs="*", default=["adaptive"], choices=["adaptive", "fixed"])
     parser.add_argument("--max-iter", type=int, default=200)
-    parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--tol", type=float, nargs="*", default=[1e-3],
+                        help="tolerance (continuation-ocr: one per alpha)")
     parser.add_argument("--loss-augmented", action="store_true")
     parser.add_argument("--entropy", default="gini", help="IDAL entropy: gini, gini_otrw or shannon (if offered)")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
 
-    if args.task in ("ocr", "sweep-ocr", "profile-ocr"):
+    if args.task in ("ocr", "sweep-ocr", "profile-ocr", "continuation-ocr"):
         train, test, k, intercept = load_ocr_batches(args.n_train)
     else:
         train, test, k, intercept = load_snake_batches(args.n_train)
@@ -157,6 +206,11 @@ def main(argv=None):
     alphas = args.alpha or [1.0 / train.n_examples]
     if args.task == "profile-ocr":
         return profile_sweeps(train, k, intercept, alphas[0], args.entropy)
+    if args.task == "continuation-ocr":
+        if len(args.tol) != len(alphas):
+            parser.error("continuation-ocr needs one --tol per --alpha")
+        return continuation(train, test, k, intercept, alphas, args.tol, args.max_iter)
+    args.tol = args.tol[0]
     print(f"# {args.task}: {train.n_examples} train examples, {train.n_nodes} nodes, {train.n_edges} edges, "
           f"K={k}, p={train.n_features}, q={train.n_edge_features}")
     print(HEADER)
