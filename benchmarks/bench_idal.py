@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_idal.py ocr [--alpha A] [--kappa K] [--rho R] [--inner-epochs M] [--max-iter T]
-                                        [--entropy gini|gini_otrw|shannon]
+                                        [--entropy gini|gini_otrw|shannon] [--sampling uniform|gap]
     python benchmarks/bench_idal.py snakes [...]
     python benchmarks/bench_idal.py sweep-ocr | sweep-grid
     python benchmarks/bench_idal.py profile-ocr [--alpha A] [--entropy E]   # CPU s per sweep: nodes vs edges,
@@ -72,16 +72,19 @@ def time_to(history, tol):
 
 
 def run(train, test, k, *, alpha, kappa=1.0, rho=None, inner_epochs=1, max_iter=200, tol=1e-3, seed=0,
-        verbose=0, method="auto", loss_augmented=False, rho_schedule="adaptive", entropy="gini", intercept=False):
+        verbose=0, method="auto", loss_augmented=False, rho_schedule="adaptive", entropy="gini", intercept=False,
+        sampling="uniform"):
     model = PairwiseModel(k, train.n_features, train.n_edge_features, fit_intercept=intercept)
     # warm-up call so that Numba compilation is not timed
-    fit_idal(train.subset([0]), model, alpha=alpha, max_iter=1, tol=0.0, kappa=kappa, entropy=entropy)
+    fit_idal(train.subset([0]), model, alpha=alpha, max_iter=1, tol=0.0, kappa=kappa, entropy=entropy,
+             sampling=sampling)
     t0, cpu0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = fit_idal(train, model, alpha=alpha, kappa=kappa, rho=rho, inner_epochs=inner_epochs,
                        max_iter=max_iter, tol=tol, random_state=seed, verbose=verbose,
-                       loss_augmented=loss_augmented, rho_schedule=rho_schedule, entropy=entropy)
+                       loss_augmented=loss_augmented, rho_schedule=rho_schedule, entropy=entropy,
+                       sampling=sampling)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     h = res.history
     per_epoch = float(h["time"][-1] / (h["iteration"][-1] * inner_epochs))
@@ -195,6 +198,7 @@ def main(argv=None):
                         help="tolerance (continuation-ocr: one per alpha)")
     parser.add_argument("--loss-augmented", action="store_true")
     parser.add_argument("--entropy", default="gini", help="IDAL entropy: gini, gini_otrw or shannon (if offered)")
+    parser.add_argument("--sampling", default="uniform", choices=["uniform", "gap"], help="IDAL clique sampling")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -231,6 +235,7 @@ def main(argv=None):
                         r = run(train, test, k, alpha=alpha, kappa=kappa, rho=rho, inner_epochs=m,
                                 max_iter=args.max_iter, tol=args.tol, verbose=args.verbose, method=method,
                                 loss_augmented=args.loss_augmented, rho_schedule=schedule, entropy=args.entropy,
+                                sampling=args.sampling,
                                 intercept=intercept)
                         print(fmt(r), flush=True)
 

@@ -254,8 +254,10 @@ class CRF(BaseEstimator):
     loss_augmented : bool, default=False
         IDAL and lbfgs: add the Hamming loss to the scores (softmax-margin training).
     sampling : {"uniform", "gap"}, default="uniform"
-        IDAL only: order of the clique updates (uniform random or proportional
-        to the per-clique duality gaps).
+        IDAL only: order of the clique updates: each clique once per sweep in random order, or
+        drawn with replacement, half uniformly and half in proportion to the per-clique gaps of
+        the last certificate row. ``"gap"`` is for experiments: it was much slower than
+        ``"uniform"`` on OCR and on snakes (docs/benchmarks.md, section 0.8).
     fit_intercept : bool, default=True
         Append a constant feature to every node (a per-label bias, reported in
         ``intercept_``).

@@ -109,7 +109,8 @@ def fit_idal(batch: GraphBatch, model: PairwiseModel, *, alpha: float = 1e-3, ma
     loss_augmented : bool, default=False
         Add the unnormalised Hamming loss to the node scores (softmax-margin CRF).
     sampling : {"uniform", "gap"}, default="uniform"
-        Each clique once per sweep in random order; or draws half uniform, half by the last Fenchel-Young gaps.
+        Each clique once per sweep in random order; or draws (with replacement) half uniform, half by the
+        Fenchel-Young gaps of the last certificate row: much slower on OCR and snakes (docs/benchmarks.md 0.8).
     monitor_every : int or "auto", default="auto"
         Certify (and test ``tol``) every this many outer steps; ``"auto"`` predicts from the observed rate when
         ``tol`` will be reached (at most every 32 steps) and skips the repair of the lower bound while the
