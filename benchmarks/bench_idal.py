@@ -134,14 +134,14 @@ def profile_sweeps(train, k, intercept, alpha, entropy, warm_epochs=30, repeats=
 
 def _profile_step(eng, repeats):
     """CPU seconds per call of the other parts of an outer step and of a certificate row."""
-    from crflearn._kernels.idal import idal_outer, idal_outer_incremental
+    from crflearn._kernels.idal import multiplier_update, zeta_from_blocks
 
     parts = {
         "sweep order (next_order)": eng.next_order,
-        "multiplier step, A mu from the blocks (idal_outer)":
-            lambda: idal_outer(eng.graph, eng.state, eng.rho, 0.0, eng.outer),
-        "multiplier step, A mu from zeta - xi (idal_outer_incremental)":
-            lambda: idal_outer_incremental(eng.state, eng.rho, 0.0, eng.outer),
+        "zeta = xi + rho A mu from the edge blocks (zeta_from_blocks)":
+            lambda: zeta_from_blocks(eng.graph, eng.state, eng.rho, eng.outer),
+        "multiplier step, A mu from zeta - xi (multiplier_update)":
+            lambda: multiplier_update(eng.state, eng.rho, 0.0, eng.outer),
         "certificate: upper bound pass (monitor_terms)": eng.monitor_terms,
         "certificate: lower bound repair (repair_terms)": eng.repair_terms,
     }

@@ -43,7 +43,7 @@ from .idal_compact import edge_capacity, edge_done, edge_row, edge_store, edge_v
 from .simplex import candidates_above, michelot_threshold, project_simplex
 
 __all__ = ["IdalGraph", "IdalState", "IdalWeights", "IdalEntropy", "IdalScratch", "GINI", "SHANNON",
-           "make_scratch", "idal_sweep", "idal_outer", "idal_outer_incremental", "clique_order"]
+           "make_scratch", "idal_sweep", "zeta_from_blocks", "multiplier_update", "clique_order"]
 
 GINI = 0
 SHANNON = 1
@@ -726,11 +726,11 @@ def _shannon_edge(e, mu_row, graph, feats, weights, state, ent, rho, inv_lam_n, 
 
 
 @njit(cache=True, nogil=True)
-def idal_outer(graph, state, rho, eta, out):
-    """Multiplier step ``xi += eta * A mu``, then ``zeta = xi + rho * A mu``.
+def zeta_from_blocks(graph, state, rho, out):
+    """``zeta = xi + rho * A mu`` with ``A mu`` computed from the node and edge blocks (a pass over every edge
+    block: O(E K^2)).
 
-    Writes ``out = [||A mu||^2, <xi_new, A mu>]``. With ``eta = 0`` it only rebuilds ``zeta``.
-    Returns 0.
+    Writes ``out = [||A mu||^2, <xi, A mu>]``. Returns 0.
     """
     edges, mu_n, mu_e, xi, zeta = graph.edges, state.mu_n, state.mu_e, state.xi, state.zeta
     K = mu_n.shape[1]
@@ -778,26 +778,23 @@ def idal_outer(graph, state, rho, eta, out):
             r[a] = ra
         edge_done(mu_e, e, row)
         for a in range(K):
-            x0 = xi[e, 0, a] + eta * r[a]
-            x1 = xi[e, 1, a] + eta * c[a]
-            xi[e, 0, a] = x0
-            xi[e, 1, a] = x1
-            zeta[e, 0, a] = x0 + rho * r[a]
-            zeta[e, 1, a] = x1 + rho * c[a]
+            zeta[e, 0, a] = xi[e, 0, a] + rho * r[a]
+            zeta[e, 1, a] = xi[e, 1, a] + rho * c[a]
             a2 += r[a] * r[a] + c[a] * c[a]
-            xa += x0 * r[a] + x1 * c[a]
+            xa += xi[e, 0, a] * r[a] + xi[e, 1, a] * c[a]
     out[0] = a2
     out[1] = xa
     return 0
 
 
 @njit(cache=True, nogil=True)
-def idal_outer_incremental(state, rho, eta, out):
-    """:func:`idal_outer` with ``A mu`` read off ``(zeta - xi) / rho``: O(E K), no pass over the edge blocks.
+def multiplier_update(state, rho, eta, out):
+    """The multiplier step ``xi += eta * A mu``, then ``zeta = xi + rho * A mu``, with ``A mu`` read off
+    ``(zeta - xi) / rho``: O(E K), no pass over the edge blocks.
 
     Valid while ``zeta == xi + rho * A mu`` holds, which every clique update maintains (up to round-off); the
-    caller recomputes ``A mu`` from the blocks with :func:`idal_outer` from time to time so that round-off
-    cannot accumulate. Writes ``out = [||A mu||^2, <xi_new, A mu>]``; returns 0.
+    caller restores it exactly with :func:`zeta_from_blocks` from time to time so that round-off cannot
+    accumulate. Writes ``out = [||A mu||^2, <xi_new, A mu>]``; returns 0.
     """
     xi, zeta = state.xi, state.zeta
     inv_rho = 1.0 / rho

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from .idal import IdalState, clique_order, idal_outer, idal_outer_incremental, idal_sweep, make_scratch
+from .idal import IdalState, clique_order, idal_sweep, make_scratch, multiplier_update, zeta_from_blocks
 from .idal_monitor import idal_monitor, repair_sums, transport_repair
 
 __all__ = ["incidence", "orient_forest", "IdalEngine", "drive", "initial_rho_range", "CertificateProblem",
@@ -251,7 +251,7 @@ class IdalEngine:
     # -- iterations ------------------------------------------------------------------------
     def rebuild_zeta(self) -> None:
         """``zeta = xi + rho A mu`` (after a change of ``rho`` or an interrupted sweep)."""
-        idal_outer(self.graph, self.state, self.rho, 0.0, self.outer)
+        zeta_from_blocks(self.graph, self.state, self.rho, self.outer)
         self.steps_since_exact = 0
 
     def next_order(self) -> np.ndarray:
@@ -272,15 +272,14 @@ class IdalEngine:
                    self.tau_e, self.scr)
 
     def multiplier_step(self) -> None:
-        """The multiplier step ``xi += rho A mu`` (and ``zeta`` rebuilt): ``A mu`` read off ``zeta - xi``
-        (:func:`~crflearn._kernels.idal.idal_outer_incremental`), recomputed from the blocks every
-        :data:`EXACT_OUTER_EVERY` steps."""
-        self.steps_since_exact += 1
-        if self.steps_since_exact >= EXACT_OUTER_EVERY:
-            idal_outer(self.graph, self.state, self.rho, self.rho, self.outer)
-            self.steps_since_exact = 0
+        """The multiplier step ``xi += rho A mu`` (and ``zeta`` updated): ``A mu`` read off ``zeta - xi``
+        (:func:`~crflearn._kernels.idal.multiplier_update`), which is first restored from the blocks
+        (:meth:`rebuild_zeta`) every :data:`EXACT_OUTER_EVERY` steps."""
+        if self.steps_since_exact + 1 >= EXACT_OUTER_EVERY:
+            self.rebuild_zeta()
         else:
-            idal_outer_incremental(self.state, self.rho, self.rho, self.outer)
+            self.steps_since_exact += 1
+        multiplier_update(self.state, self.rho, self.rho, self.outer)
 
     def step(self) -> None:
         """``inner_epochs`` sweeps over all cliques, then the multiplier step ``xi += rho A mu``."""
